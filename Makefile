@@ -1,0 +1,34 @@
+# dotcos developer tasks. Everything runs inside .venv, created on demand from python3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS ?= dev
+DOTCOS_INDEX_ROOT ?= ./indexes
+export DOTCOS_INDEX_ROOT
+
+.PHONY: install test run lint bench bench-full demo clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/python -m service.demo --root "$(DOTCOS_INDEX_ROOT)"
+
+run: demo
+	$(BIN)/dotcos-serve
+
+lint: install
+	$(BIN)/ruff check index_builder service tests bench
+	$(BIN)/mypy index_builder service
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

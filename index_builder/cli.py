@@ -1,0 +1,179 @@
+"""`dotcos-build`: build, list, inspect, verify, activate and gc published versions.
+
+Exit codes (for schedulers): 0 success, 2 bad input or unknown collection/version,
+1 any other failure (including a version that does not verify). Errors are one line
+on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+from pydantic import ValidationError
+
+from index_builder import commands
+from index_builder.contract.errors import DotcosError, InputError, NotFoundError
+from index_builder.contract.layout import check_name
+from index_builder.contract.metrics import parse_metric_list
+from index_builder.faults import arm
+from index_builder.indexes import KINDS, IndexOptions
+from index_builder.pipeline import MIPS_MODES, BuildRequest
+from index_builder.progress import Progress
+from index_builder.readers import ParquetColumns, input_format, resolve_paths
+from index_builder.settings import BuilderSettings
+from index_builder.staging import InputSpec
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_build(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build and publish a new version of a collection")
+    p.add_argument("--input", required=True, help=".npy/.parquet/.fvecs file, directory or glob")
+    p.add_argument("--ids", help="ids file(s), one id per line (default: parquet id column or row numbers)")
+    p.add_argument("--name", required=True, help="collection name")
+    p.add_argument("--root", type=Path, help="index root (default: $DOTCOS_INDEX_ROOT or ./indexes)")
+    p.add_argument("--metrics", default="dot,cosine", help="comma-separated: dot, cosine, "
+                   "norm_pow:ALPHA, norm_sigmoid, covariance")
+    p.add_argument("--index", default="flat", help=f"{'|'.join(KINDS)} or a FAISS index_factory string")
+    p.add_argument("--mips", choices=MIPS_MODES, default="none",
+                   help="l2: serve dot through an L2 index over the MIPS augmentation")
+    p.add_argument("--hnsw-m", type=_positive, default=32)
+    p.add_argument("--ef-construction", type=_positive, default=128)
+    p.add_argument("--nlist", type=_positive, help="IVF lists (default ~4*sqrt(n))")
+    p.add_argument("--pq-m", type=_positive, help="PQ sub-quantizers (must divide the dimension)")
+    p.add_argument("--pq-bits", type=_positive, default=8)
+    p.add_argument("--refine-factor", type=_positive, help="candidates per result rescored exactly")
+    p.add_argument("--train-size", type=_positive, default=100_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--queries", help="user vectors for the recall self-check")
+    p.add_argument("--users", help="user vectors for the covariance metric")
+    p.add_argument("--selfcheck-queries", type=_positive, default=1000)
+    p.add_argument("--target-recall", type=float, default=0.95)
+    p.add_argument("--id-column", default=None, help="parquet id column (default: id)")
+    p.add_argument("--vector-column", default="vector", help="parquet vector column")
+    p.add_argument("--version", help="version name (default: UTC timestamp)")
+    p.add_argument("--threads", type=_positive, help="FAISS threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dotcos-build", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_build(sub)
+    for name, help_text in (("list", "collections and versions, active marked"),
+                            ("inspect", "a version's manifest, human-readable"),
+                            ("verify", "checksums and a load of every index"),
+                            ("activate", "point CURRENT at a version"),
+                            ("gc", "delete old versions, never the active one")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--root", type=Path)
+        if name != "list":
+            p.add_argument("--name", required=name != "verify", help="collection name")
+        if name in ("inspect", "verify", "activate"):
+            p.add_argument("--version", required=name == "activate")
+        if name == "inspect":
+            p.add_argument("--json", action="store_true", help="print the raw manifest")
+        if name == "gc":
+            p.add_argument("--keep", type=_positive, default=3)
+    return parser
+
+
+def _input_spec(spec: str | None, args: argparse.Namespace, what: str, ids: str | None = None) -> InputSpec | None:
+    if spec is None:
+        return None
+    paths = resolve_paths(spec, what)
+    columns = ParquetColumns(args.id_column or "id", args.vector_column, args.id_column is not None)
+    id_paths = resolve_paths(ids, "ids") if ids else None
+    return InputSpec(paths, input_format(paths), columns, id_paths)
+
+
+def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettings) -> BuildRequest:
+    check_name("collection", args.name)
+    if not 0.0 < args.target_recall <= 1.0:
+        raise InputError(f"--target-recall must be in (0, 1], got {args.target_recall}")
+    options = IndexOptions(
+        kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, nlist=args.nlist,
+        pq_m=args.pq_m, pq_bits=args.pq_bits, train_size=args.train_size, seed=args.seed,
+        refine_factor=args.refine_factor,
+    )
+    inputs = _input_spec(args.input, args, "input", args.ids)
+    assert inputs is not None
+    return BuildRequest(
+        inputs=inputs, collection=args.name, root=root, metrics=parse_metric_list(args.metrics),
+        index=options, mips=args.mips, queries=_input_spec(args.queries, args, "--queries"),
+        users=_input_spec(args.users, args, "--users"), target_recall=args.target_recall,
+        selfcheck_queries=args.selfcheck_queries, version=args.version,
+        block_bytes=settings.block_mb << 20,
+    )
+
+
+def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
+    root = args.root or settings.index_root
+    if args.command == "build":
+        threads = args.threads or settings.build_threads
+        if threads:
+            faiss.omp_set_num_threads(threads)
+        progress = Progress(quiet=args.quiet)
+        request = _build_request(args, root, settings)
+        return commands.build(request, progress)
+    if args.command == "list":
+        return commands.list_all(root)
+    if args.command == "inspect":
+        return commands.inspect(root, args.name, args.version, args.json)
+    if args.command == "verify":
+        return commands.verify(root, args.name, args.version)
+    if args.command == "activate":
+        return commands.activate_version(root, args.name, args.version)
+    return commands.collect(root, args.name, args.keep)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, run, and turn every failure into one line and an exit code."""
+    try:
+        settings = BuilderSettings()
+        args = _parser().parse_args(argv)
+        level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO)
+        if getattr(args, "quiet", False):
+            level = logging.WARNING
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+        arm(settings.crash_at)
+        return _run(args, settings)
+    except (InputError, NotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        print(f"error: setting DOTCOS_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except DotcosError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was published", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; lower DOTCOS_BLOCK_MB or use a compressed --index", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} ({exc.filename or 'I/O'})", file=sys.stderr)
+        return EXIT_FAILURE

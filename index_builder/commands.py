@@ -1,0 +1,115 @@
+"""What each `dotcos-build` subcommand does and prints (stdout is for people and scripts)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from index_builder.contract.errors import NotFoundError
+from index_builder.contract.integrity import verify_version
+from index_builder.contract.layout import list_collections, list_versions, read_current, version_dir
+from index_builder.contract.manifest import Manifest, read_manifest
+from index_builder.pipeline import BuildRequest
+from index_builder.pipeline import build as run_build
+from index_builder.progress import Progress
+from index_builder.publish import activate, gc
+
+
+def _recall_line(manifest: Manifest) -> list[str]:
+    lines = []
+    for name, entry in manifest.metrics.items():
+        index, check = entry.index, entry.index.self_check
+        knob = ", ".join(f"{k}={v}" for k, v in index.search_params.items()) or "exact"
+        recall = f"recall@10 {check.recall_at_10:.3f}" if check else "recall@10 n/a"
+        source = f" ({check.queries} queries from {check.query_source})" if check else ""
+        lines.append(f"  {name:<14} {index.kind:<7} {index.factory:<18} {index.layout:<13} "
+                     f"{recall} at {knob}{source}")
+    return lines
+
+
+def build(request: BuildRequest, progress: Progress) -> int:
+    start = time.perf_counter()
+    manifest = run_build(request, progress)
+    elapsed = time.perf_counter() - start
+    print(f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
+          f"dim {manifest.dim}, in {elapsed:.1f}s")
+    print("\n".join(_recall_line(manifest)))
+    profile = manifest.norm_profile
+    bias = "" if manifest.norm_bias_top5pct is None else \
+        f"; top-5% norms hold {manifest.norm_bias_top5pct:.0%} of exact dot top-10"
+    print(f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
+          f"max {profile.max:.4g}, zero {profile.zero_count}{bias}")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in progress.timings.items())
+    print(f"  stages: {stages}")
+    return 0
+
+
+def list_all(root: Path) -> int:
+    collections = list_collections(root)
+    if not collections:
+        print(f"no collections under {root}")
+    for name in collections:
+        active = read_current(root, name)
+        print(name)
+        for version in list_versions(root, name):
+            manifest = read_manifest(version_dir(root, name, version))
+            mark = "*" if version == active else " "
+            print(f"  {mark} {version}  {manifest.count} x {manifest.dim}  "
+                  f"{','.join(manifest.metrics)}{'  (active)' if version == active else ''}")
+    return 0
+
+
+def _manifest_for(root: Path, name: str, version: str | None) -> tuple[Path, Manifest]:
+    version = version or read_current(root, name)
+    path = version_dir(root, name, version)
+    if not path.is_dir():
+        known = ", ".join(list_versions(root, name)) or "none"
+        raise NotFoundError(f"version {version!r} of {name!r} not found (published: {known})")
+    return path, read_manifest(path)
+
+
+def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
+    _, manifest = _manifest_for(root, name, version)
+    if as_json:
+        print(manifest.to_json(), end="")
+        return 0
+    active = read_current(root, name)
+    print(f"collection {manifest.collection}, version {manifest.version}"
+          f"{' (active)' if manifest.version == active else ''}")
+    print(f"  created {manifest.created_at.isoformat()}, {manifest.count} vectors, dim {manifest.dim}, "
+          f"faiss {manifest.faiss_version}, schema {manifest.schema_version}")
+    print("\n".join(_recall_line(manifest)))
+    for name_, entry in manifest.metrics.items():
+        check = entry.index.self_check
+        if check and check.sweep:
+            points = ", ".join(f"{p.value}:{p.recall_at_10:.3f}" for p in check.sweep)
+            print(f"  {name_} sweep of {check.param} (value:recall@10): {points}")
+    profile = manifest.norm_profile
+    print(f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
+          f"max {profile.max:.4g}, zero {profile.zero_count}, norm bias {manifest.norm_bias_top5pct}")
+    for file, entry in manifest.files.items():
+        print(f"  {file:<24} {entry.bytes:>12} bytes  sha256 {entry.sha256[:16]}…")
+    return 0
+
+
+def verify(root: Path, name: str | None, version: str | None) -> int:
+    targets = [(name, version)] if name else [(c, None) for c in list_collections(root)]
+    for collection, wanted in targets:
+        path, manifest = _manifest_for(root, collection, wanted)
+        verify_version(manifest, path)
+        print(f"ok {collection} {manifest.version}: {len(manifest.files)} files, "
+              f"{len(manifest.metrics)} indexes")
+    return 0
+
+
+def activate_version(root: Path, name: str, version: str) -> int:
+    previous = read_current(root, name)
+    activate(root, name, version)
+    print(f"{name}: active version {previous} -> {version}")
+    return 0
+
+
+def collect(root: Path, name: str, keep: int) -> int:
+    removed = gc(root, name, keep)
+    print(f"{name}: removed {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
+    return 0

@@ -1,0 +1,69 @@
+"""FAISS helpers both programs need: the query-time knob of an index and per-call parameters.
+
+Query-time knobs always travel in a fresh SearchParameters object per call, never by
+mutating the shared index, so concurrent requests cannot race on efSearch or nprobe.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+
+from index_builder.contract.errors import ArtifactError
+
+EF_SEARCH = "efSearch"
+NPROBE = "nprobe"
+
+
+def _inner(index: faiss.Index) -> faiss.Index:
+    """The index under an IDMap wrapper, as its concrete class."""
+    if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
+        index = index.index
+    return faiss.downcast_index(index)
+
+
+def tuning_param(index: faiss.Index) -> str | None:
+    """The knob trading recall for speed: efSearch (HNSW), nprobe (IVF) or None (exact)."""
+    inner = _inner(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return EF_SEARCH
+    if faiss.try_extract_index_ivf(inner) is not None:
+        return NPROBE
+    return None
+
+
+def search_parameters(
+    index: faiss.Index, value: int | None, selector: faiss.IDSelector | None = None
+) -> faiss.SearchParameters | None:
+    """A fresh SearchParameters for one call, with the knob value and an optional id filter."""
+    param = tuning_param(index)
+    if param == EF_SEARCH:
+        params = faiss.SearchParametersHNSW()
+        if value is not None:
+            params.efSearch = int(value)
+    elif param == NPROBE:
+        params = faiss.SearchParametersIVF()
+        if value is not None:
+            params.nprobe = int(value)
+    elif selector is None:
+        return None
+    else:
+        params = faiss.SearchParameters()
+    if selector is not None:
+        params.sel = selector
+    return params
+
+
+def read_index(path: Path, mmap: bool = True) -> faiss.Index:
+    """Read an index file, memory-mapped where FAISS supports it for this index type."""
+    try:
+        if mmap:
+            try:
+                return faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            except RuntimeError:
+                pass
+        return faiss.read_index(str(path))
+    except RuntimeError as exc:
+        message = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unknown error"
+        raise ArtifactError(f"cannot load FAISS index {path.name}: {message}") from None

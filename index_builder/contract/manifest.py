@@ -1,0 +1,125 @@
+"""The manifest: the typed description of one published version, shared by builder and service."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from index_builder.contract.errors import ArtifactError
+from index_builder.contract.layout import MANIFEST_FILE
+from index_builder.contract.metrics import Layout, Metric, MetricSpace, MetricStats
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class FileEntry(_Model):
+    sha256: str
+    bytes: int
+
+
+class SweepPoint(_Model):
+    value: int
+    recall_at_10: float
+
+
+class SelfCheck(_Model):
+    """Recall@10 of an approximate index against exact search, and how it was measured."""
+
+    recall_at_10: float
+    queries: int
+    query_source: str
+    target_recall: float
+    param: str | None = None
+    sweep: list[SweepPoint] = Field(default_factory=list)
+
+
+class IndexEntry(_Model):
+    kind: str
+    factory: str
+    layout: Layout
+    file: str
+    count: int
+    exact: bool
+    max_norm: float | None = None
+    refine_factor: int = 1
+    search_params: dict[str, int] = Field(default_factory=dict)
+    self_check: SelfCheck | None = None
+
+
+class MetricEntry(_Model):
+    name: str
+    norm_min: float = 0.0
+    norm_max: float = 0.0
+    whitening_file: str | None = None
+    index: IndexEntry
+
+
+class NormProfile(_Model):
+    min: float
+    median: float
+    p99: float
+    max: float
+    zero_count: int
+
+
+class Manifest(_Model):
+    schema_version: int
+    collection: str
+    version: str
+    created_at: datetime
+    dim: int
+    count: int
+    vectors_file: str
+    ids_file: str
+    metrics: dict[str, MetricEntry]
+    norm_profile: NormProfile
+    norm_bias_top5pct: float | None = None
+    faiss_version: str
+    dotcos_version: str
+    build_params: dict[str, Any] = Field(default_factory=dict)
+    files: dict[str, FileEntry]
+
+    def metric_space(self, name: str, version_path: Path) -> MetricSpace:
+        """Rebuild the fitted metric space of one built metric from this version's files."""
+        entry = self.metrics[name]
+        whitening = None
+        if entry.whitening_file:
+            whitening = np.load(version_path / entry.whitening_file, allow_pickle=False)
+        stats = MetricStats(entry.norm_min, entry.norm_max, whitening)
+        return MetricSpace(Metric.parse(entry.name), stats)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+
+
+def read_manifest(version_path: Path) -> Manifest:
+    """Load and validate a manifest, refusing schema versions this code does not know."""
+    path = version_path / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{path} is unreadable: {exc}") from None
+    schema = raw.get("schema_version") if isinstance(raw, dict) else None
+    if schema not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ArtifactError(
+            f"{path} has schema_version {schema!r}; this dotcos reads "
+            f"{sorted(SUPPORTED_SCHEMA_VERSIONS)}"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ArtifactError(f"{path} is invalid at {where}: {first['msg']}") from None

@@ -1,0 +1,91 @@
+"""Exact scoring over raw vectors: brute-force top-k and the true score of given rows.
+
+Used by the builder (ground truth for the recall self-check) and by the service
+(`exact: true`, very selective filters, and rescoring every ANN candidate so that
+returned scores are the true metric values).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from index_builder.contract.metrics import MetricSpace
+
+MISSING = -1
+
+
+def doc_scales(space: MetricSpace, vectors: np.ndarray, block_rows: int) -> np.ndarray:
+    """doc_scale of every stored document, computed block by block (float32, shape (n,))."""
+    out = np.empty(len(vectors), dtype=np.float32)
+    for start in range(0, len(vectors), block_rows):
+        out[start : start + block_rows] = space.doc_scale(vectors[start : start + block_rows])
+    return out
+
+
+def indexed_rows(space: MetricSpace, scales: np.ndarray) -> np.ndarray:
+    """Rows that belong to this metric's index: all for dot, non-degenerate ones otherwise."""
+    if space.indexes_zero_documents:
+        return np.arange(len(scales), dtype=np.int64)
+    return np.flatnonzero(scales > 0).astype(np.int64)
+
+
+def _merge_topk(
+    best_s: np.ndarray, best_r: np.ndarray, new_s: np.ndarray, new_r: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    scores = np.concatenate([best_s, new_s], axis=1)
+    rows = np.concatenate([best_r, new_r], axis=1)
+    if scores.shape[1] > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, part, axis=1)
+        rows = np.take_along_axis(rows, part, axis=1)
+    return scores, rows
+
+
+def sort_topk(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each query's results by score descending, then row ascending; MISSING rows last."""
+    key_rows = np.where(rows == MISSING, np.iinfo(np.int64).max, rows)
+    key_scores = np.where(rows == MISSING, np.inf, -scores.astype(np.float64))
+    order = np.lexsort((key_rows, key_scores), axis=1)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def exact_topk(
+    space: MetricSpace,
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    scales: np.ndarray,
+    k: int,
+    candidates: np.ndarray | None = None,
+    block_rows: int = 65536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-k rows per query among `candidates` (default: the metric's indexed rows).
+
+    Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist.
+    """
+    pool = indexed_rows(space, scales) if candidates is None else np.asarray(candidates, np.int64)
+    nq = len(queries)
+    best_s = np.empty((nq, 0), dtype=np.float32)
+    best_r = np.empty((nq, 0), dtype=np.int64)
+    p = space.queries_in_raw_space(queries).astype(np.float32)
+    contiguous = candidates is None and len(pool) == len(vectors)
+    for start in range(0, len(pool), block_rows):
+        rows = pool[start : start + block_rows]
+        block = vectors[start : start + len(rows)] if contiguous else vectors[rows]
+        scores = (np.asarray(block, dtype=np.float32) @ p.T).T * scales[rows][None, :]
+        best_s, best_r = _merge_topk(best_s, best_r, scores, np.broadcast_to(rows, scores.shape), k)
+    if best_s.shape[1] < k:
+        pad = k - best_s.shape[1]
+        best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
+        best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=MISSING)
+    return sort_topk(best_s.astype(np.float32), best_r.astype(np.int64))
+
+
+def score_rows(
+    space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """True score of query i against each row in rows[i] (shape (nq, m)); MISSING rows get -inf."""
+    safe = np.where(rows == MISSING, 0, rows)
+    p = space.queries_in_raw_space(queries).astype(np.float32)
+    gathered = np.asarray(vectors[safe.ravel()], dtype=np.float32).reshape(*rows.shape, -1)
+    scores = np.einsum("qmd,qd->qm", gathered, p) * scales[safe]
+    return np.where(rows == MISSING, -np.inf, scores).astype(np.float32)

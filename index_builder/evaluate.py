@@ -1,0 +1,81 @@
+"""Measuring a built index: recall@10 against exact search, default knob tuning, norm profile."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
+from index_builder.contract.manifest import NormProfile, SelfCheck, SweepPoint
+from index_builder.contract.scoring import MISSING, exact_topk
+from index_builder.contract.search import ServedIndex, ann_topk
+
+log = logging.getLogger(__name__)
+
+RECALL_K = 10
+EF_SWEEP = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048)
+TIE_TOLERANCE = 1e-5
+
+
+def recall_at_k(truth_scores: np.ndarray, found_scores: np.ndarray, found_rows: np.ndarray) -> float:
+    """Tie-aware recall: a found row counts when its true score reaches the k-th exact score."""
+    kth = truth_scores[:, -1:]
+    tol = TIE_TOLERANCE * np.maximum(np.abs(kth), 1.0)
+    hits = (found_rows != MISSING) & (found_scores >= kth - tol)
+    possible = np.maximum((truth_scores > -np.inf).sum(axis=1), 1)
+    return float(np.mean(np.minimum(hits.sum(axis=1), possible) / possible))
+
+
+def _sweep_values(param: str | None, nlist: int) -> list[int | None]:
+    if param == EF_SEARCH:
+        return list(EF_SWEEP)
+    if param == NPROBE:
+        values, v = [], 1
+        while v < nlist:
+            values.append(v)
+            v *= 2
+        return values + [nlist]
+    return [None]
+
+
+def self_check(
+    served: ServedIndex, queries: np.ndarray, source: str, target: float, nlist: int
+) -> tuple[SelfCheck, dict[str, int]]:
+    """Recall@10 over a sweep of the index's knob; the default is the cheapest value reaching target."""
+    k = min(RECALL_K, max(1, served.index.ntotal))
+    truth, _ = exact_topk(served.space, queries, served.vectors, served.scales, k)
+    param = served.param
+    sweep: list[SweepPoint] = []
+    recall = 0.0
+    chosen: int | None = None
+    for value in _sweep_values(param, nlist):
+        scores, rows = ann_topk(served, queries, k, value)
+        recall, chosen = recall_at_k(truth, scores, rows), value
+        if value is not None:
+            sweep.append(SweepPoint(value=value, recall_at_10=round(recall, 4)))
+        if recall >= target:
+            break
+    if recall < target:
+        log.warning("%s: recall@10 %.3f stays below the target %.2f at %s=%s",
+                    served.space.name, recall, target, param, chosen)
+    check = SelfCheck(recall_at_10=round(recall, 4), queries=len(queries), query_source=source,
+                      target_recall=target, param=param, sweep=sweep)
+    return check, ({param: int(chosen)} if param and chosen is not None else {})
+
+
+def norm_profile(norms: np.ndarray) -> NormProfile:
+    """Min, median, p99, max and zero count of document norms."""
+    return NormProfile(
+        min=float(norms.min()), median=float(np.median(norms)),
+        p99=float(np.percentile(norms, 99)), max=float(norms.max()),
+        zero_count=int((norms == 0).sum()),
+    )
+
+
+def norm_bias(exact_rows: np.ndarray, norms: np.ndarray) -> float:
+    """Share of exact dot top-10 results held by the 5 % largest-norm documents."""
+    top = max(1, int(np.ceil(0.05 * len(norms))))
+    threshold = np.partition(norms, len(norms) - top)[len(norms) - top]
+    found = exact_rows[exact_rows != MISSING]
+    return float(np.mean(norms[found] >= threshold)) if len(found) else 0.0

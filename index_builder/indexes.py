@@ -1,0 +1,132 @@
+"""Turning index choices into FAISS indexes: factory strings, seeded training, blocked adds.
+
+Every index stores row numbers of the staged corpus as its ids, so a label maps straight
+to a row of `vectors.npy` and to an id in `ids.txt`, whatever subset the metric indexes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from index_builder.contract.errors import InputError
+from index_builder.contract.metrics import Layout, faiss_metric
+from index_builder.progress import Progress
+
+KINDS = ("flat", "hnsw", "ivf", "ivfpq")
+LOSSY_CODES = ("PQ", "SQ", "LSH", "RaBitQ")
+LOSSY_REFINE_FACTOR = 10
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """What the user asked for with --index and its companion flags."""
+
+    kind: str = "flat"
+    hnsw_m: int = 32
+    ef_construction: int = 128
+    nlist: int | None = None
+    pq_m: int | None = None
+    pq_bits: int = 8
+    train_size: int = 100_000
+    seed: int = 0
+    refine_factor: int | None = None
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """A resolved index: the label users gave, the factory string and the rescoring depth."""
+
+    kind: str
+    factory: str
+    dim: int
+    refine_factor: int
+    ef_construction: int | None
+
+    @property
+    def exact(self) -> bool:
+        return self.factory == "Flat"
+
+
+def default_nlist(count: int) -> int:
+    """About 4*sqrt(n) lists, but never fewer than 39 training points per list."""
+    return max(1, min(int(4 * math.sqrt(count)), count // 39))
+
+
+def default_pq_m(dim: int) -> int:
+    """The largest divisor of dim that is at most dim/4 (at least 1)."""
+    return max((m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0), default=1)
+
+
+def plan_index(options: IndexOptions, dim: int, count: int) -> IndexPlan:
+    """Resolve --index into a factory string, validating the companion flags."""
+    kind = options.kind
+    ef_construction = None
+    if kind == "flat":
+        factory = "Flat"
+    elif kind == "hnsw":
+        factory, ef_construction = f"HNSW{options.hnsw_m}", options.ef_construction
+    elif kind in ("ivf", "ivfpq"):
+        nlist = options.nlist or default_nlist(count)
+        if nlist > count:
+            raise InputError(f"--nlist {nlist} is larger than the {count} documents to index")
+        factory = f"IVF{nlist},Flat"
+        if kind == "ivfpq":
+            pq_m = options.pq_m or default_pq_m(dim)
+            if dim % pq_m:
+                raise InputError(f"--pq-m {pq_m} must divide the indexed dimension {dim}")
+            factory = f"IVF{nlist},PQ{pq_m}x{options.pq_bits}"
+    else:
+        factory, kind = options.kind, "factory"
+    lossy = any(code in factory for code in LOSSY_CODES)
+    refine = options.refine_factor or (LOSSY_REFINE_FACTOR if lossy else 1)
+    return IndexPlan(kind, factory, dim, refine, ef_construction)
+
+
+def new_index(plan: IndexPlan, layout: Layout) -> faiss.Index:
+    """An empty index for the plan that accepts row numbers as ids."""
+    try:
+        index = faiss.index_factory(plan.dim, plan.factory, faiss_metric(layout))
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise InputError(f"--index {plan.factory!r} is not a usable FAISS factory string: {detail}") from None
+    if plan.ef_construction is not None:
+        faiss.downcast_index(index).hnsw.efConstruction = plan.ef_construction
+    if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
+        return index
+    if faiss.try_extract_index_ivf(index) is not None:
+        return index
+    return faiss.IndexIDMap(index)
+
+
+PrepareRows = Callable[[np.ndarray], np.ndarray]
+
+
+def train_and_add(
+    index: faiss.Index,
+    rows: np.ndarray,
+    prepare: PrepareRows,
+    options: IndexOptions,
+    block_rows: int,
+    progress: Progress,
+) -> None:
+    """Train on a seeded sample of the indexed rows, then add all of them in blocks."""
+    if not index.is_trained:
+        rng = np.random.default_rng(options.seed)
+        size = min(options.train_size, len(rows))
+        sample = np.sort(rng.choice(rows, size=size, replace=False))
+        with progress.stage("train", size):
+            try:
+                index.train(prepare(sample))
+            except RuntimeError as exc:
+                detail = str(exc).strip().splitlines()[-1]
+                raise InputError(f"training failed ({detail}); lower --nlist or raise --train-size") from None
+    with progress.stage("add", len(rows)) as bar:
+        for start in range(0, len(rows), block_rows):
+            chunk = rows[start : start + block_rows]
+            index.add_with_ids(prepare(chunk), chunk)
+            bar.update(len(chunk))

@@ -1,0 +1,206 @@
+"""The build: stage the corpus, build and measure one index per metric, publish atomically."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+import index_builder
+from index_builder.contract.errors import InputError
+from index_builder.contract.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry
+from index_builder.contract.metrics import (
+    Layout, Metric, MetricKind, MetricSpace, augment_documents, fit_metric_space,
+)
+from index_builder.contract.scoring import doc_scales, exact_topk, indexed_rows
+from index_builder.contract.search import ServedIndex
+from index_builder.covariance import user_covariance, whitening_matrix
+from index_builder.evaluate import RECALL_K, norm_bias, norm_profile, self_check
+from index_builder.indexes import IndexOptions, new_index, plan_index, train_and_add
+from index_builder.progress import Progress
+from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
+from index_builder.readers import open_input
+from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpus, stage_corpus
+
+log = logging.getLogger(__name__)
+
+WHITENING_FILE = "covariance.npy"
+MIPS_MODES = ("none", "l2")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One build, fully resolved from CLI flags and settings."""
+
+    inputs: InputSpec
+    collection: str
+    root: Path
+    metrics: list[Metric]
+    index: IndexOptions = IndexOptions()
+    mips: str = "none"
+    queries: InputSpec | None = None
+    users: InputSpec | None = None
+    target_recall: float = 0.95
+    selfcheck_queries: int = 1000
+    version: str | None = None
+    block_bytes: int = 256 << 20
+    extra_params: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QuerySet:
+    vectors: np.ndarray
+    source: str
+
+
+def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarray:
+    parts = []
+    for path in spec.paths:
+        reader = open_input(path, spec.fmt, spec.columns)
+        if reader.dim != dim:
+            raise InputError(f"--queries {path}: dimension {dim} expected, got {reader.dim}")
+        parts.extend(block for block, _ in reader.blocks(65536))
+    queries = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
+    if not np.isfinite(queries).all():
+        raise InputError(f"--queries holds NaN or Inf in row {int(np.flatnonzero(~np.isfinite(queries).all(1))[0])}")
+    if len(queries) > limit:
+        queries = queries[np.sort(np.random.default_rng(seed).choice(len(queries), limit, replace=False))]
+    return queries
+
+
+def _document_queries(corpus: StagedCorpus, limit: int, seed: int) -> QuerySet:
+    pool = np.flatnonzero(corpus.norms > 0)
+    size = min(limit, len(pool))
+    rows = np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
+    return QuerySet(np.asarray(corpus.vectors[rows], dtype=np.float32), "documents")
+
+
+def _check_request(request: BuildRequest, corpus: StagedCorpus) -> None:
+    kinds = {m.kind for m in request.metrics}
+    if MetricKind.COVARIANCE in kinds and request.users is None:
+        raise InputError("metric 'covariance' needs --users FILE (a sample of user vectors)")
+    if request.mips != "none" and MetricKind.DOT not in kinds:
+        raise InputError(f"--mips {request.mips} serves dot, but --metrics does not include dot")
+    if any(m.rule.normalizes for m in request.metrics) and not (corpus.norms > 0).any():
+        names = ", ".join(m.name for m in request.metrics if m.rule.normalizes)
+        raise InputError(f"all {corpus.count} documents have zero norm; {names} is undefined for them")
+
+
+def _file_stem(metric: Metric) -> str:
+    return metric.name.replace(":", "-")
+
+
+def _build_metric(
+    metric: Metric, corpus: StagedCorpus, request: BuildRequest, staging: Path,
+    whitening: np.ndarray | None, queries: QuerySet, progress: Progress,
+) -> MetricEntry:
+    space = fit_metric_space(metric, corpus.norms.astype(np.float64), whitening)
+    block_rows = max(1, request.block_bytes // (4 * corpus.dim))
+    scales = doc_scales(space, corpus.vectors, block_rows)
+    rows = indexed_rows(space, scales)
+    layout = Layout.L2_AUGMENTED if metric.kind is MetricKind.DOT and request.mips == "l2" else Layout.IP
+    max_norm = float(corpus.norms[rows].max()) if layout is Layout.L2_AUGMENTED else None
+
+    def prepare(chunk: np.ndarray) -> np.ndarray:
+        prepared = space.prepare_documents(corpus.vectors[chunk])
+        return augment_documents(prepared, max_norm) if max_norm is not None else prepared
+
+    plan = plan_index(request.index, corpus.dim + (layout is Layout.L2_AUGMENTED), len(rows))
+    index = new_index(plan, layout)
+    log.info("%s: %s index (%s, %s) over %d documents", metric.name, plan.kind, plan.factory, layout, len(rows))
+    train_and_add(index, rows, prepare, request.index, block_rows, progress)
+    file = f"{_file_stem(metric)}.faiss"
+    with progress.stage(f"write {file}"):
+        faiss.write_index(index, str(staging / file))
+    served = ServedIndex(index, space, layout, plan.refine_factor, corpus.vectors, scales)
+    ivf = faiss.try_extract_index_ivf(index)
+    with progress.stage(f"self-check {metric.name}", len(queries.vectors), unit="query"):
+        check, params = self_check(served, queries.vectors, queries.source, request.target_recall,
+                                   ivf.nlist if ivf is not None else 0)
+    return MetricEntry(
+        name=metric.name, norm_min=space.stats.norm_min, norm_max=space.stats.norm_max,
+        whitening_file=WHITENING_FILE if metric.rule.whitened else None,
+        index=IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=file,
+                         count=len(rows), exact=plan.exact, max_norm=max_norm,
+                         refine_factor=plan.refine_factor, search_params=params, self_check=check),
+    )
+
+
+def _whitening(request: BuildRequest, corpus: StagedCorpus, staging: Path, progress: Progress) -> np.ndarray | None:
+    if request.users is None or not any(m.rule.whitened for m in request.metrics):
+        return None
+    cov = user_covariance(request.users, corpus.dim, request.block_bytes, progress)
+    whitening = whitening_matrix(cov)
+    np.save(staging / WHITENING_FILE, whitening, allow_pickle=False)
+    return whitening
+
+
+def _query_sets(request: BuildRequest, corpus: StagedCorpus) -> tuple[QuerySet, QuerySet]:
+    """Queries for user-facing metrics (--queries or documents) and for item-to-item metrics."""
+    seed = request.index.seed
+    documents = _document_queries(corpus, request.selfcheck_queries, seed)
+    if request.queries is None:
+        return documents, documents
+    users = _read_queries(request.queries, corpus.dim, request.selfcheck_queries, seed)
+    if not len(users):
+        raise InputError("--queries holds no vectors")
+    return QuerySet(users, "queries"), documents
+
+
+def build(request: BuildRequest, progress: Progress) -> Manifest:
+    """Run a whole build and publish it; on any failure nothing becomes visible."""
+    version = request.version or new_version_name()
+    staging = new_staging_dir(request.root, request.collection, version)
+    try:
+        corpus = stage_corpus(request.inputs, staging, request.block_bytes, progress)
+        _check_request(request, corpus)
+        whitening = _whitening(request, corpus, staging, progress)
+        user_queries, doc_queries = _query_sets(request, corpus)
+        entries = {}
+        for metric in request.metrics:
+            queries = doc_queries if metric.rule.whitened else user_queries
+            entries[metric.name] = _build_metric(metric, corpus, request, staging, whitening, queries, progress)
+        manifest = _manifest(request, version, corpus, entries, user_queries, staging)
+        del corpus
+        publish(staging, manifest, request.root)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _manifest(
+    request: BuildRequest, version: str, corpus: StagedCorpus, entries: dict[str, MetricEntry],
+    queries: QuerySet, staging: Path,
+) -> Manifest:
+    bias = None
+    if any(m.kind is MetricKind.DOT for m in request.metrics):
+        ones = np.ones(corpus.count, dtype=np.float32)
+        _, rows = exact_topk(MetricSpace(Metric(MetricKind.DOT)), queries.vectors, corpus.vectors,
+                             ones, min(RECALL_K, corpus.count))
+        bias = round(norm_bias(rows, corpus.norms), 4)
+    return Manifest(
+        schema_version=SCHEMA_VERSION, collection=request.collection, version=version,
+        created_at=datetime.now(UTC), dim=corpus.dim, count=corpus.count,
+        vectors_file=VECTORS_FILE, ids_file=IDS_FILE, metrics=entries,
+        norm_profile=norm_profile(corpus.norms), norm_bias_top5pct=bias,
+        faiss_version=faiss.__version__, dotcos_version=index_builder.__version__,
+        build_params=_build_params(request), files=file_entries(staging),
+    )
+
+
+def _build_params(request: BuildRequest) -> dict[str, object]:
+    options = request.index
+    return {
+        "input": [str(p) for p in request.inputs.paths][:20], "format": request.inputs.fmt,
+        "metrics": [m.name for m in request.metrics], "index": options.kind, "mips": request.mips,
+        "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction, "nlist": options.nlist,
+        "pq_m": options.pq_m, "pq_bits": options.pq_bits, "train_size": options.train_size,
+        "seed": options.seed, "target_recall": request.target_recall,
+        "selfcheck_queries": request.selfcheck_queries, **request.extra_params,
+    }

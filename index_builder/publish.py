@@ -1,0 +1,121 @@
+"""Publishing versions atomically, switching the active one, and collecting old ones.
+
+A build writes into ROOT/<collection>/.staging-<version>-<pid>/, fsyncs every file and
+the directory, renames it into versions/ (atomic on one filesystem), and only then
+replaces CURRENT (temp file + rename). A crash at any point leaves the old CURRENT and
+every published version untouched; a leftover staging directory is invisible to
+readers and removed by `gc`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+from index_builder.contract.errors import InputError, NotFoundError
+from index_builder.contract.layout import (
+    CURRENT_FILE, MANIFEST_FILE, STAGING_PREFIX, VERSIONS_DIR, check_name, collection_dir,
+    fsync_path, list_versions, read_current, sha256_file, version_dir, write_atomic,
+)
+from index_builder.contract.integrity import verify_checksums
+from index_builder.contract.manifest import FileEntry, Manifest, read_manifest
+from index_builder.faults import crash_point
+
+log = logging.getLogger(__name__)
+
+
+def new_version_name(now: datetime | None = None) -> str:
+    """A version name that sorts by creation time, e.g. 20261121T061300123456Z."""
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond:06d}Z"
+
+
+def new_staging_dir(root: Path, collection: str, version: str) -> Path:
+    """A private directory on the same filesystem as versions/, for one build."""
+    base = collection_dir(root, collection)
+    if (base / VERSIONS_DIR / check_name("version", version)).exists():
+        raise InputError(f"version {version!r} of {collection!r} already exists")
+    (base / VERSIONS_DIR).mkdir(parents=True, exist_ok=True)
+    staging = base / f"{STAGING_PREFIX}{version}-{os.getpid()}"
+    staging.mkdir()
+    return staging
+
+
+def file_entries(staging: Path) -> dict[str, FileEntry]:
+    """sha256 and size of every file in a staging directory (the manifest excepted)."""
+    return {
+        p.name: FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
+        for p in sorted(staging.iterdir())
+        if p.is_file() and p.name != MANIFEST_FILE
+    }
+
+
+def publish(staging: Path, manifest: Manifest, root: Path) -> Path:
+    """Make a fully written staging directory the collection's active version."""
+    (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+    crash_point("publish.before_fsync")
+    for path in staging.iterdir():
+        fsync_path(path)
+    fsync_path(staging)
+    crash_point("publish.before_rename")
+    target = version_dir(root, manifest.collection, manifest.version)
+    os.rename(staging, target)
+    fsync_path(target.parent)
+    crash_point("publish.before_current")
+    write_atomic(collection_dir(root, manifest.collection) / CURRENT_FILE, manifest.version)
+    crash_point("publish.after_current")
+    return target
+
+
+def activate(root: Path, collection: str, version: str) -> None:
+    """Point CURRENT at an already published version (rollback or roll forward)."""
+    path = version_dir(root, collection, version)
+    if not (path / MANIFEST_FILE).is_file():
+        known = ", ".join(list_versions(root, collection)) or "none"
+        raise NotFoundError(f"version {version!r} of {collection!r} not found (published: {known})")
+    verify_checksums(read_manifest(path), path)
+    crash_point("activate.before_current")
+    write_atomic(collection_dir(root, collection) / CURRENT_FILE, version)
+
+
+def _created(root: Path, collection: str, version: str) -> str:
+    return read_manifest(version_dir(root, collection, version)).created_at.isoformat()
+
+
+def gc(root: Path, collection: str, keep: int) -> list[str]:
+    """Delete all but the `keep` newest versions, never the active one; drop dead stagings."""
+    if keep < 1:
+        raise InputError(f"--keep must be at least 1, got {keep}")
+    active = read_current(root, collection)
+    versions = sorted(list_versions(root, collection), key=lambda v: _created(root, collection, v))
+    doomed = [v for v in versions[:-keep] if v != active]
+    for version in doomed:
+        crash_point("gc.before_delete")
+        trash = collection_dir(root, collection) / f"{STAGING_PREFIX}gc-{version}-{os.getpid()}"
+        os.rename(version_dir(root, collection, version), trash)
+        shutil.rmtree(trash)
+    _drop_dead_stagings(collection_dir(root, collection))
+    return doomed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_dead_stagings(base: Path) -> None:
+    for path in base.iterdir():
+        if not path.name.startswith(STAGING_PREFIX):
+            continue
+        pid = path.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            log.info("removing abandoned %s", path.name)
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,267 @@
+"""Readers for document embeddings (.npy, .parquet, .fvecs), one file or many shards.
+
+A reader only describes its input up front (row count, dimension) and then streams
+float32 blocks; validation that needs the values (NaN/Inf) happens in `staging`.
+Every problem with the input raises InputError with one line a person can act on.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from index_builder.contract.errors import InputError
+
+FORMATS = {".npy": "npy", ".parquet": "parquet", ".fvecs": "fvecs"}
+
+
+@dataclass(frozen=True)
+class ParquetColumns:
+    """Which parquet columns hold the id and the vector."""
+
+    id_column: str = "id"
+    vector_column: str = "vector"
+    id_column_required: bool = False
+
+
+@dataclass(frozen=True)
+class Block:
+    """A run of consecutive rows: float32 vectors and, for parquet, their ids."""
+
+    start: int
+    vectors: np.ndarray
+    ids: list[str] | None
+
+
+def resolve_paths(spec: str, what: str = "input") -> list[Path]:
+    """Expand a file, a directory or a glob into a sorted list of existing files."""
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not found:
+            raise InputError(f"{what} directory {spec} holds no files")
+        return found
+    if any(ch in spec for ch in "*?["):
+        found = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+        if not found:
+            raise InputError(f"{what} pattern {spec!r} matches no file")
+        return found
+    if not path.exists():
+        raise InputError(f"{what} file {spec} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} {spec} is not a regular file")
+    return [path]
+
+
+def input_format(paths: list[Path]) -> str:
+    """The single format of a set of input files, by extension."""
+    kinds = set()
+    for path in paths:
+        kind = FORMATS.get(path.suffix.lower())
+        if kind is None:
+            raise InputError(
+                f"{path}: unknown format {path.suffix or '(no extension)'!r}; "
+                f"expected one of {', '.join(FORMATS)}"
+            )
+        kinds.add(kind)
+    if len(kinds) > 1:
+        raise InputError(f"input mixes formats {sorted(kinds)}; give files of one format")
+    return kinds.pop()
+
+
+def _check_numeric(path: Path, dtype: np.dtype) -> None:
+    if dtype.kind not in "fiu" or dtype.itemsize > 8:
+        raise InputError(f"{path}: non-numeric dtype {dtype}; expected float16, float32 or float64")
+
+
+class NpyFile:
+    """A .npy file opened memory-mapped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except PermissionError:
+            raise InputError(f"{path}: permission denied") from None
+        except ValueError as exc:
+            if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+                raise InputError(f"{path}: non-numeric dtype (object); expected floats") from None
+            raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+        except (OSError, EOFError) as exc:
+            raise InputError(f"{path}: not a readable .npy file ({exc})") from None
+        if self.array.dtype.names is not None:
+            raise InputError(f"{path}: non-numeric dtype (structured); expected floats")
+        _check_numeric(path, self.array.dtype)
+        if self.array.ndim != 2:
+            raise InputError(f"{path}: expected a 2-D array (rows, dim), got shape {self.array.shape}")
+
+    @property
+    def count(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.array.shape[1])
+
+    def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
+        for start in range(0, self.count, rows):
+            yield np.asarray(self.array[start : start + rows], dtype=np.float32), None
+
+
+class FvecsFile:
+    """A .fvecs file: each row is an int32 dimension followed by that many float32 values."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                head = handle.read(4)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+        if size == 0:
+            raise InputError(f"{path}: file is empty")
+        if len(head) < 4 or size % 4:
+            raise InputError(f"{path}: not an .fvecs file (size {size} is not a multiple of 4)")
+        dim = int(np.frombuffer(head, dtype="<i4")[0])
+        if dim <= 0 or size % (4 * (dim + 1)):
+            raise InputError(
+                f"{path}: ragged or inconsistent dimensions (first row says {dim}, "
+                f"file size {size} is not a whole number of rows)"
+            )
+        self._dim = dim
+        self.raw = np.memmap(path, dtype="<i4", mode="r").reshape(-1, dim + 1)
+
+    @property
+    def count(self) -> int:
+        return int(self.raw.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
+        for start in range(0, self.count, rows):
+            chunk = np.asarray(self.raw[start : start + rows])
+            bad = np.flatnonzero(chunk[:, 0] != self._dim)
+            if len(bad):
+                row = start + int(bad[0])
+                raise InputError(
+                    f"{self.path}: ragged or inconsistent dimensions: row {row} has "
+                    f"{int(chunk[bad[0], 0])}, expected {self._dim}"
+                )
+            yield np.ascontiguousarray(chunk[:, 1:]).view("<f4").astype(np.float32), None
+
+
+class ParquetFile:
+    """A parquet file with an id column and a list-of-float vector column, read by batches."""
+
+    def __init__(self, path: Path, columns: ParquetColumns) -> None:
+        self.path = path
+        self.columns = columns
+        try:
+            self.file = pq.ParquetFile(path)
+        except (OSError, pa.ArrowException) as exc:
+            raise InputError(f"{path}: not a readable parquet file ({exc})") from None
+        schema = self.file.schema_arrow
+        if columns.vector_column not in schema.names:
+            raise InputError(
+                f"{path}: no vector column {columns.vector_column!r} (columns: {schema.names}); "
+                "set --vector-column"
+            )
+        self.has_ids = columns.id_column in schema.names
+        if columns.id_column_required and not self.has_ids:
+            raise InputError(f"{path}: no id column {columns.id_column!r} (columns: {schema.names})")
+        vtype = schema.field(columns.vector_column).type
+        if not (pa.types.is_list(vtype) or pa.types.is_large_list(vtype)
+                or pa.types.is_fixed_size_list(vtype)):
+            raise InputError(f"{path}: column {columns.vector_column!r} is {vtype}, expected a list of floats")
+        value_type = vtype.value_type
+        if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+            raise InputError(f"{path}: non-numeric dtype {value_type} in {columns.vector_column!r}")
+        self._dim = self._first_dim()
+
+    def _first_dim(self) -> int:
+        if self.file.metadata.num_rows == 0:
+            raise InputError(f"{self.path}: input is empty (0 rows)")
+        first = next(self.file.iter_batches(batch_size=1, columns=[self.columns.vector_column]))
+        value = first.column(0)[0].as_py()
+        if value is None:
+            raise InputError(f"{self.path}: row 0 has a null vector")
+        return len(value)
+
+    @property
+    def count(self) -> int:
+        return int(self.file.metadata.num_rows)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
+        wanted = [self.columns.vector_column] + ([self.columns.id_column] if self.has_ids else [])
+        start = 0
+        for batch in self.file.iter_batches(batch_size=rows, columns=wanted):
+            vectors = self._vectors(batch.column(self.columns.vector_column), start)
+            ids = None
+            if self.has_ids:
+                id_col = batch.column(self.columns.id_column)
+                if id_col.null_count:
+                    bad = start + int(np.flatnonzero(id_col.is_null().to_numpy(zero_copy_only=False))[0])
+                    raise InputError(f"{self.path}: row {bad} has a null id")
+                ids = [str(v) for v in id_col.to_pylist()]
+            yield vectors, ids
+            start += batch.num_rows
+
+    def _vectors(self, column: pa.Array, start: int) -> np.ndarray:
+        if column.null_count:
+            bad = start + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise InputError(f"{self.path}: row {bad} has a null vector")
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        wrong = np.flatnonzero(lengths != self._dim)
+        if len(wrong):
+            row = start + int(wrong[0])
+            raise InputError(
+                f"{self.path}: ragged or inconsistent dimensions: row {row} has "
+                f"{int(lengths[wrong[0]])} values, expected {self._dim}"
+            )
+        values = pc.list_flatten(column)
+        if values.null_count:
+            raise InputError(f"{self.path}: a vector near row {start} holds a null value")
+        flat = values.to_numpy(zero_copy_only=False)
+        return flat.astype(np.float32, copy=False).reshape(len(column), self._dim)
+
+
+def open_input(path: Path, fmt: str, columns: ParquetColumns) -> NpyFile | FvecsFile | ParquetFile:
+    """Open one input file of a known format."""
+    if not path.exists():
+        raise InputError(f"input file {path} does not exist")
+    if fmt == "npy":
+        return NpyFile(path)
+    if fmt == "fvecs":
+        return FvecsFile(path)
+    return ParquetFile(path, columns)
+
+
+def read_id_files(paths: list[Path]) -> list[list[str]]:
+    """Ids from text files, one per line (trailing newline optional), one list per file."""
+    lists = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"ids file {path} is not UTF-8 text") from None
+        except OSError as exc:
+            raise InputError(f"ids file {path}: cannot read ({exc.strerror})") from None
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        lists.append([line.rstrip("\r") for line in lines])
+    return lists

@@ -1,0 +1,133 @@
+"""First pass over the input: validate every row and write the float32 corpus and ids.
+
+The staged `vectors.npy` is both the artifact's raw-vector file and the memory-mapped
+source every later stage reads, so no stage holds a second full copy of the corpus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index_builder.contract.errors import InputError
+from index_builder.contract.metrics import row_norms
+from index_builder.progress import Progress
+from index_builder.readers import ParquetColumns, open_input, read_id_files
+
+VECTORS_FILE = "vectors.npy"
+IDS_FILE = "ids.txt"
+NORMS_FILE = "norms.npy"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Everything that says where the documents and their ids come from."""
+
+    paths: list[Path]
+    fmt: str
+    columns: ParquetColumns
+    id_paths: list[Path] | None = None
+
+
+@dataclass
+class StagedCorpus:
+    """The validated corpus on disk: raw float32 vectors (memory-mapped), ids and norms."""
+
+    vectors: np.ndarray
+    ids: list[str]
+    norms: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def _check_finite(block: np.ndarray, start: int, source: Path) -> None:
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite)[0])
+        value = block[row][~np.isfinite(block[row])][0]
+        raise InputError(f"{source}: row {start + row} holds {value} (NaN or Inf is not allowed)")
+
+
+def _check_ids(ids: list[str], count: int, source: str) -> None:
+    if len(ids) != count:
+        raise InputError(f"{source} holds {len(ids)} ids but the input has {count} vectors")
+    seen: set[str] = set()
+    for line, value in enumerate(ids):
+        if not value.strip():
+            raise InputError(f"{source}: id at position {line} is empty")
+        if "\n" in value or "\r" in value:
+            raise InputError(f"{source}: id at position {line} contains a line break")
+        if value in seen:
+            raise InputError(f"{source}: duplicate id {value!r} (again at position {line})")
+        seen.add(value)
+
+
+def _explicit_ids(spec: InputSpec, counts: list[int]) -> list[str] | None:
+    if not spec.id_paths:
+        return None
+    lists = read_id_files(spec.id_paths)
+    if len(lists) == len(counts) and len(lists) > 1:
+        for path, ids, count in zip(spec.id_paths, lists, counts, strict=True):
+            if len(ids) != count:
+                raise InputError(f"ids file {path} holds {len(ids)} ids but its shard has {count} vectors")
+    return [i for ids in lists for i in ids]
+
+
+def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Progress) -> StagedCorpus:
+    """Read, validate and write the corpus into out_dir; raise InputError on bad input."""
+    readers = [open_input(path, spec.fmt, spec.columns) for path in spec.paths]
+    dims = {r.dim for r in readers}
+    if len(dims) > 1:
+        detail = ", ".join(f"{r.path.name}: {r.dim}" for r in readers)
+        raise InputError(f"inconsistent dimensions across input files ({detail})")
+    counts = [r.count for r in readers]
+    total, dim = sum(counts), dims.pop()
+    if total == 0 or dim == 0:
+        raise InputError(f"input is empty ({total} rows of dimension {dim})")
+    explicit = _explicit_ids(spec, counts)
+    rows = max(1, block_bytes // (4 * dim))
+    out = np.lib.format.open_memmap(out_dir / VECTORS_FILE, mode="w+", dtype=np.float32, shape=(total, dim))
+    norms = np.empty(total, dtype=np.float32)
+    parquet_ids: list[str] = []
+    with progress.stage("read", total) as bar:
+        offset = 0
+        for reader in readers:
+            for vectors, ids in reader.blocks(rows):
+                _check_finite(vectors, offset, reader.path)
+                out[offset : offset + len(vectors)] = vectors
+                norms[offset : offset + len(vectors)] = row_norms(vectors)
+                if ids is not None:
+                    parquet_ids.extend(ids)
+                offset += len(vectors)
+                bar.update(len(vectors))
+    out.flush()
+    del out
+    ids, source = _choose_ids(explicit, parquet_ids, total, spec)
+    _check_ids(ids, total, source)
+    (out_dir / IDS_FILE).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    np.save(out_dir / NORMS_FILE, norms, allow_pickle=False)
+    vectors = np.load(out_dir / VECTORS_FILE, mmap_mode="r")
+    return StagedCorpus(vectors=vectors, ids=ids, norms=norms)
+
+
+def _choose_ids(
+    explicit: list[str] | None, parquet_ids: list[str], total: int, spec: InputSpec
+) -> tuple[list[str], str]:
+    if explicit is not None:
+        return explicit, f"ids file {spec.id_paths[0] if spec.id_paths else ''}"
+    if parquet_ids:
+        if len(parquet_ids) != total:
+            raise InputError(
+                f"column {spec.columns.id_column!r} is present in only some input files "
+                f"({len(parquet_ids)} ids for {total} vectors)"
+            )
+        return parquet_ids, f"column {spec.columns.id_column!r}"
+    return [str(i) for i in range(total)], "row numbers"
