@@ -21,7 +21,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 demo: install
-	$(BIN)/python -m service.demo --root "$(DOTCOS_INDEX_ROOT)"
+	$(BIN)/dotcos-build demo --root "$(DOTCOS_INDEX_ROOT)"
 
 run: demo
 	$(BIN)/dotcos-serve

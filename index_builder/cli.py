@@ -27,6 +27,7 @@ from index_builder.progress import Progress
 from index_builder.readers import ParquetColumns, input_format, resolve_paths
 from index_builder.settings import BuilderSettings
 from index_builder.staging import InputSpec
+from index_builder.synthetic import TwoTowerSpec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -80,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_build(sub)
+    demo = sub.add_parser("demo", help="build a demo collection unless the root has collections")
+    demo.add_argument("--root", type=Path)
+    demo.add_argument("--docs", type=_positive, default=20_000)
+    demo.add_argument("--dim", type=_positive, default=32)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--quiet", action="store_true")
     for name, help_text in (("list", "collections and versions, active marked"),
                             ("inspect", "a version's manifest, human-readable"),
                             ("verify", "checksums and a load of every index"),
@@ -136,6 +143,9 @@ def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
         progress = Progress(quiet=args.quiet)
         request = _build_request(args, root, settings)
         return commands.build(request, progress)
+    if args.command == "demo":
+        spec = TwoTowerSpec(docs=args.docs, dim=args.dim, seed=args.seed)
+        return commands.demo(root, spec, Progress(quiet=args.quiet))
     if args.command == "list":
         return commands.list_all(root)
     if args.command == "inspect":

@@ -12,6 +12,8 @@ from index_builder.contract.manifest import Manifest, read_manifest
 from index_builder.pipeline import BuildRequest
 from index_builder.pipeline import build as run_build
 from index_builder.progress import Progress
+from index_builder.demo import ensure_demo
+from index_builder.synthetic import TwoTowerSpec
 from index_builder.publish import activate, gc
 
 
@@ -41,6 +43,12 @@ def build(request: BuildRequest, progress: Progress) -> int:
           f"max {profile.max:.4g}, zero {profile.zero_count}{bias}")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in progress.timings.items())
     print(f"  stages: {stages}")
+    return 0
+
+
+def demo(root: Path, spec: TwoTowerSpec, progress: Progress) -> int:
+    built = ensure_demo(root, spec, progress)
+    print(f"demo collection {'built' if built else 'already present'} under {root}")
     return 0
 
 

@@ -1,0 +1,1 @@
+"""dotcos retrieval service: loads published versions and answers top-k over HTTP."""

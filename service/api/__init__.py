@@ -1,0 +1,1 @@
+"""The thin HTTP layer: schemas, routes, error mapping and metrics. No FAISS here."""

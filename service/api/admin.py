@@ -1,0 +1,36 @@
+"""Admin routes, mounted only when DOTCOS_ADMIN_TOKEN is set; the token is compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import APIRouter, Depends, Request
+from starlette.exceptions import HTTPException
+
+from service.api.errors import ERROR_RESPONSES
+from service.api.schemas import ErrorBody, ReloadReport
+from service.api.state import app_state
+
+
+def require_admin(request: Request) -> None:
+    """401 without a bearer token, 403 with a wrong one."""
+    token = app_state(request).settings.admin_token
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        raise HTTPException(401, "Authorization: Bearer <DOTCOS_ADMIN_TOKEN> required",
+                            headers={"WWW-Authenticate": "Bearer"})
+    expected = token.get_secret_value() if token else ""
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(403, "admin token rejected")
+
+
+router = APIRouter(dependencies=[Depends(require_admin)])
+
+
+@router.post("/v1/admin/reload", response_model=ReloadReport,
+             responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, **ERROR_RESPONSES})
+def reload(request: Request) -> ReloadReport:
+    """Check every collection's CURRENT now and load what changed (what polling does)."""
+    outcomes = app_state(request).registry.refresh()
+    return ReloadReport(results=[o.__dict__ for o in outcomes])

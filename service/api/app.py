@@ -1,0 +1,67 @@
+"""The FastAPI application: loading in the lifespan, middleware, routes, error handlers."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import faiss
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api import admin, routes
+from service.api.errors import install_error_handlers
+from service.api.limits import BodySizeLimit
+from service.api.observability import MetricsMiddleware, ServiceMetrics
+from service.api.state import AppState
+from service.core.registry import Registry
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+def _log_example(settings: ServiceSettings, registry: Registry) -> None:
+    """A ready-to-paste curl line querying the first collection with its first document."""
+    versions = registry.all()
+    if not versions:
+        log.warning("no collection under %s yet; publish one with `dotcos-build build` "
+                    "(it is picked up without a restart)", settings.index_root)
+        return
+    first = versions[0]
+    body = json.dumps({"vector": [round(float(x), 4) for x in first.vectors[0]], "k": 5,
+                       "metric": first.default_metric})
+    log.info("ready: curl -s http://%s:%d/v1/collections/%s/search -H 'Content-Type: application/json' "
+             "-d '%s'", settings.host, settings.port, first.collection, body)
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    """Build the app; collections load in the background once the lifespan starts."""
+    settings = settings or ServiceSettings()
+    metrics = ServiceMetrics()
+    registry = Registry(settings.index_root, metrics, mmap=settings.mmap)
+    state = AppState(settings=settings, registry=registry, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        faiss.omp_set_num_threads(settings.faiss_threads)
+        log.info("loading collections from %s (reload every %ss, %d FAISS threads)",
+                 settings.index_root, settings.reload_interval, settings.faiss_threads)
+        registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
+        yield
+        registry.stop()
+
+    app = FastAPI(title="dotcos", version="0.1.0", lifespan=lifespan,
+                  description="Top-k retrieval by dot product or cosine, chosen per request.")
+    app.state.dotcos = state
+    app.include_router(routes.router)
+    if settings.admin_enabled:
+        app.include_router(admin.router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,76 @@
+"""Prometheus metrics and per-request logging, as a pure ASGI middleware (cheap per request)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("service.requests")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServiceMetrics:
+    """The service's metrics in a private registry (one per app, so tests do not collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("dotcos_requests_total", "HTTP requests", ["route", "metric", "status"],
+                                registry=self.registry)
+        self.latency = Histogram("dotcos_request_seconds", "HTTP request latency", ["route", "metric"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.version = Gauge("dotcos_loaded_version_info", "Version served per collection (value 1)",
+                             ["collection", "version"], registry=self.registry)
+        self.reloads = Counter("dotcos_reloads_total", "Version loads by outcome",
+                               ["collection", "outcome"], registry=self.registry)
+
+    def loaded(self, collection: str, old: str | None, new: str) -> None:
+        if old is not None:
+            self.version.remove(collection, old)
+        self.version.labels(collection, new).set(1)
+        self.reloads.labels(collection, "loaded").inc()
+
+    def refused(self, collection: str, version: str, reason: str) -> None:
+        self.reloads.labels(collection, "refused").inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route template, metric and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def record_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            self._record(scope, status["code"], time.perf_counter() - start)
+
+    def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        route: Any = scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metric = scope.get("state", {}).get("metric", "")
+        self.metrics.requests.labels(path, metric, str(status)).inc()
+        self.metrics.latency.labels(path, metric).observe(elapsed)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request method=%s route=%s metric=%s status=%d ms=%.2f", scope.get("method"),
+                      path, metric or "-", status, elapsed * 1000)

@@ -1,0 +1,119 @@
+"""HTTP routes: parse, call the core, shape the answer. Handlers are plain `def` so FAISS
+work runs in the threadpool, never on the event loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from index_builder.contract.errors import InputError
+from service.api.errors import ERROR_RESPONSES, error_response
+from service.api.schemas import (
+    BatchSearchRequest, BatchSearchResponse, CollectionInfo, CollectionList, MetricInfo,
+    SearchRequest, SearchResponse, Status,
+)
+from service.api.state import AppState, app_state
+from service.core.collection import LoadedVersion
+from service.core.search import Hit, search
+
+router = APIRouter()
+
+
+class JSONBytes(Response):
+    """A JSON response rendered by orjson (the handlers return plain dicts and lists)."""
+
+    media_type = "application/json"
+
+    def render(self, content: object) -> bytes:
+        return orjson.dumps(content)
+
+
+def to_matrix(rows: list[list[float]], field: str) -> np.ndarray:
+    """Float32 (n, d) array from JSON lists, naming the first row whose length differs."""
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise InputError(f"{field}[{i}]: dimension {width} expected (as {field}[0]), got {len(row)}")
+    with np.errstate(over="ignore"):
+        return np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+
+
+def _hits(hits: list[Hit]) -> list[dict[str, object]]:
+    return [{"id": h.id, "score": h.score} for h in hits]
+
+
+@router.get("/healthz", response_model=Status)
+async def healthz() -> Response:
+    return JSONBytes({"status": "ok"})
+
+
+@router.get("/readyz", response_model=Status, responses={503: ERROR_RESPONSES[503]})
+async def readyz(request: Request) -> Response:
+    state = app_state(request)
+    if not state.registry.ready.is_set():
+        return error_response(503, "not_ready", "still loading collections", {"Retry-After": "1"})
+    served = {v.collection: v.version for v in state.registry.all()}
+    return JSONBytes({"status": "ready", "collections": served})
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    body = app_state(request).metrics.exposition()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def describe(version: LoadedVersion) -> dict[str, object]:
+    """The public description of a served version."""
+    manifest = version.manifest
+    metrics = {}
+    for name, entry in manifest.metrics.items():
+        index, check = entry.index, entry.index.self_check
+        metrics[name] = MetricInfo(
+            index_kind=index.kind, factory=index.factory, layout=index.layout, count=index.count,
+            exact=index.exact, search_params=index.search_params,
+            recall_at_10=check.recall_at_10 if check else None,
+            self_check_queries=check.queries if check else None,
+        )
+    return CollectionInfo(
+        name=version.collection, version=version.version, count=manifest.count, dim=manifest.dim,
+        default_metric=version.default_metric, metrics=metrics, created_at=manifest.created_at,
+        loaded_at=version.loaded_at, load_seconds=round(version.load_seconds, 4),
+        norm_profile=manifest.norm_profile.model_dump(),
+    ).model_dump(mode="json")
+
+
+@router.get("/v1/collections", response_model=CollectionList)
+def list_collections(request: Request) -> Response:
+    return JSONBytes({"collections": [describe(v) for v in app_state(request).registry.all()]})
+
+
+@router.get("/v1/collections/{name}", response_model=CollectionInfo, responses=ERROR_RESPONSES)
+def get_collection(name: str, request: Request) -> Response:
+    return JSONBytes(describe(app_state(request).registry.get(name)))
+
+
+def _search(state: AppState, request: Request, name: str, vectors: np.ndarray,
+            body: SearchRequest | BatchSearchRequest, field: str) -> tuple[str, str, str, list[list[Hit]]]:
+    version = state.registry.get(name)
+    result = search(version, vectors, body.options(), state.limits, field)
+    request.state.metric = result.metric
+    return result.collection, result.version, result.metric, result.hits
+
+
+@router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+def search_one(name: str, body: SearchRequest, request: Request) -> Response:
+    vectors = to_matrix([body.vector], "vector")
+    collection, version, metric, hits = _search(app_state(request), request, name, vectors, body, "vector")
+    return JSONBytes({"collection": collection, "version": version, "metric": metric,
+                      "results": _hits(hits[0])})
+
+
+@router.post("/v1/collections/{name}/search/batch", response_model=BatchSearchResponse,
+             responses=ERROR_RESPONSES)
+def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
+    vectors = to_matrix(body.vectors, "vectors")
+    collection, version, metric, hits = _search(app_state(request), request, name, vectors, body, "vectors")
+    return JSONBytes({"collection": collection, "version": version, "metric": metric,
+                      "results": [_hits(h) for h in hits]})

@@ -1,0 +1,28 @@
+"""What the routes share, kept on app.state: settings, the registry, metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from service.api.observability import ServiceMetrics
+from service.core.registry import Registry
+from service.core.search import Limits
+from service.settings import ServiceSettings
+
+
+@dataclass
+class AppState:
+    settings: ServiceSettings
+    registry: Registry
+    metrics: ServiceMetrics
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.dotcos
+    return state

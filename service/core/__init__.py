@@ -1,0 +1,1 @@
+"""The service's plain-Python core: loading versions, hot swap, searching. No HTTP here."""

@@ -1,0 +1,21 @@
+"""Errors only the service raises, beside the shared tree in index_builder.contract.errors.
+
+    DotcosError
+    ├── InputError
+    │   └── TooLarge        a request over a size limit (HTTP 413)
+    ├── NotFoundError
+    ├── ArtifactError
+    └── Unavailable         the service cannot take the request now (HTTP 503)
+"""
+
+from __future__ import annotations
+
+from index_builder.contract.errors import DotcosError, InputError
+
+
+class TooLarge(InputError):
+    code = "too_large"
+
+
+class Unavailable(DotcosError):
+    code = "unavailable"

@@ -1,0 +1,50 @@
+"""Loading a published version: verify checksums first, then open files memory-mapped."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from index_builder.contract.errors import ArtifactError
+from index_builder.contract.faiss_index import read_index
+from index_builder.contract.integrity import open_vectors, read_ids, verify_checksums
+from index_builder.contract.layout import version_dir
+from index_builder.contract.manifest import read_manifest
+from index_builder.contract.scoring import doc_scales
+from index_builder.contract.search import ServedIndex
+from service.core.collection import LoadedVersion
+
+log = logging.getLogger(__name__)
+
+SCALE_BLOCK_ROWS = 65536
+
+
+def load_version(root: Path, collection: str, version: str, mmap: bool = True) -> LoadedVersion:
+    """Load one version, refusing it (ArtifactError) if any file does not match its manifest."""
+    start = time.perf_counter()
+    path = version_dir(root, collection, version)
+    manifest = read_manifest(path)
+    if manifest.collection != collection or manifest.version != version:
+        raise ArtifactError(f"{path}: manifest names {manifest.collection}/{manifest.version}")
+    verify_checksums(manifest, path)
+    vectors = open_vectors(manifest, path)
+    ids = read_ids(manifest, path)
+    indexes = {}
+    for name, entry in manifest.metrics.items():
+        index = read_index(path / entry.index.file, mmap=mmap)
+        if index.ntotal != entry.index.count or index.d != manifest.dim + (entry.index.max_norm is not None):
+            raise ArtifactError(f"{entry.index.file}: shape does not match the manifest")
+        space = manifest.metric_space(name, path)
+        scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
+        indexes[name] = ServedIndex(index, space, entry.index.layout, entry.index.refine_factor,
+                                    vectors, scales)
+    elapsed = time.perf_counter() - start
+    log.info("loaded %s version %s (%d vectors, %s) in %.2fs", collection, version,
+             manifest.count, ", ".join(indexes), elapsed)
+    return LoadedVersion(
+        collection=collection, manifest=manifest, path=path, ids=ids,
+        rows_by_id={doc_id: row for row, doc_id in enumerate(ids)}, vectors=vectors,
+        indexes=indexes, load_seconds=elapsed, loaded_at=datetime.now(UTC),
+    )

@@ -1,0 +1,123 @@
+"""The set of served versions and hot swap: poll CURRENT, load in the background, swap atomically.
+
+Readers take a reference to a LoadedVersion and keep it for the whole request; a swap
+only replaces the dictionary entry, so in-flight requests finish on the old version,
+new ones see the new one, and the old one is freed when its last request ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from index_builder.contract.errors import DotcosError, NotFoundError
+from index_builder.contract.layout import list_collections, read_current
+from service.core.collection import LoadedVersion
+from service.core.loader import load_version
+
+log = logging.getLogger(__name__)
+
+
+class ReloadObserver(Protocol):
+    """Told about every swap and refusal (the HTTP layer turns these into metrics)."""
+
+    def loaded(self, collection: str, old: str | None, new: str) -> None: ...
+
+    def refused(self, collection: str, version: str, reason: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    collection: str
+    version: str | None
+    status: str
+    error: str | None = None
+
+
+class Registry:
+    """Loaded versions by collection name, refreshed from the index root."""
+
+    def __init__(self, root: Path, observer: ReloadObserver, mmap: bool = True) -> None:
+        self.root = root
+        self.mmap = mmap
+        self.observer = observer
+        self.ready = threading.Event()
+        self._versions: dict[str, LoadedVersion] = {}
+        self._refused: dict[str, str] = {}
+        self._refresh_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, name: str) -> LoadedVersion:
+        """The version serving `name` right now; NotFoundError naming the served ones."""
+        loaded = self._versions.get(name)
+        if loaded is None:
+            served = ", ".join(sorted(self._versions)) or "none"
+            raise NotFoundError(f"collection {name!r} not found (served: {served})")
+        return loaded
+
+    def all(self) -> list[LoadedVersion]:
+        return [self._versions[name] for name in sorted(self._versions)]
+
+    def refresh(self) -> list[ReloadOutcome]:
+        """Load every collection whose CURRENT changed; keep serving the old one on failure."""
+        with self._refresh_lock:
+            return [self._refresh_one(name) for name in list_collections(self.root)]
+
+    def _refresh_one(self, name: str) -> ReloadOutcome:
+        current = self._versions.get(name)
+        try:
+            wanted = read_current(self.root, name)
+        except DotcosError as exc:
+            return self._refuse(name, None, str(exc))
+        if current is not None and current.version == wanted:
+            return ReloadOutcome(name, wanted, "unchanged")
+        if self._refused.get(name) == wanted:
+            return ReloadOutcome(name, wanted, "refused", "refused earlier; publish a new version")
+        try:
+            loaded = load_version(self.root, name, wanted, self.mmap)
+        except (DotcosError, OSError, ValueError) as exc:
+            return self._refuse(name, wanted, str(exc))
+        self._versions = {**self._versions, name: loaded}
+        self._refused.pop(name, None)
+        self.observer.loaded(name, current.version if current else None, wanted)
+        log.info("serving %s version %s (was %s)", name, wanted, current.version if current else "none")
+        return ReloadOutcome(name, wanted, "loaded")
+
+    def _refuse(self, name: str, version: str | None, reason: str) -> ReloadOutcome:
+        if version is not None:
+            self._refused[name] = version
+        serving = self._versions.get(name)
+        log.error("refused %s version %s: %s (still serving %s)", name, version, reason,
+                  serving.version if serving else "nothing")
+        self.observer.refused(name, version or "unknown", reason)
+        return ReloadOutcome(name, version, "refused", reason)
+
+    def start(self, interval: float, on_ready: Callable[[], None] | None = None) -> None:
+        """Load everything in the background, mark ready, then poll every `interval` seconds."""
+        self._thread = threading.Thread(target=self._run, args=(interval, on_ready),
+                                        name="dotcos-reload", daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float, on_ready: Callable[[], None] | None) -> None:
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("initial load failed")
+        self.ready.set()
+        if on_ready is not None:
+            on_ready()
+        while interval > 0 and not self._stop.wait(interval):
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("reload poll failed; serving versions unchanged")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

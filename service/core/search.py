@@ -1,0 +1,172 @@
+"""Top-k search over a loaded version: metric per request, filters inside the search, exact mode.
+
+Filters never post-filter a short list. `include` with few eligible rows, and `exact`,
+score exactly the eligible rows; otherwise FAISS searches with an IDSelector in per-call
+SearchParameters, and if it still returns fewer than k while k eligible documents exist
+(graph searches can strand a selective filter), the query is answered exactly instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import faiss
+import numpy as np
+
+from index_builder.contract.errors import InputError
+from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
+from index_builder.contract.scoring import MISSING, exact_topk
+from index_builder.contract.search import ServedIndex, ann_topk
+from service.core.collection import LoadedVersion
+from service.core.errors import TooLarge
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits and tuning thresholds, from settings."""
+
+    max_k: int = 1000
+    max_batch: int = 1024
+    max_filter_ids: int = 100_000
+    exact_filter_threshold: int = 20_000
+    max_ef_search: int = 4096
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything a search request asks for besides the query vectors."""
+
+    k: int = 10
+    metric: str | None = None
+    exclude: list[str] = field(default_factory=list)
+    include: list[str] | None = None
+    exact: bool = False
+    nprobe: int | None = None
+    ef_search: int | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    collection: str
+    version: str
+    metric: str
+    hits: list[list[Hit]]
+
+
+def check_options(options: SearchOptions, batch: int, limits: Limits) -> None:
+    """Limits that depend on settings, reported with the field name and the limit."""
+    if not 1 <= options.k <= limits.max_k:
+        raise InputError(f"k: must be between 1 and {limits.max_k}, got {options.k}")
+    if batch > limits.max_batch:
+        raise TooLarge(f"vectors: batch of {batch} exceeds the limit of {limits.max_batch}")
+    for name, ids in (("exclude", options.exclude), ("include", options.include or [])):
+        if len(ids) > limits.max_filter_ids:
+            raise TooLarge(f"{name}: {len(ids)} ids exceed the limit of {limits.max_filter_ids}")
+    if options.ef_search is not None and options.ef_search > limits.max_ef_search:
+        raise InputError(f"params.ef_search: at most {limits.max_ef_search}, got {options.ef_search}")
+
+
+def check_queries(served: ServedIndex, vectors: np.ndarray, field_name: str) -> None:
+    """Under normalizing metrics a zero-norm query has no score: say so instead of returning noise."""
+    if served.space.normalizes_queries:
+        zero = ~np.any(served.space.prepare_queries(vectors), axis=1)
+        if zero.any():
+            row = int(np.flatnonzero(zero)[0])
+            where = f"{field_name}[{row}]" if len(vectors) > 1 else field_name
+            raise InputError(f"{where}: zero-norm vector has no {served.space.name} score")
+
+
+def _indexed(served: ServedIndex, rows: np.ndarray) -> np.ndarray:
+    return rows if served.space.indexes_zero_documents else rows[served.scales[rows] > 0]
+
+
+def _knob(served: ServedIndex, options: SearchOptions, version: LoadedVersion) -> int | None:
+    param = served.param
+    requested = {EF_SEARCH: options.ef_search, NPROBE: options.nprobe}.get(param or "")
+    if requested is not None:
+        return requested
+    entry = version.manifest.metrics[served.space.name].index
+    return entry.search_params.get(param) if param else None
+
+
+def _drop(scores: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    keep_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
+    keep_r = np.full((len(rows), k), MISSING, dtype=np.int64)
+    for i in range(len(rows)):
+        ok = (rows[i] != MISSING) & ~np.isin(rows[i], banned)
+        s, r = scores[i][ok][:k], rows[i][ok][:k]
+        keep_s[i, : len(s)], keep_r[i, : len(r)] = s, r
+    return keep_s, keep_r
+
+
+def _exact(served: ServedIndex, vectors: np.ndarray, k: int, pool: np.ndarray | None,
+           banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if pool is not None:
+        return exact_topk(served.space, vectors, served.vectors, served.scales, k, candidates=pool)
+    scores, rows = exact_topk(served.space, vectors, served.vectors, served.scales, k + len(banned))
+    return _drop(scores, rows, banned, k)
+
+
+def _selector(pool: np.ndarray | None, banned: np.ndarray) -> list[faiss.IDSelector]:
+    """The selector chain (outermost last); the list keeps inner selectors alive during the call."""
+    if pool is not None:
+        return [faiss.IDSelectorBatch(pool)]
+    if len(banned):
+        inner = faiss.IDSelectorBatch(banned)
+        return [inner, faiss.IDSelectorNot(inner)]
+    return []
+
+
+def run_search(version: LoadedVersion, vectors: np.ndarray, options: SearchOptions,
+               limits: Limits) -> tuple[ServedIndex, np.ndarray, np.ndarray]:
+    """Top-k (scores, rows) per query under the request's metric and filters."""
+    served = version.served(options.metric)
+    k = options.k
+    banned = version.known_rows(options.exclude)
+    pool = None
+    if options.include is not None:
+        pool = _indexed(served, np.setdiff1d(version.rows_for(options.include, "include"), banned))
+    eligible = len(pool) if pool is not None else len(_indexed(served, np.arange(len(served.scales))))
+    eligible -= 0 if pool is not None else len(_indexed(served, banned))
+    exact_index = served.param is None and served.refine_factor == 1
+    small_pool = pool is not None and len(pool) <= limits.exact_filter_threshold
+    if options.exact or exact_index or small_pool:
+        return served, *_exact(served, vectors, k, pool, banned)
+    value = _knob(served, options, version)
+    if served.param == EF_SEARCH and len(banned):
+        value = min(max(value or 0, k) + len(banned), limits.max_ef_search)
+    chain = _selector(pool, banned)
+    scores, rows = ann_topk(served, vectors, k, value, chain[-1] if chain else None)
+    found = (rows != MISSING).sum(axis=1)
+    if (found < min(k, eligible)).any():
+        return served, *_exact(served, vectors, k, pool, banned)
+    return served, scores, rows
+
+
+def search(version: LoadedVersion, vectors: np.ndarray, options: SearchOptions, limits: Limits,
+           field_name: str = "vector") -> SearchResult:
+    """Validate, search and turn rows into ids; ties are broken by id."""
+    check_options(options, len(vectors), limits)
+    version.check_vectors(vectors, field_name)
+    served = version.served(options.metric)
+    check_queries(served, vectors, field_name)
+    served, scores, rows = run_search(version, vectors, options, limits)
+    return SearchResult(version.collection, version.version, served.space.name,
+                        to_hits(version, scores, rows))
+
+
+def to_hits(version: LoadedVersion, scores: np.ndarray, rows: np.ndarray) -> list[list[Hit]]:
+    """Rows to ids, dropping MISSING, sorted by score descending then id."""
+    ids = version.ids
+    out = []
+    for score_row, id_row in zip(scores.tolist(), rows.tolist(), strict=True):
+        hits = [Hit(ids[r], s) for s, r in zip(score_row, id_row, strict=True) if r != MISSING]
+        hits.sort(key=lambda h: (-h.score, h.id))
+        out.append(hits)
+    return out

@@ -1,0 +1,49 @@
+"""Service settings: one typed object read from the environment (prefix DOTCOS_)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.core.search import Limits
+
+
+class ServiceSettings(BaseSettings):
+    """Validated at start-up; the admin token is a secret and never logged."""
+
+    model_config = SettingsConfigDict(env_prefix="DOTCOS_", extra="ignore")
+
+    index_root: Path = Path("./indexes")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    log_level: str = "info"
+    reload_interval: float = Field(default=2.0, ge=0)
+    admin_token: SecretStr | None = None
+    max_k: int = Field(default=1000, ge=1)
+    max_batch: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=16 << 20, ge=1024)
+    max_filter_ids: int = Field(default=100_000, ge=1)
+    exact_filter_threshold: int = Field(default=20_000, ge=0)
+    max_ef_search: int = Field(default=4096, ge=1)
+    mmap: bool = True
+    omp_threads: int | None = Field(default=None, ge=1)
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(max_k=self.max_k, max_batch=self.max_batch, max_filter_ids=self.max_filter_ids,
+                      exact_filter_threshold=self.exact_filter_threshold,
+                      max_ef_search=self.max_ef_search)
+
+    @property
+    def faiss_threads(self) -> int:
+        """OpenMP threads per worker: the cores shared out among workers, unless set."""
+        return self.omp_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    @property
+    def admin_enabled(self) -> bool:
+        return self.admin_token is not None and bool(self.admin_token.get_secret_value())
