@@ -62,8 +62,11 @@ def default_pq_m(dim: int) -> int:
     return max((m for m in range(1, max(1, dim // 4) + 1) if dim % m == 0), default=1)
 
 
-def plan_index(options: IndexOptions, dim: int, count: int) -> IndexPlan:
-    """Resolve --index into a factory string, validating the companion flags."""
+def plan_index(options: IndexOptions, dim: int, count: int, augmented: bool = False) -> IndexPlan:
+    """Resolve --index into a factory string, validating the companion flags.
+
+    `dim` is the indexed dimension: one more than the corpus under the MIPS augmentation.
+    """
     kind = options.kind
     ef_construction = None
     if kind == "flat":
@@ -78,7 +81,8 @@ def plan_index(options: IndexOptions, dim: int, count: int) -> IndexPlan:
         if kind == "ivfpq":
             pq_m = options.pq_m or default_pq_m(dim)
             if dim % pq_m:
-                raise InputError(f"--pq-m {pq_m} must divide the indexed dimension {dim}")
+                extra = f" ({dim - 1} + 1 for the MIPS augmentation)" if augmented else ""
+                raise InputError(f"--pq-m {pq_m} must divide the indexed dimension {dim}{extra}")
             factory = f"IVF{nlist},PQ{pq_m}x{options.pq_bits}"
     else:
         factory, kind = options.kind, "factory"

@@ -110,7 +110,8 @@ def _build_metric(
         prepared = space.prepare_documents(corpus.vectors[chunk])
         return augment_documents(prepared, max_norm) if max_norm is not None else prepared
 
-    plan = plan_index(request.index, corpus.dim + (layout is Layout.L2_AUGMENTED), len(rows))
+    augmented = layout is Layout.L2_AUGMENTED
+    plan = plan_index(request.index, corpus.dim + augmented, len(rows), augmented)
     index = new_index(plan, layout)
     log.info("%s: %s index (%s, %s) over %d documents", metric.name, plan.kind, plan.factory, layout, len(rows))
     train_and_add(index, rows, prepare, request.index, block_rows, progress)

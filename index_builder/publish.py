@@ -58,6 +58,7 @@ def publish(staging: Path, manifest: Manifest, root: Path) -> Path:
     (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     crash_point("publish.before_fsync")
     for path in staging.iterdir():
+        path.chmod(0o444)
         fsync_path(path)
     fsync_path(staging)
     crash_point("publish.before_rename")

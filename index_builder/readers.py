@@ -84,14 +84,19 @@ def _check_numeric(path: Path, dtype: np.dtype) -> None:
 class NpyFile:
     """A .npy file opened memory-mapped."""
 
+    MAGIC = b"\x93NUMPY"
+
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
+            with open(path, "rb") as handle:
+                if handle.read(len(self.MAGIC)) != self.MAGIC:
+                    raise InputError(f"{path}: not a readable .npy file (no NUMPY header)")
             self.array = np.load(path, mmap_mode="r", allow_pickle=False)
         except PermissionError:
             raise InputError(f"{path}: permission denied") from None
         except ValueError as exc:
-            if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            if "object" in str(exc).lower():
                 raise InputError(f"{path}: non-numeric dtype (object); expected floats") from None
             raise InputError(f"{path}: not a readable .npy file ({exc})") from None
         except (OSError, EOFError) as exc:

@@ -76,8 +76,9 @@ def _unit_weight(norms: FloatArray, alpha: float, stats: MetricStats) -> FloatAr
 
 
 def _pow_weight(norms: FloatArray, alpha: float, stats: MetricStats) -> FloatArray:
-    with np.errstate(divide="ignore"):
-        return np.where(norms > 0, np.power(norms, alpha, where=norms > 0), 0.0)
+    out = np.zeros_like(norms, dtype=np.float64)
+    np.power(norms, alpha, out=out, where=norms > 0)
+    return out
 
 
 def _sigmoid_weight(norms: FloatArray, alpha: float, stats: MetricStats) -> FloatArray:

@@ -1,0 +1,132 @@
+"""Shared fixtures: seeded structured data, builds through the real CLI, real server processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from index_builder.cli import main as build_main
+from index_builder.synthetic import TwoTowerSpec, two_tower
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Corpus:
+    """Documents with skewed norms and a few zero vectors, queries, and string ids on disk."""
+
+    docs: np.ndarray
+    queries: np.ndarray
+    ids: list[str]
+    docs_path: Path
+    queries_path: Path
+    ids_path: Path
+
+
+def make_corpus(tmp: Path, n: int = 3000, dim: int = 24, zeros: int = 3, seed: int = 7) -> Corpus:
+    docs, queries = two_tower(TwoTowerSpec(docs=n, queries=64, dim=dim, clusters=12, seed=seed))
+    docs[[5, 17, 123][:zeros]] = 0.0
+    ids = [f"doc-{i:05d}" for i in range(n)]
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "docs.npy", docs)
+    np.save(tmp / "queries.npy", queries)
+    (tmp / "ids.txt").write_text("\n".join(ids) + "\n")
+    return Corpus(docs, queries, ids, tmp / "docs.npy", tmp / "queries.npy", tmp / "ids.txt")
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def build(root: Path, corpus: Corpus, name: str = "items", *extra: str) -> int:
+    """Run `dotcos-build build` in-process over the corpus; returns the exit code."""
+    argv = ["build", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path), "--name", name,
+            "--root", str(root), "--queries", str(corpus.queries_path), "--quiet", *extra]
+    return build_main(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Poll /readyz until 200; fail with the process's exit if it dies first."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=url, timeout=2) as client:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}")
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise TimeoutError(f"{url}/readyz not ready after {timeout}s")
+
+
+def start_server(root: Path, log_path: Path, **env: str) -> Server:
+    """Start the real `dotcos-serve` console script on a free 127.0.0.1 port."""
+    port = free_port()
+    environment = {**os.environ, "DOTCOS_INDEX_ROOT": str(root), "DOTCOS_PORT": str(port),
+                   "DOTCOS_HOST": "127.0.0.1", "DOTCOS_RELOAD_INTERVAL": "0.2", **env}
+    handle = open(log_path, "wb")
+    process = subprocess.Popen([str(BIN / "dotcos-serve")], env=environment, stdout=handle,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process)
+    except Exception:
+        process.kill()
+        raise
+    return Server(url, process, log_path)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[callable]:
+    """Factory fixture: serve(root, **env) starts a server that is stopped after the test."""
+    servers: list[Server] = []
+
+    def _start(root: Path, **env: str) -> Server:
+        server = start_server(root, tmp_path / f"server-{len(servers)}.log", **env)
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        stop_server(server)
