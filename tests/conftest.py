@@ -97,9 +97,9 @@ def start_server(root: Path, log_path: Path, **env: str) -> Server:
     port = free_port()
     environment = {**os.environ, "DOTCOS_INDEX_ROOT": str(root), "DOTCOS_PORT": str(port),
                    "DOTCOS_HOST": "127.0.0.1", "DOTCOS_RELOAD_INTERVAL": "0.2", **env}
-    handle = open(log_path, "wb")
-    process = subprocess.Popen([str(BIN / "dotcos-serve")], env=environment, stdout=handle,
-                               stderr=subprocess.STDOUT)
+    with open(log_path, "wb") as handle:
+        process = subprocess.Popen([str(BIN / "dotcos-serve")], env=environment, stdout=handle,
+                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process)

@@ -60,7 +60,8 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k rows per query among `candidates` (default: the metric's indexed rows).
 
-    Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist.
+    Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist. The
+    winners are rescored with `score_rows`, so exact and approximate answers agree to the bit.
     """
     pool = indexed_rows(space, scales) if candidates is None else np.asarray(candidates, np.int64)
     nq = len(queries)
@@ -75,9 +76,9 @@ def exact_topk(
         best_s, best_r = _merge_topk(best_s, best_r, scores, np.broadcast_to(rows, scores.shape), k)
     if best_s.shape[1] < k:
         pad = k - best_s.shape[1]
-        best_s = np.pad(best_s, ((0, 0), (0, pad)), constant_values=-np.inf)
         best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=MISSING)
-    return sort_topk(best_s.astype(np.float32), best_r.astype(np.int64))
+    rows = best_r.astype(np.int64)
+    return sort_topk(score_rows(space, queries, vectors, scales, rows), rows)
 
 
 def score_rows(
