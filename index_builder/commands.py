@@ -9,12 +9,12 @@ from index_builder.contract.errors import NotFoundError
 from index_builder.contract.integrity import verify_version
 from index_builder.contract.layout import list_collections, list_versions, read_current, version_dir
 from index_builder.contract.manifest import Manifest, read_manifest
+from index_builder.demo import ensure_demo
 from index_builder.pipeline import BuildRequest
 from index_builder.pipeline import build as run_build
 from index_builder.progress import Progress
-from index_builder.demo import ensure_demo
-from index_builder.synthetic import TwoTowerSpec
 from index_builder.publish import activate, gc
+from index_builder.synthetic import TwoTowerSpec
 
 
 def _recall_line(manifest: Manifest) -> list[str]:
@@ -95,8 +95,8 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
     profile = manifest.norm_profile
     print(f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
           f"max {profile.max:.4g}, zero {profile.zero_count}, norm bias {manifest.norm_bias_top5pct}")
-    for file, entry in manifest.files.items():
-        print(f"  {file:<24} {entry.bytes:>12} bytes  sha256 {entry.sha256[:16]}…")
+    for file, checksum in manifest.files.items():
+        print(f"  {file:<24} {checksum.bytes:>12} bytes  sha256 {checksum.sha256[:16]}…")
     return 0
 
 

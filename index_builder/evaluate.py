@@ -31,7 +31,8 @@ def _sweep_values(param: str | None, nlist: int) -> list[int | None]:
     if param == EF_SEARCH:
         return list(EF_SWEEP)
     if param == NPROBE:
-        values, v = [], 1
+        values: list[int | None] = []
+        v = 1
         while v < nlist:
             values.append(v)
             v *= 2

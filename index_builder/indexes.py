@@ -83,7 +83,9 @@ def plan_index(options: IndexOptions, dim: int, count: int, augmented: bool = Fa
             if dim % pq_m:
                 extra = f" ({dim - 1} + 1 for the MIPS augmentation)" if augmented else ""
                 raise InputError(f"--pq-m {pq_m} must divide the indexed dimension {dim}{extra}")
-            factory = f"IVF{nlist},PQ{pq_m}x{options.pq_bits}"
+            # "np": no polysemous training, which costs 20x the PQ training and serves only
+            # Hamming pre-filtering, which dotcos does not use (it rescores exactly instead).
+            factory = f"IVF{nlist},PQ{pq_m}x{options.pq_bits}np"
     else:
         factory, kind = options.kind, "factory"
     lossy = any(code in factory for code in LOSSY_CODES)
@@ -99,7 +101,9 @@ def new_index(plan: IndexPlan, layout: Layout) -> faiss.Index:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
         raise InputError(f"--index {plan.factory!r} is not a usable FAISS factory string: {detail}") from None
     if plan.ef_construction is not None:
-        faiss.downcast_index(index).hnsw.efConstruction = plan.ef_construction
+        inner = faiss.downcast_index(index)
+        if isinstance(inner, faiss.IndexHNSW):
+            inner.hnsw.efConstruction = plan.ef_construction
     if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
         return index
     if faiss.try_extract_index_ivf(index) is not None:

@@ -15,7 +15,12 @@ import index_builder
 from index_builder.contract.errors import InputError
 from index_builder.contract.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry
 from index_builder.contract.metrics import (
-    Layout, Metric, MetricKind, MetricSpace, augment_documents, fit_metric_space,
+    Layout,
+    Metric,
+    MetricKind,
+    MetricSpace,
+    augment_documents,
+    fit_metric_space,
 )
 from index_builder.contract.scoring import doc_scales, exact_topk, indexed_rows
 from index_builder.contract.search import ServedIndex
@@ -59,7 +64,7 @@ class QuerySet:
 
 
 def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarray:
-    parts = []
+    parts: list[np.ndarray] = []
     for path in spec.paths:
         reader = open_input(path, spec.fmt, spec.columns)
         if reader.dim != dim:

@@ -16,11 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from index_builder.contract.errors import InputError, NotFoundError
-from index_builder.contract.layout import (
-    CURRENT_FILE, MANIFEST_FILE, STAGING_PREFIX, VERSIONS_DIR, check_name, collection_dir,
-    fsync_path, list_versions, read_current, sha256_file, version_dir, write_atomic,
-)
 from index_builder.contract.integrity import verify_checksums
+from index_builder.contract.layout import (
+    CURRENT_FILE,
+    MANIFEST_FILE,
+    STAGING_PREFIX,
+    VERSIONS_DIR,
+    check_name,
+    collection_dir,
+    fsync_path,
+    list_versions,
+    read_current,
+    sha256_file,
+    version_dir,
+    write_atomic,
+)
 from index_builder.contract.manifest import FileEntry, Manifest, read_manifest
 from index_builder.faults import crash_point
 

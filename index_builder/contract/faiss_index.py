@@ -39,7 +39,7 @@ def search_parameters(
     """A fresh SearchParameters for one call, with the knob value and an optional id filter."""
     param = tuning_param(index)
     if param == EF_SEARCH:
-        params = faiss.SearchParametersHNSW()
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         if value is not None:
             params.efSearch = int(value)
     elif param == NPROBE:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.exceptions import HTTPException
 
 from service.api.errors import ERROR_RESPONSES
-from service.api.schemas import ErrorBody, ReloadReport
+from service.api.schemas import ErrorBody, ReloadItem, ReloadReport
 from service.api.state import app_state
 
 
@@ -33,4 +33,4 @@ router = APIRouter(dependencies=[Depends(require_admin)])
 def reload(request: Request) -> ReloadReport:
     """Check every collection's CURRENT now and load what changed (what polling does)."""
     outcomes = app_state(request).registry.refresh()
-    return ReloadReport(results=[o.__dict__ for o in outcomes])
+    return ReloadReport(results=[ReloadItem(**o.__dict__) for o in outcomes])

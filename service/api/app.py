@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import faiss
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -16,6 +15,7 @@ from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
+from service.core.loader import configure_faiss
 from service.core.registry import Registry
 from service.settings import ServiceSettings
 
@@ -45,7 +45,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        faiss.omp_set_num_threads(settings.faiss_threads)
+        configure_faiss(settings.faiss_threads)
         log.info("loading collections from %s (reload every %ss, %d FAISS threads)",
                  settings.index_root, settings.reload_interval, settings.faiss_threads)
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))

@@ -11,8 +11,14 @@ from starlette.responses import Response
 from index_builder.contract.errors import InputError
 from service.api.errors import ERROR_RESPONSES, error_response
 from service.api.schemas import (
-    BatchSearchRequest, BatchSearchResponse, CollectionInfo, CollectionList, MetricInfo,
-    SearchRequest, SearchResponse, Status,
+    BatchSearchRequest,
+    BatchSearchResponse,
+    CollectionInfo,
+    CollectionList,
+    MetricInfo,
+    SearchRequest,
+    SearchResponse,
+    Status,
 )
 from service.api.state import AppState, app_state
 from service.core.collection import LoadedVersion

@@ -24,7 +24,7 @@ class _QueryFields(_Body):
     metric: str | None = Field(None, description="dot, cosine, ...; default: the first built")
     exclude: list[str] = Field(default_factory=list, description="ids never to return")
     include: list[str] | None = Field(None, description="restrict results to these ids")
-    params: SearchParams = Field(default_factory=SearchParams)
+    params: SearchParams = Field(default_factory=lambda: SearchParams())
 
     def options(self) -> SearchOptions:
         return SearchOptions(k=self.k, metric=self.metric, exclude=self.exclude, include=self.include,

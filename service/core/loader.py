@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import faiss
+
 from index_builder.contract.errors import ArtifactError
 from index_builder.contract.faiss_index import read_index
 from index_builder.contract.integrity import open_vectors, read_ids, verify_checksums
@@ -19,6 +21,11 @@ from service.core.collection import LoadedVersion
 log = logging.getLogger(__name__)
 
 SCALE_BLOCK_ROWS = 65536
+
+
+def configure_faiss(threads: int) -> None:
+    """OpenMP threads FAISS may use per call in this process (shared out among workers)."""
+    faiss.omp_set_num_threads(threads)
 
 
 def load_version(root: Path, collection: str, version: str, mmap: bool = True) -> LoadedVersion:

@@ -10,7 +10,13 @@ from hypothesis import strategies as st
 
 from index_builder.contract.errors import InvalidMetric
 from index_builder.contract.metrics import (
-    Metric, MetricKind, MetricSpace, augment_documents, augment_queries, fit_metric_space, row_norms,
+    Metric,
+    MetricKind,
+    MetricSpace,
+    augment_documents,
+    augment_queries,
+    fit_metric_space,
+    row_norms,
 )
 from index_builder.contract.scoring import doc_scales, exact_topk
 
