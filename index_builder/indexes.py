@@ -114,6 +114,21 @@ def new_index(plan: IndexPlan, layout: Layout) -> faiss.Index:
 PrepareRows = Callable[[np.ndarray], np.ndarray]
 
 
+def reserve_codes(index: faiss.Index, count: int) -> None:
+    """Pre-size the float storage of flat and HNSW indexes so adds never reallocate.
+
+    FAISS keeps flat codes in a std::vector that doubles as it grows, so an add that crosses
+    a power of two briefly holds the old and the new buffer; growing once to the final size
+    and shrinking back keeps the capacity and avoids that peak.
+    """
+    inner = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap) else index)
+    if isinstance(inner, faiss.IndexHNSW):
+        inner = faiss.downcast_index(inner.storage)
+    if isinstance(inner, faiss.IndexFlatCodes) and inner.ntotal == 0:
+        inner.codes.resize(count * inner.code_size)
+        inner.codes.resize(0)
+
+
 def train_and_add(
     index: faiss.Index,
     rows: np.ndarray,
@@ -133,6 +148,7 @@ def train_and_add(
             except RuntimeError as exc:
                 detail = str(exc).strip().splitlines()[-1]
                 raise InputError(f"training failed ({detail}); lower --nlist or raise --train-size") from None
+    reserve_codes(index, len(rows))
     with progress.stage("add", len(rows)) as bar:
         for start in range(0, len(rows), block_rows):
             chunk = rows[start : start + block_rows]

@@ -53,7 +53,7 @@ class BuildRequest:
     target_recall: float = 0.95
     selfcheck_queries: int = 1000
     version: str | None = None
-    block_bytes: int = 256 << 20
+    block_bytes: int = 32 << 20
     extra_params: dict[str, object] = field(default_factory=dict)
 
 
@@ -112,7 +112,7 @@ def _build_metric(
     max_norm = float(corpus.norms[rows].max()) if layout is Layout.L2_AUGMENTED else None
 
     def prepare(chunk: np.ndarray) -> np.ndarray:
-        prepared = space.prepare_documents(corpus.vectors[chunk])
+        prepared = space.prepare_documents(corpus.rows(chunk))
         return augment_documents(prepared, max_norm) if max_norm is not None else prepared
 
     augmented = layout is Layout.L2_AUGMENTED

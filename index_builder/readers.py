@@ -107,17 +107,24 @@ class NpyFile:
         if self.array.ndim != 2:
             raise InputError(f"{path}: expected a 2-D array (rows, dim), got shape {self.array.shape}")
 
+        self._shape = (int(self.array.shape[0]), int(self.array.shape[1]))
+
     @property
     def count(self) -> int:
-        return int(self.array.shape[0])
+        return self._shape[0]
 
     @property
     def dim(self) -> int:
-        return int(self.array.shape[1])
+        return self._shape[1]
 
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
+        """float32 copies of consecutive rows; each block maps the file afresh so pages already
+        read leave this process's resident set instead of accumulating."""
+        del self.array
         for start in range(0, self.count, rows):
-            yield np.asarray(self.array[start : start + rows], dtype=np.float32), None
+            mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            yield np.array(mapped[start : start + rows], dtype=np.float32), None
+            del mapped
 
 
 class FvecsFile:
@@ -142,11 +149,11 @@ class FvecsFile:
                 f"file size {size} is not a whole number of rows)"
             )
         self._dim = dim
-        self.raw = np.memmap(path, dtype="<i4", mode="r").reshape(-1, dim + 1)
+        self._count = size // (4 * (dim + 1))
 
     @property
     def count(self) -> int:
-        return int(self.raw.shape[0])
+        return self._count
 
     @property
     def dim(self) -> int:
@@ -154,7 +161,9 @@ class FvecsFile:
 
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
         for start in range(0, self.count, rows):
-            chunk = np.asarray(self.raw[start : start + rows])
+            n = min(rows, self.count - start)
+            chunk = np.fromfile(self.path, dtype="<i4", count=n * (self._dim + 1),
+                                offset=4 * start * (self._dim + 1)).reshape(n, self._dim + 1)
             bad = np.flatnonzero(chunk[:, 0] != self._dim)
             if len(bad):
                 row = start + int(bad[0])

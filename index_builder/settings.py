@@ -15,6 +15,6 @@ class BuilderSettings(BaseSettings):
 
     index_root: Path = Path("./indexes")
     build_threads: int | None = Field(default=None, ge=1)
-    block_mb: int = Field(default=256, ge=1)
+    block_mb: int = Field(default=32, ge=1)
     crash_at: str | None = None
     log_level: str = "INFO"

@@ -43,9 +43,40 @@ class StagedCorpus:
     def count(self) -> int:
         return int(self.vectors.shape[0])
 
+    def rows(self, chunk: np.ndarray) -> np.ndarray:
+        """Vectors of sorted row numbers: a memory-mapped view when they are consecutive."""
+        if len(chunk) and int(chunk[-1]) - int(chunk[0]) + 1 == len(chunk):
+            return self.vectors[int(chunk[0]) : int(chunk[-1]) + 1]
+        return self.vectors[chunk]
+
     @property
     def dim(self) -> int:
         return int(self.vectors.shape[1])
+
+
+class _VectorWriter:
+    """Writes a float32 (n, d) .npy file block by block with plain writes (no mapping, so the
+    written pages stay in the page cache rather than in this process's resident set)."""
+
+    def __init__(self, path: Path, count: int, dim: int) -> None:
+        self.path, self.count, self.dim = path, count, dim
+        self.written = 0
+
+    def __enter__(self) -> _VectorWriter:
+        self.handle = open(self.path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": (self.count, self.dim)}
+        np.lib.format.write_array_header_1_0(self.handle, header)
+        return self
+
+    def write(self, block: np.ndarray) -> None:
+        self.handle.write(np.ascontiguousarray(block, dtype=np.float32).tobytes())
+        self.written += len(block)
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+        if exc[0] is None and self.written != self.count:
+            raise InputError(f"input changed while reading: {self.written} rows read, {self.count} announced")
 
 
 def _check_finite(block: np.ndarray, start: int, source: Path) -> None:
@@ -94,22 +125,19 @@ def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Pro
         raise InputError(f"input is empty ({total} rows of dimension {dim})")
     explicit = _explicit_ids(spec, counts)
     rows = max(1, block_bytes // (4 * dim))
-    out = np.lib.format.open_memmap(out_dir / VECTORS_FILE, mode="w+", dtype=np.float32, shape=(total, dim))
     norms = np.empty(total, dtype=np.float32)
     parquet_ids: list[str] = []
-    with progress.stage("read", total) as bar:
+    with progress.stage("read", total) as bar, _VectorWriter(out_dir / VECTORS_FILE, total, dim) as out:
         offset = 0
         for reader in readers:
             for vectors, ids in reader.blocks(rows):
                 _check_finite(vectors, offset, reader.path)
-                out[offset : offset + len(vectors)] = vectors
+                out.write(vectors)
                 norms[offset : offset + len(vectors)] = row_norms(vectors)
                 if ids is not None:
                     parquet_ids.extend(ids)
                 offset += len(vectors)
                 bar.update(len(vectors))
-    out.flush()
-    del out
     ids, source = _choose_ids(explicit, parquet_ids, total, spec)
     _check_ids(ids, total, source)
     (out_dir / IDS_FILE).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")

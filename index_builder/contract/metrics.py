@@ -164,9 +164,8 @@ def parse_metric_list(text: str) -> list[Metric]:
 
 
 def row_norms(x: FloatArray) -> FloatArray:
-    """L2 norm of each row, accumulated in float64 so large vectors do not overflow."""
-    x64 = np.asarray(x, dtype=np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", x64, x64))
+    """L2 norm of each row, accumulated in float64 (without a float64 copy of x)."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
 
 
 def _safe_inverse(values: FloatArray) -> FloatArray:
@@ -197,12 +196,13 @@ class MetricSpace:
         return not self.metric.rule.normalizes
 
     def _linear(self, x: FloatArray) -> FloatArray:
+        """x mapped by the metric's linear transform (float32; x itself when there is none)."""
         w = self.stats.whitening
         if self.metric.rule.whitened:
             if w is None:
                 raise InvalidMetric(f"metric {self.name!r} needs its whitening matrix")
-            return np.asarray(x, dtype=np.float64) @ w.T
-        return np.asarray(x, dtype=np.float64)
+            return (np.asarray(x, dtype=np.float64) @ w.T).astype(np.float32)
+        return np.asarray(x, dtype=np.float32)
 
     def doc_scale(self, x: FloatArray) -> FloatArray:
         """Per-document factor s with prepared document = s * linear(x); 0 for zero vectors."""
@@ -215,15 +215,15 @@ class MetricSpace:
 
     def prepare_documents(self, x: FloatArray) -> FloatArray:
         """Documents as stored in the inner-product index (a new float32 array)."""
-        scaled = self._linear(x) * self.doc_scale(x)[:, None]
+        scaled = self._linear(x) * self.doc_scale(x).astype(np.float32)[:, None]
         return np.ascontiguousarray(scaled, dtype=np.float32)
 
     def prepare_queries(self, q: FloatArray) -> FloatArray:
         """Queries as sent to the inner-product index (a new float32 array; zero rows stay zero)."""
-        mapped = self._linear(q)
+        mapped = np.array(self._linear(q), dtype=np.float32)
         if self.metric.rule.normalizes:
-            mapped = mapped * _safe_inverse(row_norms(mapped))[:, None]
-        return np.ascontiguousarray(mapped, dtype=np.float32)
+            mapped *= _safe_inverse(row_norms(mapped)).astype(np.float32)[:, None]
+        return np.ascontiguousarray(mapped)
 
     def queries_in_raw_space(self, q: FloatArray) -> FloatArray:
         """p' with score = (p' . x) * doc_scale(x) for raw documents x."""

@@ -29,6 +29,17 @@ def indexed_rows(space: MetricSpace, scales: np.ndarray) -> np.ndarray:
     return np.flatnonzero(scales > 0).astype(np.int64)
 
 
+SCORE_BUDGET_BYTES = 32 << 20
+
+
+def _block_topk(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best columns of a (nq, b) score block and their rows (b rows shared by all queries)."""
+    if scores.shape[1] <= k:
+        return scores, np.broadcast_to(rows, scores.shape)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return np.take_along_axis(scores, part, axis=1), rows[part]
+
+
 def _merge_topk(
     best_s: np.ndarray, best_r: np.ndarray, new_s: np.ndarray, new_r: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +67,6 @@ def exact_topk(
     scales: np.ndarray,
     k: int,
     candidates: np.ndarray | None = None,
-    block_rows: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k rows per query among `candidates` (default: the metric's indexed rows).
 
@@ -69,11 +79,14 @@ def exact_topk(
     best_r = np.empty((nq, 0), dtype=np.int64)
     p = space.queries_in_raw_space(queries).astype(np.float32)
     contiguous = candidates is None and len(pool) == len(vectors)
+    block_rows = int(np.clip(SCORE_BUDGET_BYTES // (12 * max(nq, 1)), 1024, 262144))
     for start in range(0, len(pool), block_rows):
         rows = pool[start : start + block_rows]
         block = vectors[start : start + len(rows)] if contiguous else vectors[rows]
-        scores = (np.asarray(block, dtype=np.float32) @ p.T).T * scales[rows][None, :]
-        best_s, best_r = _merge_topk(best_s, best_r, scores, np.broadcast_to(rows, scores.shape), k)
+        scores = (np.asarray(block, dtype=np.float32) @ p.T).T
+        scores *= scales[rows][None, :]
+        top_s, top_r = _block_topk(scores, rows, k)
+        best_s, best_r = _merge_topk(best_s, best_r, top_s, top_r, k)
     if best_s.shape[1] < k:
         pad = k - best_s.shape[1]
         best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=MISSING)
