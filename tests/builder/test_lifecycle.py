@@ -91,6 +91,14 @@ def test_a_kill_during_gc_or_activate_keeps_a_valid_served_version(point: str, c
     assert main([*command, "--root", str(tmp_path), "--name", "c"]) == 0
 
 
+def test_other_failures_exit_1_and_change_nothing(corpus: Corpus, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    assert build(blocker, corpus, "c") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1
+
+
 def test_list_inspect_activate_and_gc(corpus: Corpus, tmp_path: Path, capsys) -> None:
     root = str(tmp_path)
     for _ in range(3):
