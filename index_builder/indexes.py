@@ -20,6 +20,9 @@ from index_builder.progress import Progress
 KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 LOSSY_CODES = ("PQ", "SQ", "LSH", "RaBitQ")
 LOSSY_REFINE_FACTOR = 10
+# L2 over the MIPS augmentation ranks by |q|^2 + M^2 - 2 q.x in float32, which blurs inner
+# products closer than ~eps * M^2; fetching 2k and rescoring exactly restores the true order.
+AUGMENTED_REFINE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,8 @@ def plan_index(options: IndexOptions, dim: int, count: int, augmented: bool = Fa
     else:
         factory, kind = options.kind, "factory"
     lossy = any(code in factory for code in LOSSY_CODES)
-    refine = options.refine_factor or (LOSSY_REFINE_FACTOR if lossy else 1)
+    default_refine = LOSSY_REFINE_FACTOR if lossy else (AUGMENTED_REFINE_FACTOR if augmented else 1)
+    refine = options.refine_factor or default_refine
     return IndexPlan(kind, factory, dim, refine, ef_construction)
 
 

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.search import Limits
+from service.core.searcher import ExecutionSettings
 
 
 class ServiceSettings(BaseSettings):
@@ -31,6 +32,11 @@ class ServiceSettings(BaseSettings):
     max_ef_search: int = Field(default=4096, ge=1)
     mmap: bool = True
     omp_threads: int | None = Field(default=None, ge=1)
+    search_threads: int | None = Field(default=None, ge=1)
+    coalesce_max_batch: int = Field(default=256, ge=1)
+    coalesce_window_ms: float = Field(default=0.0, ge=0)
+    coalesce_in_flight: int = Field(default=1, ge=1)
+    blas_threshold: int = Field(default=16, ge=1)
     cors_origins: list[str] = Field(default_factory=list)
 
     @property
@@ -38,6 +44,12 @@ class ServiceSettings(BaseSettings):
         return Limits(max_k=self.max_k, max_batch=self.max_batch, max_filter_ids=self.max_filter_ids,
                       exact_filter_threshold=self.exact_filter_threshold,
                       max_ef_search=self.max_ef_search)
+
+    @property
+    def execution(self) -> ExecutionSettings:
+        return ExecutionSettings(threads=self.search_threads or max(2, os.cpu_count() or 1),
+                                 max_batch=self.coalesce_max_batch, window_s=self.coalesce_window_ms / 1000,
+                                 in_flight=self.coalesce_in_flight)
 
     @property
     def faiss_threads(self) -> int:

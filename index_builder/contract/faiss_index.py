@@ -34,10 +34,9 @@ def tuning_param(index: faiss.Index) -> str | None:
 
 
 def search_parameters(
-    index: faiss.Index, value: int | None, selector: faiss.IDSelector | None = None
+    param: str | None, value: int | None, selector: faiss.IDSelector | None = None
 ) -> faiss.SearchParameters | None:
     """A fresh SearchParameters for one call, with the knob value and an optional id filter."""
-    param = tuning_param(index)
     if param == EF_SEARCH:
         params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         if value is not None:

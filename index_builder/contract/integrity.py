@@ -37,7 +37,11 @@ def verify_checksums(manifest: Manifest, version_path: Path) -> None:
 
 
 def open_vectors(manifest: Manifest, version_path: Path) -> np.ndarray:
-    """The raw float32 vectors, memory-mapped read-only, checked against the manifest's shape."""
+    """The raw float32 vectors, memory-mapped read-only, checked against the manifest's shape.
+
+    Returned as a plain ndarray view of the mapping: np.memmap's Python-level __getitem__
+    costs more than the row gathers it wraps.
+    """
     path = version_path / manifest.vectors_file
     try:
         vectors = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -48,7 +52,7 @@ def open_vectors(manifest: Manifest, version_path: Path) -> np.ndarray:
             f"{path}: float32 ({manifest.count}, {manifest.dim}) expected, "
             f"got {vectors.dtype} {vectors.shape}"
         )
-    return vectors
+    return np.asarray(vectors)
 
 
 def read_ids(manifest: Manifest, version_path: Path) -> list[str]:

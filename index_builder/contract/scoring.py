@@ -57,7 +57,8 @@ def sort_topk(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     key_rows = np.where(rows == MISSING, np.iinfo(np.int64).max, rows)
     key_scores = np.where(rows == MISSING, np.inf, -scores.astype(np.float64))
     order = np.lexsort((key_rows, key_scores), axis=1)
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+    line = np.arange(len(rows))[:, None]
+    return scores[line, order], rows[line, order]
 
 
 def exact_topk(

@@ -7,6 +7,7 @@ call `ann_topk`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import faiss
 import numpy as np
@@ -27,9 +28,15 @@ class ServedIndex:
     vectors: np.ndarray
     scales: np.ndarray
 
-    @property
+    @cached_property
     def param(self) -> str | None:
+        """efSearch, nprobe or None; read once, the index never changes after loading."""
         return tuning_param(self.index)
+
+    @property
+    def exact(self) -> bool:
+        """A flat index with uncompressed codes: FAISS's own answer is the exact one."""
+        return self.param is None and self.refine_factor == 1
 
     def faiss_queries(self, queries: np.ndarray) -> np.ndarray:
         """Queries in the space the FAISS index was built in."""
@@ -48,7 +55,7 @@ def ann_topk(
     fetch = min(k * served.refine_factor, max(served.index.ntotal, 1))
     if served.param == EF_SEARCH:
         param_value = max(param_value or 0, fetch)
-    params = search_parameters(served.index, param_value, selector)
+    params = search_parameters(served.param, param_value, selector)
     _, labels = served.index.search(served.faiss_queries(queries), fetch, params=params)
     scores = score_rows(served.space, queries, served.vectors, served.scales, labels)
     scores, rows = sort_topk(scores, labels)

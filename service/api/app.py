@@ -17,6 +17,7 @@ from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
 from service.core.loader import configure_faiss
 from service.core.registry import Registry
+from service.core.searcher import Searcher
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -41,16 +42,18 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
     registry = Registry(settings.index_root, metrics, mmap=settings.mmap)
-    state = AppState(settings=settings, registry=registry, metrics=metrics)
+    searcher = Searcher(settings.limits, settings.execution)
+    state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_faiss(settings.faiss_threads)
+        configure_faiss(settings.faiss_threads, settings.blas_threshold)
         log.info("loading collections from %s (reload every %ss, %d FAISS threads)",
                  settings.index_root, settings.reload_interval, settings.faiss_threads)
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
         yield
         registry.stop()
+        searcher.close()
 
     app = FastAPI(title="dotcos", version="0.1.0", lifespan=lifespan,
                   description="Top-k retrieval by dot product or cosine, chosen per request.")

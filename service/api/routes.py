@@ -1,5 +1,5 @@
-"""HTTP routes: parse, call the core, shape the answer. Handlers are plain `def` so FAISS
-work runs in the threadpool, never on the event loop."""
+"""HTTP routes: parse, call the core, shape the answer. Search handlers are `async` and hand
+FAISS work to the core's executor explicitly (coalesced); describe handlers are plain `def`."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from service.api.schemas import (
     SearchResponse,
     Status,
 )
-from service.api.state import AppState, app_state
+from service.api.state import app_state
 from service.core.collection import LoadedVersion
-from service.core.search import Hit, search
+from service.core.search import Hit, SearchResult
 
 router = APIRouter()
 
@@ -100,26 +100,24 @@ def get_collection(name: str, request: Request) -> Response:
     return JSONBytes(describe(app_state(request).registry.get(name)))
 
 
-def _search(state: AppState, request: Request, name: str, vectors: np.ndarray,
-            body: SearchRequest | BatchSearchRequest, field: str) -> tuple[str, str, str, list[list[Hit]]]:
-    version = state.registry.get(name)
-    result = search(version, vectors, body.options(), state.limits, field)
+async def _search(request: Request, name: str, vectors: np.ndarray, body: SearchRequest | BatchSearchRequest,
+                  field: str) -> SearchResult:
+    state = app_state(request)
+    result = await state.searcher.search(state.registry.get(name), vectors, body.options(), field)
     request.state.metric = result.metric
-    return result.collection, result.version, result.metric, result.hits
+    return result
 
 
 @router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
-def search_one(name: str, body: SearchRequest, request: Request) -> Response:
-    vectors = to_matrix([body.vector], "vector")
-    collection, version, metric, hits = _search(app_state(request), request, name, vectors, body, "vector")
-    return JSONBytes({"collection": collection, "version": version, "metric": metric,
-                      "results": _hits(hits[0])})
+async def search_one(name: str, body: SearchRequest, request: Request) -> Response:
+    result = await _search(request, name, to_matrix([body.vector], "vector"), body, "vector")
+    return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
+                      "results": _hits(result.hits[0])})
 
 
 @router.post("/v1/collections/{name}/search/batch", response_model=BatchSearchResponse,
              responses=ERROR_RESPONSES)
-def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
-    vectors = to_matrix(body.vectors, "vectors")
-    collection, version, metric, hits = _search(app_state(request), request, name, vectors, body, "vectors")
-    return JSONBytes({"collection": collection, "version": version, "metric": metric,
-                      "results": [_hits(h) for h in hits]})
+async def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
+    result = await _search(request, name, to_matrix(body.vectors, "vectors"), body, "vectors")
+    return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
+                      "results": [_hits(h) for h in result.hits]})

@@ -9,6 +9,7 @@ from fastapi import Request
 from service.api.observability import ServiceMetrics
 from service.core.registry import Registry
 from service.core.search import Limits
+from service.core.searcher import Searcher
 from service.settings import ServiceSettings
 
 
@@ -17,6 +18,7 @@ class AppState:
     settings: ServiceSettings
     registry: Registry
     metrics: ServiceMetrics
+    searcher: Searcher
 
     @property
     def limits(self) -> Limits:

@@ -123,10 +123,20 @@ def _selector(pool: np.ndarray | None, banned: np.ndarray) -> list[faiss.IDSelec
     return []
 
 
-def run_search(version: LoadedVersion, vectors: np.ndarray, options: SearchOptions,
-               limits: Limits) -> tuple[ServedIndex, np.ndarray, np.ndarray]:
+def run_search(version: LoadedVersion, served: ServedIndex, vectors: np.ndarray, options: SearchOptions,
+               limits: Limits) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) per query under the request's metric and filters."""
-    served = version.served(options.metric)
+    k = options.k
+    if not options.exclude and options.include is None:
+        if options.exact and not served.exact:
+            return exact_topk(served.space, vectors, served.vectors, served.scales, k)
+        return ann_topk(served, vectors, k, _knob(served, options, version))
+    return _filtered(version, served, vectors, options, limits)
+
+
+def _filtered(version: LoadedVersion, served: ServedIndex, vectors: np.ndarray, options: SearchOptions,
+              limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """Search with include/exclude applied inside the search, complete whenever k eligible exist."""
     k = options.k
     banned = version.known_rows(options.exclude)
     pool = None
@@ -134,10 +144,9 @@ def run_search(version: LoadedVersion, vectors: np.ndarray, options: SearchOptio
         pool = _indexed(served, np.setdiff1d(version.rows_for(options.include, "include"), banned))
     eligible = len(pool) if pool is not None else len(_indexed(served, np.arange(len(served.scales))))
     eligible -= 0 if pool is not None else len(_indexed(served, banned))
-    exact_index = served.param is None and served.refine_factor == 1
     small_pool = pool is not None and len(pool) <= limits.exact_filter_threshold
-    if options.exact or exact_index or small_pool:
-        return served, *_exact(served, vectors, k, pool, banned)
+    if (options.exact and not served.exact) or small_pool:
+        return _exact(served, vectors, k, pool, banned)
     value = _knob(served, options, version)
     if served.param == EF_SEARCH and len(banned):
         value = min(max(value or 0, k) + len(banned), limits.max_ef_search)
@@ -145,18 +154,25 @@ def run_search(version: LoadedVersion, vectors: np.ndarray, options: SearchOptio
     scores, rows = ann_topk(served, vectors, k, value, chain[-1] if chain else None)
     found = (rows != MISSING).sum(axis=1)
     if (found < min(k, eligible)).any():
-        return served, *_exact(served, vectors, k, pool, banned)
-    return served, scores, rows
+        return _exact(served, vectors, k, pool, banned)
+    return scores, rows
+
+
+def validate(version: LoadedVersion, vectors: np.ndarray, options: SearchOptions, limits: Limits,
+             field_name: str) -> ServedIndex:
+    """Every check that needs no search; returns the index the request's metric uses."""
+    check_options(options, len(vectors), limits)
+    version.check_vectors(vectors, field_name)
+    served = version.served(options.metric)
+    check_queries(served, vectors, field_name)
+    return served
 
 
 def search(version: LoadedVersion, vectors: np.ndarray, options: SearchOptions, limits: Limits,
            field_name: str = "vector") -> SearchResult:
     """Validate, search and turn rows into ids; ties are broken by id."""
-    check_options(options, len(vectors), limits)
-    version.check_vectors(vectors, field_name)
-    served = version.served(options.metric)
-    check_queries(served, vectors, field_name)
-    served, scores, rows = run_search(version, vectors, options, limits)
+    served = validate(version, vectors, options, limits, field_name)
+    scores, rows = run_search(version, served, vectors, options, limits)
     return SearchResult(version.collection, version.version, served.space.name,
                         to_hits(version, scores, rows))
 

@@ -1,0 +1,108 @@
+"""Coalescing concurrent searches into one FAISS call.
+
+One query at a time leaves most of the machine idle: a flat search is memory bound per
+query but compute bound per batch, and HNSW parallelizes a batch across queries. Requests
+that can share a call (same version, metric, knob and exactness; no filters) join a lane.
+A lane runs at most `in_flight` calls at once; whatever arrives while they run forms the
+next call (up to `max_batch` query rows). With the default window of 0 this adds no
+latency at low load (a lone request is dispatched at once) and batches naturally under
+load; a positive window makes a lone request wait up to that long for company.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+BatchResult = tuple[np.ndarray, np.ndarray]
+BatchFn = Callable[[np.ndarray, int], BatchResult]
+
+
+@dataclass
+class _Item:
+    vectors: np.ndarray
+    k: int
+    future: asyncio.Future[BatchResult]
+
+
+@dataclass
+class _Lane:
+    fn: BatchFn
+    pending: list[_Item] = field(default_factory=list)
+    running: int = 0
+    timer: asyncio.TimerHandle | None = None
+
+    def pending_rows(self) -> int:
+        return sum(len(item.vectors) for item in self.pending)
+
+
+class Coalescer:
+    """Groups concurrent calls by key and runs each group as one batched call in an executor."""
+
+    def __init__(self, executor: Executor, max_batch: int, window_s: float = 0.0, in_flight: int = 1) -> None:
+        self.executor = executor
+        self.max_batch = max_batch
+        self.window_s = window_s
+        self.in_flight = in_flight
+        self._lanes: dict[Hashable, _Lane] = {}
+
+    async def run(self, key: Hashable, vectors: np.ndarray, k: int, fn: BatchFn) -> BatchResult:
+        """(scores, rows) of shape (len(vectors), k) for these queries, computed with others."""
+        loop = asyncio.get_running_loop()
+        lane = self._lanes.setdefault(key, _Lane(fn))
+        item = _Item(vectors, k, loop.create_future())
+        lane.pending.append(item)
+        if lane.running < self.in_flight:
+            if self.window_s > 0 and lane.pending_rows() < self.max_batch:
+                if lane.timer is None:
+                    lane.timer = loop.call_later(self.window_s, self._dispatch, key, lane)
+            else:
+                self._dispatch(key, lane)
+        return await item.future
+
+    def _dispatch(self, key: Hashable, lane: _Lane) -> None:
+        if lane.timer is not None:
+            lane.timer.cancel()
+            lane.timer = None
+        items: list[_Item] = []
+        rows = 0
+        while lane.pending and (not items or rows + len(lane.pending[0].vectors) <= self.max_batch):
+            item = lane.pending.pop(0)
+            if not item.future.done():
+                items.append(item)
+                rows += len(item.vectors)
+        if not items:
+            self._settle(key, lane)
+            return
+        lane.running += 1
+        stacked = np.concatenate([item.vectors for item in items]) if len(items) > 1 else items[0].vectors
+        call = asyncio.get_running_loop().run_in_executor(self.executor, lane.fn, stacked,
+                                                          max(item.k for item in items))
+        call.add_done_callback(lambda done: self._finished(key, lane, items, done))
+
+    def _finished(self, key: Hashable, lane: _Lane, items: list[_Item], done: asyncio.Future[BatchResult]) -> None:
+        lane.running -= 1
+        error = done.exception()
+        offset = 0
+        for item in items:
+            if item.future.done():
+                offset += len(item.vectors)
+                continue
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                scores, rows = done.result()
+                end = offset + len(item.vectors)
+                item.future.set_result((scores[offset:end, : item.k], rows[offset:end, : item.k]))
+            offset += len(item.vectors)
+        self._settle(key, lane)
+
+    def _settle(self, key: Hashable, lane: _Lane) -> None:
+        if lane.pending and lane.running < self.in_flight:
+            self._dispatch(key, lane)
+        elif not lane.pending and lane.running == 0 and self._lanes.get(key) is lane:
+            del self._lanes[key]
