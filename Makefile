@@ -7,7 +7,7 @@ EXTRAS ?= dev
 DOTCOS_INDEX_ROOT ?= ./indexes
 export DOTCOS_INDEX_ROOT
 
-.PHONY: install test run lint bench bench-full demo clean
+.PHONY: install test run lint bench bench-full bench-install demo clean
 
 install: $(STAMP)
 
@@ -32,3 +32,13 @@ lint: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
+
+bench-install:
+	$(MAKE) install EXTRAS=dev,bench
+	bash bench/setup.sh
+
+bench: bench-install
+	$(BIN)/python -m bench.run --dataset quick
+
+bench-full: bench-install
+	$(BIN)/python -m bench.run --dataset full --seconds 15

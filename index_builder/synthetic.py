@@ -18,7 +18,7 @@ class TwoTowerSpec:
     queries: int = 1_000
     dim: int = 32
     clusters: int = 32
-    norm_sigma: float = 0.7
+    norm_sigma: float = 0.45
     seed: int = 0
 
 

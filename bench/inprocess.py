@@ -1,0 +1,172 @@
+"""In-process section: every index kind built by dotcos-build, its knob swept; peers on the same data.
+
+Recall@10 is tie-aware against exact search; QPS is measured single-query on one thread and
+batched on all threads, through dotcos's own search path (FAISS + exact rescoring).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from bench.datasets import Dataset
+from index_builder.contract.faiss_index import search_parameters
+from index_builder.contract.layout import read_current
+from index_builder.contract.metrics import Metric, fit_metric_space, row_norms
+from index_builder.contract.scoring import doc_scales, exact_topk, score_rows
+from index_builder.contract.search import ServedIndex, ann_topk
+from index_builder.evaluate import recall_at_k
+from service.core.loader import load_version
+
+K = 10
+CONFIGS: dict[str, tuple[list[str], list[str]]] = {
+    "flat": (["--index", "flat"], ["dot", "cosine"]),
+    "hnsw-ip": (["--index", "hnsw"], ["dot", "cosine"]),
+    "hnsw-mips": (["--index", "hnsw", "--mips", "l2"], ["dot"]),
+    "ivf-ip": (["--index", "ivf"], ["dot", "cosine"]),
+    "ivf-mips": (["--index", "ivf", "--mips", "l2"], ["dot"]),
+    "ivfpq-rerank": (["--index", "ivfpq"], ["dot", "cosine"]),
+}
+EF_VALUES = (16, 32, 64, 128, 256, 512, 1024)
+NPROBE_VALUES = (1, 4, 16, 64, 256)
+THREADS = os.cpu_count() or 1
+
+
+@dataclass
+class Truth:
+    """Exact top-10 scores per metric, and what is needed to score any returned row."""
+
+    scores: dict[str, np.ndarray]
+    scales: dict[str, np.ndarray]
+
+
+def ground_truth(data: Dataset, queries: np.ndarray) -> Truth:
+    norms = row_norms(np.asarray(data.docs))
+    scores, scales = {}, {}
+    for name in ("dot", "cosine"):
+        space = fit_metric_space(Metric.parse(name), norms, None)
+        scales[name] = doc_scales(space, np.asarray(data.docs), 65536)
+        scores[name] = exact_topk(space, queries, np.asarray(data.docs), scales[name], K)[0]
+    return Truth(scores, scales)
+
+
+def build(config: str, data: Dataset, root: Path) -> dict[str, object]:
+    """Run dotcos-build as a child process; wall time and the child's peak resident memory."""
+    flags, metrics = CONFIGS[config]
+    argv = [sys.executable, "-m", "index_builder", "build", "--input", str(data.docs_path), "--name", config,
+            "--root", str(root), "--metrics", ",".join(metrics), "--queries", str(data.queries_path),
+            "--selfcheck-queries", "300", "--quiet", *flags]
+    start = time.perf_counter()
+    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"build {config} failed with status {status}")
+    return {"build_s": round(time.perf_counter() - start, 2), "build_peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def _qps(run: Callable[[], object], queries: int) -> float:
+    start = time.perf_counter()
+    run()
+    return queries / (time.perf_counter() - start)
+
+
+def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    faiss.omp_set_num_threads(1)
+    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(len(queries))], len(queries))
+    faiss.omp_set_num_threads(THREADS)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    batch = _qps(lambda: found.append(ann_topk(served, queries, K, value)), len(queries))
+    return found[0][0], found[0][1], single, batch
+
+
+def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object]) -> list[dict]:
+    version = load_version(root, config, read_current(root, config))
+    rows = []
+    for metric, served in version.indexes.items():
+        entry = version.manifest.metrics[metric].index
+        values: tuple[int | None, ...] = {"efSearch": EF_VALUES, "nprobe": NPROBE_VALUES}.get(served.param or "", (None,))
+        size = (version.path / entry.file).stat().st_size + (version.path / "vectors.npy").stat().st_size
+        for value in values:
+            scores, found, single, batch = _time_ours(served, queries, value)
+            rows.append({"impl": "dotcos", "config": config, "metric": metric, "param": served.param,
+                         "value": value, "recall": round(recall_at_k(truth.scores[metric], scores, found), 4),
+                         "qps_single": round(single, 1), "qps_batch": round(batch, 1),
+                         "bytes_per_vector": round(size / version.manifest.count, 1),
+                         "default": value == entry.search_params.get(served.param or "", None), **built})
+    return rows
+
+
+def faiss_reference(root: Path, config: str, queries: np.ndarray) -> dict[str, dict[str, float]]:
+    """Raw FAISS on the same index at its default knob: one query per call, one thread; batched, all."""
+    version = load_version(root, config, read_current(root, config))
+    out = {}
+    for metric, served in version.indexes.items():
+        value = version.manifest.metrics[metric].index.search_params.get(served.param or "")
+        prepared = served.faiss_queries(queries)
+        params = search_parameters(served.param, value)
+        faiss.omp_set_num_threads(1)
+        single = _qps(lambda: [served.index.search(prepared[i : i + 1], K, params=params)
+                               for i in range(len(prepared))], len(prepared))
+        faiss.omp_set_num_threads(THREADS)
+        batch = _qps(lambda: served.index.search(prepared, K, params=params), len(prepared))
+        out[metric] = {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
+    return out
+
+
+def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth) -> list[dict]:
+    """hnswlib (ip, cosine) and usearch (ip, cos) with M=32, efConstruction=128 like dotcos's default."""
+    docs = np.ascontiguousarray(data.docs, dtype=np.float32)
+    rows: list[dict] = []
+    for metric in ("dot", "cosine"):
+        space = fit_metric_space(Metric.parse(metric), row_norms(docs), None)
+        for impl, (index, build_s, size) in _peer_indexes(docs, metric).items():
+            for ef in EF_VALUES:
+                single, batch, labels = _peer_run(impl, index, queries, ef)
+                labels = labels.astype(np.int64)
+                scores = score_rows(space, queries, docs, truth.scales[metric], labels)
+                rows.append({"impl": impl, "config": "hnsw", "metric": metric, "param": "ef", "value": ef,
+                             "recall": round(recall_at_k(truth.scores[metric], scores, labels), 4),
+                             "qps_single": round(single, 1), "qps_batch": round(batch, 1),
+                             "build_s": round(build_s, 2), "bytes_per_vector": round(size / len(docs), 1)})
+    return rows
+
+
+def _peer_indexes(docs: np.ndarray, metric: str) -> dict[str, tuple[object, float, int]]:
+    import hnswlib
+    from usearch.index import Index
+
+    out: dict[str, tuple[object, float, int]] = {}
+    start = time.perf_counter()
+    hnsw = hnswlib.Index(space="ip" if metric == "dot" else "cosine", dim=docs.shape[1])
+    hnsw.init_index(max_elements=len(docs), ef_construction=128, M=32, random_seed=1)
+    hnsw.add_items(docs, np.arange(len(docs)), num_threads=THREADS)
+    out["hnswlib"] = (hnsw, time.perf_counter() - start, len(docs) * (docs.shape[1] * 4 + 32 * 2 * 4 + 16))
+    start = time.perf_counter()
+    us = Index(ndim=docs.shape[1], metric="ip" if metric == "dot" else "cos", connectivity=32, expansion_add=128)
+    us.add(np.arange(len(docs)), docs, threads=THREADS)
+    out["usearch"] = (us, time.perf_counter() - start, int(us.memory_usage))
+    return out
+
+
+def _peer_run(impl: str, index: object, queries: np.ndarray, ef: int) -> tuple[float, float, np.ndarray]:
+    found: list[np.ndarray] = []
+    if impl == "hnswlib":
+        index.set_ef(max(ef, K))  # type: ignore[attr-defined]
+        single = _qps(lambda: [index.knn_query(queries[i : i + 1], K, num_threads=1)  # type: ignore[attr-defined]
+                               for i in range(len(queries))], len(queries))
+        batch = _qps(lambda: found.append(index.knn_query(queries, K, num_threads=THREADS)[0]),  # type: ignore[attr-defined]
+                     len(queries))
+        return single, batch, found[0]
+    index.expansion_search = max(ef, K)  # type: ignore[attr-defined]
+    single = _qps(lambda: [index.search(queries[i], K, threads=1) for i in range(len(queries))],  # type: ignore[attr-defined]
+                  len(queries))
+    batch = _qps(lambda: found.append(index.search(queries, K, threads=THREADS).keys), len(queries))  # type: ignore[attr-defined]
+    return single, batch, found[0]

@@ -1,0 +1,105 @@
+"""Run the benchmark: `python -m bench.run --dataset quick` (or full, or --docs/--queries .npy)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+import faiss
+
+from bench import datasets, inprocess, report, service_load
+from index_builder.cli import main as build_main
+from index_builder.contract.layout import read_current, version_dir
+from index_builder.contract.manifest import read_manifest
+
+CONNECTIONS = (1, 16, 64)
+
+
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dataset", default="quick", choices=sorted(datasets.PRESETS))
+    parser.add_argument("--docs", type=Path, help="your own documents .npy (with --queries)")
+    parser.add_argument("--queries", type=Path)
+    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--workdir", type=Path, default=Path("bench/.work"))
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run")
+    parser.add_argument("--sweep-queries", type=int, default=500)
+    parser.add_argument("--configs", default=",".join(inprocess.CONFIGS))
+    parser.add_argument("--no-peers", action="store_true")
+    return parser.parse_args()
+
+
+def _service_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
+                  reference: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    bodies_dir = args.workdir / "bodies"
+    bodies_dir.mkdir(parents=True, exist_ok=True)
+    queries = data.queries[:200]
+    server = service_load.start_dotcos(root, args.workdir / "dotcos.log")
+    try:
+        for target, metric in (("hnsw-ip", "dot"), ("hnsw-ip", "cosine"), ("flat", "dot")):
+            bodies = service_load.write_bodies(bodies_dir / f"{target}-{metric}.jsonl", queries,
+                                               {"k": 10, "metric": metric})
+            ref = reference[target][metric]
+            for c in CONNECTIONS:
+                run = service_load.wrk(server, f"/v1/collections/{target}/search", bodies, c, args.seconds)
+                rows.append({"server": "dotcos", "target": target, "metric": metric, **run,
+                             "x_faiss_single": round(run["qps"] / ref["qps_single"], 2),
+                             "x_faiss_batch": round(run["qps"] / ref["qps_batch"], 2)})
+        tiny = service_load.write_bodies(bodies_dir / "tiny.jsonl", datasets.two_tower_queries(32),
+                                         {"k": 1, "metric": "dot"})
+        for c in (1, 16):
+            rows.append({"server": "dotcos", "target": "tiny (1k, k=1)", "metric": "dot",
+                         **service_load.wrk(server, "/v1/collections/tiny/search", tiny, c, args.seconds)})
+    finally:
+        server.stop()
+    version = version_dir(root, "hnsw-ip", read_current(root, "hnsw-ip"))
+    ef = read_manifest(version).metrics["dot"].index.search_params["efSearch"]
+    minimal = service_load.start_minimal(version / "dot.faiss", ef, args.workdir / "minimal.log")
+    try:
+        bodies = service_load.write_bodies(bodies_dir / "minimal.jsonl", queries, {"k": 10})
+        for c in CONNECTIONS:
+            run = service_load.wrk(minimal, "/search", bodies, c, args.seconds)
+            rows.append({"server": "minimal FastAPI+FAISS", "target": "hnsw-ip", "metric": "dot", **run,
+                         "x_faiss_single": round(run["qps"] / reference["hnsw-ip"]["dot"]["qps_single"], 2),
+                         "x_faiss_batch": round(run["qps"] / reference["hnsw-ip"]["dot"]["qps_batch"], 2)})
+    finally:
+        minimal.stop()
+    return rows
+
+
+def main() -> None:
+    args = _args()
+    name = args.docs.stem if args.docs else args.dataset
+    data = datasets.load(name, args.workdir / "data", args.docs, args.queries)
+    queries = data.queries[: args.sweep_queries]
+    root = args.workdir / f"indexes-{name}"
+    shutil.rmtree(root, ignore_errors=True)
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    truth = inprocess.ground_truth(data, queries)
+    rows: list[dict[str, Any]] = []
+    for config in args.configs.split(","):
+        built = inprocess.build(config, data, root)
+        rows += inprocess.sweep_ours(config, root, queries, truth, built)
+        print(f"{config}: built in {built['build_s']}s", flush=True)
+    if not args.no_peers:
+        rows += inprocess.sweep_peers(data, queries, truth)
+    reference = {c: inprocess.faiss_reference(root, c, queries) for c in ("hnsw-ip", "flat")}
+    assert build_main(["build", "--input", str(datasets.tiny(args.workdir / "data")), "--name", "tiny",
+                       "--root", str(root), "--metrics", "dot", "--quiet"]) == 0
+    service = _service_runs(root, data, args, reference)
+    meta = {"docs": int(data.docs.shape[0]), "dim": int(data.docs.shape[1]), "queries": len(queries),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
+            "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds}
+    report.write(args.out, name, {"meta": meta, "inprocess": rows, "faiss_reference": reference,
+                                  "service": service, "notes": []})
+    print(f"wrote {args.out / name}.md, .json, .png")
+
+
+if __name__ == "__main__":
+    main()
