@@ -39,6 +39,7 @@ bench-install:
 
 bench: bench-install
 	$(BIN)/python -m bench.run --dataset quick
+	$(BIN)/python -m bench.item2item
 
 bench-full: bench-install
 	$(BIN)/python -m bench.run --dataset full --seconds 15

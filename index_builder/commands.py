@@ -36,6 +36,8 @@ def build(request: BuildRequest, progress: Progress) -> int:
     print(f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
           f"dim {manifest.dim}, in {elapsed:.1f}s")
     print("\n".join(_recall_line(manifest)))
+    for name, reason in manifest.not_built.items():
+        print(f"  {name:<14} not built: {reason}")
     profile = manifest.norm_profile
     bias = "" if manifest.norm_bias_top5pct is None else \
         f"; top-5% norms hold {manifest.norm_bias_top5pct:.0%} of exact dot top-10"

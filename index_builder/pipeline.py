@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,10 +85,21 @@ def _document_queries(corpus: StagedCorpus, limit: int, seed: int) -> QuerySet:
     return QuerySet(np.asarray(corpus.vectors[rows], dtype=np.float32), "documents")
 
 
+NEEDS_USERS = "needs --users FILE (a sample of user vectors)"
+
+
+def buildable(request: BuildRequest) -> tuple[list[Metric], dict[str, str]]:
+    """The metrics this request can build, and why the others cannot (reported, not fatal)."""
+    skipped = {m.name: NEEDS_USERS for m in request.metrics if m.rule.whitened and request.users is None}
+    metrics = [m for m in request.metrics if m.name not in skipped]
+    if not metrics:
+        name, reason = next(iter(skipped.items()))
+        raise InputError(f"metric {name!r} {reason}; nothing else to build")
+    return metrics, skipped
+
+
 def _check_request(request: BuildRequest, corpus: StagedCorpus) -> None:
     kinds = {m.kind for m in request.metrics}
-    if MetricKind.COVARIANCE in kinds and request.users is None:
-        raise InputError("metric 'covariance' needs --users FILE (a sample of user vectors)")
     if request.mips != "none" and MetricKind.DOT not in kinds:
         raise InputError(f"--mips {request.mips} serves dot, but --metrics does not include dot")
     if any(m.rule.normalizes for m in request.metrics) and not (corpus.norms > 0).any():
@@ -163,6 +174,8 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
     version = request.version or new_version_name()
     staging = new_staging_dir(request.root, request.collection, version)
     try:
+        metrics, skipped = buildable(request)
+        request = replace(request, metrics=metrics)
         corpus = stage_corpus(request.inputs, staging, request.block_bytes, progress)
         _check_request(request, corpus)
         whitening = _whitening(request, corpus, staging, progress)
@@ -172,6 +185,7 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
             queries = doc_queries if metric.rule.whitened else user_queries
             entries[metric.name] = _build_metric(metric, corpus, request, staging, whitening, queries, progress)
         manifest = _manifest(request, version, corpus, entries, user_queries, staging)
+        manifest = manifest.model_copy(update={"not_built": skipped})
         del corpus
         publish(staging, manifest, request.root)
         return manifest

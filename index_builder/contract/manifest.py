@@ -82,6 +82,7 @@ class Manifest(_Model):
     vectors_file: str
     ids_file: str
     metrics: dict[str, MetricEntry]
+    not_built: dict[str, str] = Field(default_factory=dict)
     norm_profile: NormProfile
     norm_bias_top5pct: float | None = None
     faiss_version: str

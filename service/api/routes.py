@@ -16,12 +16,16 @@ from service.api.schemas import (
     CollectionInfo,
     CollectionList,
     MetricInfo,
+    ScoreRequest,
+    ScoreResponse,
     SearchRequest,
     SearchResponse,
+    SimilarRequest,
     Status,
 )
 from service.api.state import app_state
 from service.core.collection import LoadedVersion
+from service.core.items import ScoreQuery, SimilarQuery, score, similar
 from service.core.search import Hit, SearchResult
 
 router = APIRouter()
@@ -84,7 +88,8 @@ def describe(version: LoadedVersion) -> dict[str, object]:
         )
     return CollectionInfo(
         name=version.collection, version=version.version, count=manifest.count, dim=manifest.dim,
-        default_metric=version.default_metric, metrics=metrics, created_at=manifest.created_at,
+        default_metric=version.default_metric, metrics=metrics, not_built=manifest.not_built,
+        created_at=manifest.created_at,
         loaded_at=version.loaded_at, load_seconds=round(version.load_seconds, 4),
         norm_profile=manifest.norm_profile.model_dump(),
     ).model_dump(mode="json")
@@ -121,3 +126,32 @@ async def search_batch(name: str, body: BatchSearchRequest, request: Request) ->
     result = await _search(request, name, to_matrix(body.vectors, "vectors"), body, "vectors")
     return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
                       "results": [_hits(h) for h in result.hits]})
+
+
+@router.post("/v1/collections/{name}/similar", response_model=SearchResponse, responses=ERROR_RESPONSES)
+async def similar_items(name: str, body: SimilarRequest, request: Request) -> Response:
+    """The k documents most similar to a stored document (by id) or to a document vector."""
+    state = app_state(request)
+    vector = to_matrix([body.vector], "vector") if body.vector is not None else None
+    query = SimilarQuery(doc_id=body.id, vector=vector, options=body.options())
+    result = await state.searcher.call(similar, state.registry.get(name), query, state.limits)
+    request.state.metric = result.metric
+    return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
+                      "results": _hits(result.hits[0])})
+
+
+@router.post("/v1/collections/{name}/score", response_model=ScoreResponse, responses=ERROR_RESPONSES)
+async def score_candidates(name: str, body: ScoreRequest, request: Request) -> Response:
+    """Exact scores of given candidates, in the order given (re-ranking)."""
+    state = app_state(request)
+    version = state.registry.get(name)
+    single = body.vector is not None
+    rows = [body.vector] if body.vector is not None else body.vectors or []
+    vectors = to_matrix(rows, "vector" if single else "vectors")
+    ids = [[str(i) for i in body.ids]] if single else [[str(i) for i in group] for group in body.ids]
+    query = ScoreQuery(vectors=vectors, ids=ids, metric=body.metric)
+    metric, lists = await state.searcher.call(score, version, query, state.limits)
+    request.state.metric = metric
+    results = _hits(lists[0]) if single else [_hits(h) for h in lists]
+    return JSONBytes({"collection": version.collection, "version": version.version, "metric": metric,
+                      "results": results})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from service.core.search import SearchOptions
 
@@ -40,6 +40,35 @@ class BatchSearchRequest(_QueryFields):
     vectors: list[list[float]] = Field(min_length=1)
 
 
+class SimilarRequest(_QueryFields):
+    id: str | None = Field(None, description="a document of the collection (never returned itself)")
+    vector: list[float] | None = Field(None, min_length=1, description="or a document vector not in it")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SimilarRequest:
+        if (self.id is None) == (self.vector is None):
+            raise ValueError("give exactly one of id and vector")
+        return self
+
+
+class ScoreRequest(_Body):
+    vectors: list[list[float]] | None = Field(None, min_length=1, description="one user vector per list")
+    vector: list[float] | None = Field(None, min_length=1, description="single form, with a flat ids list")
+    ids: list[list[str]] | list[str] = Field(description="candidate ids: one list per vector, or a flat list")
+    metric: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreRequest:
+        if (self.vector is None) == (self.vectors is None):
+            raise ValueError("give exactly one of vector (with a flat ids list) and vectors (with a list of lists)")
+        nested = bool(self.ids) and isinstance(self.ids[0], list)
+        if self.vector is not None and nested:
+            raise ValueError("ids must be a flat list of ids with vector")
+        if self.vectors is not None and self.ids and not nested:
+            raise ValueError("ids must be a list of id lists (one per vector) with vectors")
+        return self
+
+
 class Hit(BaseModel):
     id: str
     score: float
@@ -57,6 +86,13 @@ class BatchSearchResponse(BaseModel):
     version: str
     metric: str
     results: list[list[Hit]]
+
+
+class ScoreResponse(BaseModel):
+    collection: str
+    version: str
+    metric: str
+    results: list[list[Hit]] | list[Hit]
 
 
 class ErrorDetail(BaseModel):
@@ -86,6 +122,7 @@ class CollectionInfo(BaseModel):
     dim: int
     default_metric: str
     metrics: dict[str, MetricInfo]
+    not_built: dict[str, str]
     created_at: datetime
     loaded_at: datetime
     load_seconds: float

@@ -70,7 +70,7 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
                             "all 5 documents have zero norm"),
         "bad metric": (["--input", npy(tmp, good()), "--metrics", "dot,l1"], "unknown metric 'l1'"),
         "covariance without users": (["--input", npy(tmp, good()), "--metrics", "covariance"],
-                                     "needs --users"),
+                                     "metric 'covariance' needs --users FILE"),
         "bad factory": (["--input", npy(tmp, good()), "--index", "NotAnIndex"], "not a usable FAISS"),
         "pq-m not dividing": (["--input", npy(tmp, good(400, 6), "pq.npy"), "--index", "ivfpq", "--nlist", "2",
                                "--pq-m", "4"], "--pq-m 4 must divide"),
