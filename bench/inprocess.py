@@ -78,7 +78,8 @@ def _qps(run: Callable[[], object], queries: int) -> float:
     return queries / (time.perf_counter() - start)
 
 
-def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None) -> tuple[np.ndarray, np.ndarray, float, float]:
+def _time_ours(served: ServedIndex, queries: np.ndarray,
+               value: int | None) -> tuple[np.ndarray, np.ndarray, float, float]:
     faiss.omp_set_num_threads(1)
     single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(len(queries))], len(queries))
     faiss.omp_set_num_threads(THREADS)
@@ -92,7 +93,8 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
     rows = []
     for metric, served in version.indexes.items():
         entry = version.manifest.metrics[metric].index
-        values: tuple[int | None, ...] = {"efSearch": EF_VALUES, "nprobe": NPROBE_VALUES}.get(served.param or "", (None,))
+        sweeps: dict[str, tuple[int | None, ...]] = {"efSearch": EF_VALUES, "nprobe": NPROBE_VALUES}
+        values = sweeps.get(served.param or "", (None,))
         size = (version.path / entry.file).stat().st_size + (version.path / "vectors.npy").stat().st_size
         for value in values:
             scores, found, single, batch = _time_ours(served, queries, value)
@@ -110,15 +112,19 @@ def faiss_reference(root: Path, config: str, queries: np.ndarray) -> dict[str, d
     out = {}
     for metric, served in version.indexes.items():
         value = version.manifest.metrics[metric].index.search_params.get(served.param or "")
-        prepared = served.faiss_queries(queries)
-        params = search_parameters(served.param, value)
-        faiss.omp_set_num_threads(1)
-        single = _qps(lambda: [served.index.search(prepared[i : i + 1], K, params=params)
-                               for i in range(len(prepared))], len(prepared))
-        faiss.omp_set_num_threads(THREADS)
-        batch = _qps(lambda: served.index.search(prepared, K, params=params), len(prepared))
-        out[metric] = {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
+        out[metric] = _raw_faiss(served, queries, value)
     return out
+
+
+def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None) -> dict[str, float | int | None]:
+    prepared = served.faiss_queries(queries)
+    params = search_parameters(served.param, value)
+    faiss.omp_set_num_threads(1)
+    single = _qps(lambda: [served.index.search(prepared[i : i + 1], K, params=params)
+                           for i in range(len(prepared))], len(prepared))
+    faiss.omp_set_num_threads(THREADS)
+    batch = _qps(lambda: served.index.search(prepared, K, params=params), len(prepared))
+    return {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
 
 
 def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth) -> list[dict]:

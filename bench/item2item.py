@@ -102,7 +102,8 @@ def main(out: Path = Path("bench/results"), seed: int = 0) -> None:
     for metric, res in results.items():
         b, c = res["before"], res["after"]
         lines.append(f"| {metric} | {b['same_group_at_10']:.3f} | {b['cooccurrence_recall_at_10']:.3f} "
-                     f"| {c['same_group_at_10']:.3f} | {c['cooccurrence_recall_at_10']:.3f} | {res['neighbours_kept']:.3f} |")
+                     f"| {c['same_group_at_10']:.3f} | {c['cooccurrence_recall_at_10']:.3f} "
+                     f"| {res['neighbours_kept']:.3f} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "item2item.md").write_text("\n".join(lines) + "\n")
     (out / "item2item.json").write_text(json.dumps({"seed": seed, "results": results, "score_drift": drift}, indent=1))
