@@ -7,7 +7,7 @@ EXTRAS ?= dev
 DOTCOS_INDEX_ROOT ?= ./indexes
 export DOTCOS_INDEX_ROOT
 
-.PHONY: install test run lint bench bench-full bench-install demo clean
+.PHONY: install test run lint fuzz bench bench-full bench-install demo clean
 
 install: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+fuzz: install
+	DOTCOS_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/service/test_fuzz.py -q -p no:cacheprovider \
+		| tee bench/results/fuzz.txt
 
 demo: install
 	$(BIN)/dotcos-build demo --root "$(DOTCOS_INDEX_ROOT)"

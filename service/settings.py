@@ -37,6 +37,8 @@ class ServiceSettings(BaseSettings):
     coalesce_window_ms: float = Field(default=0.0, ge=0)
     coalesce_in_flight: int = Field(default=1, ge=1)
     blas_threshold: int = Field(default=16, ge=1)
+    max_pending: int = Field(default=512, ge=1)
+    default_deadline_ms: float | None = Field(default=None, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
 
     @property
@@ -47,9 +49,11 @@ class ServiceSettings(BaseSettings):
 
     @property
     def execution(self) -> ExecutionSettings:
+        deadline = self.default_deadline_ms / 1000 if self.default_deadline_ms else None
         return ExecutionSettings(threads=self.search_threads or max(2, os.cpu_count() or 1),
                                  max_batch=self.coalesce_max_batch, window_s=self.coalesce_window_ms / 1000,
-                                 in_flight=self.coalesce_in_flight)
+                                 in_flight=self.coalesce_in_flight, max_pending=self.max_pending,
+                                 default_deadline_s=deadline)
 
     @property
     def faiss_threads(self) -> int:

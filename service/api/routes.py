@@ -105,10 +105,25 @@ def get_collection(name: str, request: Request) -> Response:
     return JSONBytes(describe(app_state(request).registry.get(name)))
 
 
+def deadline(request: Request) -> float | None:
+    """The client's time budget in seconds from X-Deadline-Ms, if it sent one."""
+    text = request.headers.get("x-deadline-ms")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InputError(f"X-Deadline-Ms: expected a positive number of milliseconds, got {text[:40]!r}")
+    return value / 1000
+
+
 async def _search(request: Request, name: str, vectors: np.ndarray, body: SearchRequest | BatchSearchRequest,
                   field: str) -> SearchResult:
     state = app_state(request)
-    result = await state.searcher.search(state.registry.get(name), vectors, body.options(), field)
+    result = await state.searcher.search(state.registry.get(name), vectors, body.options(), field,
+                                         deadline(request))
     request.state.metric = result.metric
     return result
 
@@ -134,7 +149,8 @@ async def similar_items(name: str, body: SimilarRequest, request: Request) -> Re
     state = app_state(request)
     vector = to_matrix([body.vector], "vector") if body.vector is not None else None
     query = SimilarQuery(doc_id=body.id, vector=vector, options=body.options())
-    result = await state.searcher.call(similar, state.registry.get(name), query, state.limits)
+    result = await state.searcher.call(similar, state.registry.get(name), query, state.limits,
+                                       deadline_s=deadline(request))
     request.state.metric = result.metric
     return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
                       "results": _hits(result.hits[0])})
@@ -150,7 +166,7 @@ async def score_candidates(name: str, body: ScoreRequest, request: Request) -> R
     vectors = to_matrix(rows, "vector" if single else "vectors")
     ids = [[str(i) for i in body.ids]] if single else [[str(i) for i in group] for group in body.ids]
     query = ScoreQuery(vectors=vectors, ids=ids, metric=body.metric)
-    metric, lists = await state.searcher.call(score, version, query, state.limits)
+    metric, lists = await state.searcher.call(score, version, query, state.limits, deadline_s=deadline(request))
     request.state.metric = metric
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
     return JSONBytes({"collection": version.collection, "version": version.version, "metric": metric,

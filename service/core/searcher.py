@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -12,6 +12,7 @@ import numpy as np
 
 from service.core.batching import Coalescer
 from service.core.collection import LoadedVersion
+from service.core.errors import Unavailable
 from service.core.search import Limits, SearchOptions, SearchResult, run_search, to_hits, validate
 
 T = TypeVar("T")
@@ -25,6 +26,8 @@ class ExecutionSettings:
     max_batch: int = 256
     window_s: float = 0.0
     in_flight: int = 1
+    max_pending: int = 512
+    default_deadline_s: float | None = None
 
 
 class Searcher:
@@ -32,26 +35,51 @@ class Searcher:
 
     def __init__(self, limits: Limits, execution: ExecutionSettings) -> None:
         self.limits = limits
+        self.execution = execution
         self.executor = ThreadPoolExecutor(max_workers=execution.threads, thread_name_prefix="dotcos-search")
         self.coalescer = Coalescer(self.executor, execution.max_batch, execution.window_s, execution.in_flight)
+        self.pending = 0
 
-    async def call(self, fn: Callable[..., T], *args: object) -> T:
-        """Run blocking work (FAISS, large numpy) in the search executor."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def _admitted(self, start: Callable[[], Awaitable[T]], deadline_s: float | None) -> T:
+        """Bounded waiting: refuse at once beyond max_pending, give up at the deadline.
+
+        `pending` is only touched on the event loop, so it needs no lock. A request that
+        times out while queued is cancelled and never runs (the coalescer skips it).
+        """
+        if self.pending >= self.execution.max_pending:
+            raise Unavailable(f"overloaded: {self.pending} searches already waiting "
+                              f"(DOTCOS_MAX_PENDING={self.execution.max_pending}); retry shortly")
+        budget = deadline_s if deadline_s is not None else self.execution.default_deadline_s
+        self.pending += 1
+        try:
+            work = start()
+            return await (work if budget is None else asyncio.wait_for(work, budget))
+        except TimeoutError:
+            raise Unavailable(f"deadline of {(budget or 0) * 1000:g} ms passed before the answer was ready; "
+                              "retry, or allow more time with X-Deadline-Ms") from None
+        finally:
+            self.pending -= 1
+
+    async def call(self, fn: Callable[..., T], *args: object, deadline_s: float | None = None) -> T:
+        """Run blocking work (FAISS, large numpy) in the search executor, admitted like a search."""
+        loop = asyncio.get_running_loop()
+        return await self._admitted(lambda: loop.run_in_executor(self.executor, fn, *args), deadline_s)
 
     async def search(self, version: LoadedVersion, vectors: np.ndarray, options: SearchOptions,
-                     field_name: str) -> SearchResult:
+                     field_name: str, deadline_s: float | None = None) -> SearchResult:
         """Validate on the loop, search in the executor, shape hits; errors surface as DotcosError."""
         served = validate(version, vectors, options, self.limits, field_name)
         if options.exclude or options.include is not None:
-            scores, rows = await self.call(run_search, version, served, vectors, options, self.limits)
+            scores, rows = await self.call(run_search, version, served, vectors, options, self.limits,
+                                           deadline_s=deadline_s)
         else:
             key = (id(version), served.space.name, options.exact, options.nprobe, options.ef_search)
 
             def batch(stacked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
                 return run_search(version, served, stacked, replace(options, k=k), self.limits)
 
-            scores, rows = await self.coalescer.run(key, vectors, options.k, batch)
+            scores, rows = await self._admitted(lambda: self.coalescer.run(key, vectors, options.k, batch),
+                                                deadline_s)
         hits = to_hits(version, scores, rows)
         return SearchResult(version.collection, version.version, served.space.name, hits)
 
