@@ -56,7 +56,8 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    "norm_pow:ALPHA, norm_sigmoid, covariance")
     p.add_argument("--index", default="flat", help=f"{'|'.join(KINDS)} or a FAISS index_factory string")
     p.add_argument("--mips", choices=MIPS_MODES, default="none",
-                   help="l2: serve dot through an L2 index over the MIPS augmentation")
+                   help="l2: serve dot through an L2 index over the MIPS augmentation; auto: build both, "
+                   "keep the one reaching --target-recall cheaper")
     p.add_argument("--hnsw-m", type=_positive, default=32)
     p.add_argument("--ef-construction", type=_positive, default=128)
     p.add_argument("--nlist", type=_positive, help="IVF lists (default ~4*sqrt(n))")

@@ -35,7 +35,7 @@ from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpu
 log = logging.getLogger(__name__)
 
 WHITENING_FILE = "covariance.npy"
-MIPS_MODES = ("none", "l2")
+MIPS_MODES = ("none", "l2", "auto")
 
 
 @dataclass(frozen=True)
@@ -111,15 +111,23 @@ def _file_stem(metric: Metric) -> str:
     return metric.name.replace(":", "-")
 
 
-def _build_metric(
-    metric: Metric, corpus: StagedCorpus, request: BuildRequest, staging: Path,
-    whitening: np.ndarray | None, queries: QuerySet, progress: Progress,
-) -> MetricEntry:
-    space = fit_metric_space(metric, corpus.norms.astype(np.float64), whitening)
-    block_rows = max(1, request.block_bytes // (4 * corpus.dim))
-    scales = doc_scales(space, corpus.vectors, block_rows)
-    rows = indexed_rows(space, scales)
-    layout = Layout.L2_AUGMENTED if metric.kind is MetricKind.DOT and request.mips == "l2" else Layout.IP
+@dataclass(frozen=True)
+class MetricInputs:
+    """What every index of one metric is built from: the fitted space and its indexed rows."""
+
+    metric: Metric
+    space: MetricSpace
+    scales: np.ndarray
+    rows: np.ndarray
+    block_rows: int
+
+
+def _build_layout(
+    inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, request: BuildRequest, path: Path,
+    queries: QuerySet, progress: Progress,
+) -> IndexEntry:
+    """Build one index of a metric in one layout, write it to `path`, and measure its recall."""
+    space, rows = inputs.space, inputs.rows
     max_norm = float(corpus.norms[rows].max()) if layout is Layout.L2_AUGMENTED else None
 
     def prepare(chunk: np.ndarray) -> np.ndarray:
@@ -129,22 +137,71 @@ def _build_metric(
     augmented = layout is Layout.L2_AUGMENTED
     plan = plan_index(request.index, corpus.dim + augmented, len(rows), augmented)
     index = new_index(plan, layout)
-    log.info("%s: %s index (%s, %s) over %d documents", metric.name, plan.kind, plan.factory, layout, len(rows))
-    train_and_add(index, rows, prepare, request.index, block_rows, progress)
-    file = f"{_file_stem(metric)}.faiss"
-    with progress.stage(f"write {file}"):
-        faiss.write_index(index, str(staging / file))
-    served = ServedIndex(index, space, layout, plan.refine_factor, corpus.vectors, scales)
+    log.info("%s: %s index (%s, %s) over %d documents", space.name, plan.kind, plan.factory, layout, len(rows))
+    train_and_add(index, rows, prepare, request.index, inputs.block_rows, progress)
+    with progress.stage(f"write {path.name}"):
+        faiss.write_index(index, str(path))
+    served = ServedIndex(index, space, layout, plan.refine_factor, corpus.vectors, inputs.scales)
     ivf = faiss.try_extract_index_ivf(index)
-    with progress.stage(f"self-check {metric.name}", len(queries.vectors), unit="query"):
+    with progress.stage(f"self-check {space.name} ({layout})", len(queries.vectors), unit="query"):
         check, params = self_check(served, queries.vectors, queries.source, request.target_recall,
                                    ivf.nlist if ivf is not None else 0)
+    return IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
+                      exact=plan.exact, max_norm=max_norm, refine_factor=plan.refine_factor,
+                      search_params=params, self_check=check)
+
+
+def _cost(entry: IndexEntry, target: float) -> tuple[int, float]:
+    """Lower is better: reaching the target first, then the cheapest knob; else the higher recall."""
+    recall = entry.self_check.recall_at_10 if entry.self_check else 0.0
+    if recall >= target:
+        return 0, float(next(iter(entry.search_params.values()), 0) * entry.refine_factor)
+    return 1, -recall
+
+
+def _layouts(metric: Metric, request: BuildRequest) -> list[Layout]:
+    """Layouts to try, the requested one first: dot may be served through the MIPS augmentation."""
+    if metric.kind is not MetricKind.DOT or request.mips == "none":
+        return [Layout.IP]
+    if request.mips == "l2":
+        return [Layout.L2_AUGMENTED, Layout.IP]
+    return [Layout.IP, Layout.L2_AUGMENTED]
+
+
+def _describe(entry: IndexEntry) -> str:
+    knob = ", ".join(f"{k}={v}" for k, v in entry.search_params.items()) or "exact"
+    recall = entry.self_check.recall_at_10 if entry.self_check else float("nan")
+    return f"{entry.layout}: recall@10 {recall:.3f} at {knob}"
+
+
+def _build_metric(
+    metric: Metric, corpus: StagedCorpus, request: BuildRequest, staging: Path,
+    whitening: np.ndarray | None, queries: QuerySet, progress: Progress,
+) -> MetricEntry:
+    space = fit_metric_space(metric, corpus.norms.astype(np.float64), whitening)
+    block_rows = max(1, request.block_bytes // (4 * corpus.dim))
+    scales = doc_scales(space, corpus.vectors, block_rows)
+    inputs = MetricInputs(metric, space, scales, indexed_rows(space, scales), block_rows)
+    layouts = _layouts(metric, request)
+    if request.index.kind == "flat":
+        layouts = layouts[:1]
+    file = f"{_file_stem(metric)}.faiss"
+    trials = [_build_layout(inputs, layout, corpus, request, staging / f"{_file_stem(metric)}.{layout}.tmp",
+                            queries, progress) for layout in layouts]
+    chosen = trials[0] if request.mips == "l2" else min(trials, key=lambda e: _cost(e, request.target_recall))
+    for trial in trials:
+        if trial is not chosen:
+            (staging / trial.file).unlink()
+            if _cost(trial, request.target_recall) < _cost(chosen, request.target_recall):
+                log.warning("%s: --mips %s measures worse than %s (%s vs %s); consider --mips auto",
+                            metric.name, request.mips, trial.layout, _describe(chosen), _describe(trial))
+    (staging / chosen.file).rename(staging / file)
+    if len(trials) > 1:
+        log.info("%s: serving %s (compared %s)", metric.name, chosen.layout, "; ".join(map(_describe, trials)))
     return MetricEntry(
         name=metric.name, norm_min=space.stats.norm_min, norm_max=space.stats.norm_max,
         whitening_file=WHITENING_FILE if metric.rule.whitened else None,
-        index=IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=file,
-                         count=len(rows), exact=plan.exact, max_norm=max_norm,
-                         refine_factor=plan.refine_factor, search_params=params, self_check=check),
+        index=chosen.model_copy(update={"file": file, "layout_trials": {str(t.layout): _describe(t) for t in trials}}),
     )
 
 

@@ -54,6 +54,7 @@ class IndexEntry(_Model):
     refine_factor: int = 1
     search_params: dict[str, int] = Field(default_factory=dict)
     self_check: SelfCheck | None = None
+    layout_trials: dict[str, str] = Field(default_factory=dict)
 
 
 class MetricEntry(_Model):

@@ -149,3 +149,26 @@ def test_manifest_records_norm_profile_and_bias(corpus: Corpus, tmp_path: Path) 
     assert manifest.norm_bias_top5pct == pytest.approx(np.mean(norms[rows] >= threshold), abs=1e-4)
     assert manifest.metrics["dot"].index.count == len(norms)
     assert manifest.metrics["cosine"].index.count == len(norms) - 3
+
+
+def test_mips_auto_measures_both_layouts_and_keeps_the_cheaper(corpus: Corpus, tmp_path: Path) -> None:
+    assert build(tmp_path, corpus, "c", "--index", "hnsw", "--mips", "auto", "--metrics", "dot,cosine") == 0
+    path, manifest = active_manifest(tmp_path, "c")
+    dot = manifest.metrics["dot"].index
+    assert set(dot.layout_trials) == {"ip", "l2_augmented"}
+    assert dot.file == "dot.faiss" and (path / "dot.faiss").is_file()
+    assert not list(path.glob("*.tmp"))
+    assert manifest.metrics["cosine"].index.layout_trials == {"ip": manifest.metrics["cosine"].index.layout_trials["ip"]}
+    assert dot.self_check.recall_at_10 >= 0.95
+
+
+def test_explicit_l2_warns_when_raw_inner_product_measures_better(corpus: Corpus, tmp_path: Path, caplog) -> None:
+    skewed = corpus.docs * np.random.default_rng(0).lognormal(0, 1.2, (len(corpus.docs), 1)).astype(np.float32)
+    np.save(tmp_path / "skewed.npy", skewed)
+    with caplog.at_level("WARNING"):
+        assert main(["build", "--input", str(tmp_path / "skewed.npy"), "--name", "c", "--root", str(tmp_path),
+                     "--index", "hnsw", "--mips", "l2", "--metrics", "dot", "--queries", str(corpus.queries_path),
+                     "--quiet"]) == 0
+    _, manifest = active_manifest(tmp_path, "c")
+    assert manifest.metrics["dot"].index.layout == "l2_augmented"
+    assert "--mips l2 measures worse than ip" in caplog.text
