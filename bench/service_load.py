@@ -67,10 +67,10 @@ def start(name: str, argv: list[str], env: dict[str, str], port: int, ready_path
     raise TimeoutError(f"{name} not ready")
 
 
-def start_dotcos(root: Path, log: Path) -> Server:
+def start_dotcos(root: Path, log: Path, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
     env = {"DOTCOS_INDEX_ROOT": str(root), "DOTCOS_PORT": str(port), "DOTCOS_LOG_LEVEL": "warning",
-           "DOTCOS_RELOAD_INTERVAL": "0"}
+           "DOTCOS_RELOAD_INTERVAL": "0", **(extra_env or {})}
     return start("dotcos", [str(BIN / "dotcos-serve")], env, port, "/readyz", log)
 
 
@@ -103,6 +103,9 @@ def wrk(server: Server, path: str, bodies: Path, connections: int, seconds: floa
     server_cpu = server.cpu_seconds() - before_server
     duration = summary["duration_us"] / 1e6
     return {"connections": connections, "qps": round(summary["requests"] / duration, 1),
+            "goodput": round((summary["requests"] - summary["non_2xx"]) / duration, 1),
+            "shed_share": round(summary["non_2xx"] / max(summary["requests"], 1), 4),
+            "other_errors": summary["errors"],
             "p50_ms": summary["p50_us"] / 1000, "p95_ms": summary["p95_us"] / 1000,
             "p99_ms": summary["p99_us"] / 1000, "errors": summary["errors"] + summary["non_2xx"],
             "client_cpu_share": round(client_cpu / max(client_cpu + server_cpu, 1e-9), 3)}
