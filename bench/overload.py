@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.service_load import start_dotcos, wrk, write_bodies
+from bench.service_load import start_dotcos, write_bodies, wrk
 from index_builder.cli import main as build_main
 from index_builder.synthetic import TwoTowerSpec, two_tower
 
