@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.service_load import free_port
 from index_builder.cli import main as build_main
 from index_builder.synthetic import TwoTowerSpec, two_tower
 
@@ -55,12 +55,6 @@ def build(root: Path, corpus: Corpus, name: str = "items", *extra: str) -> int:
     argv = ["build", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path), "--name", name,
             "--root", str(root), "--queries", str(corpus.queries_path), "--quiet", *extra]
     return build_main(argv)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
