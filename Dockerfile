@@ -16,7 +16,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DOTCOS_INDEX_ROOT=/indexes \
     DOTCOS_HOST=0.0.0.0 \
-    DOTCOS_PORT=8000
+    DOTCOS_PORT=8000 \
+    OMP_WAIT_POLICY=PASSIVE
 RUN groupadd --system --gid 10001 dotcos \
  && useradd --system --uid 10001 --gid dotcos --home-dir /home/dotcos --create-home dotcos \
  && mkdir -p /indexes /data \

@@ -22,6 +22,7 @@ test: install
 
 fuzz: install
 	DOTCOS_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/service/test_fuzz.py -q -p no:cacheprovider \
+		--hypothesis-show-statistics \
 		| tee bench/results/fuzz.txt
 
 demo: install

@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workdir", type=Path, default=Path("bench/.work/overload"))
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--env", nargs="*", default=[], help="extra server environment, NAME=VALUE")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -34,7 +35,8 @@ def main() -> None:
     root = args.workdir / "indexes"
     assert build_main(["build", "--input", str(args.workdir / "docs.npy"), "--name", "flat", "--root", str(root),
                        "--metrics", "dot", "--quiet"]) == 0
-    env = {"DOTCOS_MAX_PENDING": str(args.pending), "DOTCOS_COALESCE_MAX_BATCH": "8"}
+    env = {"DOTCOS_MAX_PENDING": str(args.pending), "DOTCOS_COALESCE_MAX_BATCH": "8",
+           **dict(item.split("=", 1) for item in args.env)}
     server = start_dotcos(root, args.workdir / "server.log", env)
     bodies = write_bodies(args.workdir / "bodies.jsonl", queries, {"k": 10, "metric": "dot"})
     rows = []

@@ -38,6 +38,7 @@ class ServiceSettings(BaseSettings):
     coalesce_in_flight: int = Field(default=1, ge=1)
     blas_threshold: int = Field(default=16, ge=1)
     max_pending: int = Field(default=512, ge=1)
+    switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
     default_deadline_ms: float | None = Field(default=None, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
 

@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import admin, routes
+from service.api.admission import AdmissionGate
 from service.api.errors import install_error_handlers
 from service.api.limits import BodySizeLimit
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
-from service.core.loader import configure_faiss
+from service.core.loader import configure_runtime
 from service.core.registry import Registry
 from service.core.searcher import Searcher
 from service.settings import ServiceSettings
@@ -47,7 +48,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_faiss(settings.faiss_threads, settings.blas_threshold)
+        configure_runtime(settings.faiss_threads, settings.blas_threshold, settings.switch_interval_ms)
         log.info("loading collections from %s (reload every %ss, %d FAISS threads)",
                  settings.index_root, settings.reload_interval, settings.faiss_threads)
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
@@ -63,6 +64,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         app.include_router(admin.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AdmissionGate, searcher=searcher)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
                            allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,15 +24,18 @@ log = logging.getLogger(__name__)
 SCALE_BLOCK_ROWS = 65536
 
 
-def configure_faiss(threads: int, blas_threshold: int) -> None:
-    """OpenMP threads FAISS may use per call, and from how many queries flat search uses BLAS.
+def configure_runtime(threads: int, blas_threshold: int, switch_interval_ms: float) -> None:
+    """Process-wide knobs of the search runtime, set once at start-up.
 
-    FAISS ships distance_compute_blas_threshold = 20 (128000 in some releases); below it a
-    flat search scans with its own loop per query. Coalesced batches of 16-512 queries run
-    several times faster through BLAS, so the service sets it low on purpose.
+    - OpenMP threads FAISS may use per call (cores shared out among workers).
+    - From how many queries flat search uses BLAS: FAISS ships a threshold of 20 (128000 in
+      some releases); coalesced batches of 16-512 queries run several times faster through BLAS.
+    - The GIL switch interval: search threads re-take the GIL between FAISS calls, and with a
+      busy event loop each re-take waits up to the interval (5 ms by default in CPython).
     """
     faiss.omp_set_num_threads(threads)
     faiss.cvar.distance_compute_blas_threshold = blas_threshold
+    sys.setswitchinterval(switch_interval_ms / 1000)
 
 
 def load_version(root: Path, collection: str, version: str, mmap: bool = True) -> LoadedVersion:

@@ -40,15 +40,22 @@ class Searcher:
         self.coalescer = Coalescer(self.executor, execution.max_batch, execution.window_s, execution.in_flight)
         self.pending = 0
 
+    def saturated(self) -> bool:
+        """True when no more searches may wait (read on the event loop only)."""
+        return self.pending >= self.execution.max_pending
+
+    def overload_message(self) -> str:
+        return (f"overloaded: {self.pending} searches already waiting "
+                f"(DOTCOS_MAX_PENDING={self.execution.max_pending}); retry shortly")
+
     async def _admitted(self, start: Callable[[], Awaitable[T]], deadline_s: float | None) -> T:
         """Bounded waiting: refuse at once beyond max_pending, give up at the deadline.
 
         `pending` is only touched on the event loop, so it needs no lock. A request that
         times out while queued is cancelled and never runs (the coalescer skips it).
         """
-        if self.pending >= self.execution.max_pending:
-            raise Unavailable(f"overloaded: {self.pending} searches already waiting "
-                              f"(DOTCOS_MAX_PENDING={self.execution.max_pending}); retry shortly")
+        if self.saturated():
+            raise Unavailable(self.overload_message())
         budget = deadline_s if deadline_s is not None else self.execution.default_deadline_s
         self.pending += 1
         try:
