@@ -16,6 +16,7 @@ from index_builder.contract.metrics import (
     augment_documents,
     augment_queries,
     fit_metric_space,
+    l2_to_inner_product,
     row_norms,
 )
 from index_builder.contract.scoring import doc_scales, exact_topk
@@ -79,7 +80,7 @@ def test_augmented_distance_recovers_inner_product(seed: int) -> None:
     aug_d = augment_documents(docs, max_norm).astype(np.float64)
     aug_q = augment_queries(queries).astype(np.float64)
     sq = ((aug_q[:, None, :] - aug_d[None, :, :]) ** 2).sum(-1)
-    recovered = ((queries.astype(np.float64) ** 2).sum(1)[:, None] + max_norm**2 - sq) / 2
+    recovered = l2_to_inner_product(sq, (queries.astype(np.float64) ** 2).sum(1), max_norm)
     truth = queries.astype(np.float64) @ docs.T.astype(np.float64)
     np.testing.assert_allclose(recovered, truth, atol=1e-3 * max_norm**2)
 
