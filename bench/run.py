@@ -7,10 +7,12 @@ import datetime
 import os
 import platform
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import faiss
+import numpy as np
 
 from bench import datasets, inprocess, report, service_load
 from index_builder.cli import main as build_main
@@ -70,6 +72,37 @@ def _service_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
                          "x_faiss_batch": round(run["qps"] / reference["hnsw-ip"]["dot"]["qps_batch"], 2)})
     finally:
         minimal.stop()
+    return rows + _chroma_runs(root, data, args, reference, queries)
+
+
+def _chroma_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
+                 reference: dict[str, dict[str, dict[str, float]]], queries: np.ndarray) -> list[dict[str, Any]]:
+    """Chroma server, HNSW with dotcos's graph parameters and default efSearch, same data and queries."""
+    venv = service_load.chroma_venv(args.workdir)
+    if venv is None:
+        return []
+    shutil.rmtree(args.workdir / "chroma-db", ignore_errors=True)
+    server = service_load.start_chroma(venv, args.workdir)
+    manifest = read_manifest(version_dir(root, "hnsw-ip", read_current(root, "hnsw-ip")))
+    rows: list[dict[str, Any]] = []
+    try:
+        for metric, space in (("dot", "ip"), ("cosine", "cosine")):
+            ef = manifest.metrics[metric].index.search_params["efSearch"]
+            started = time.perf_counter()
+            collection = service_load.load_chroma(venv, server, data.docs_path, f"bench-{metric}", space, ef)
+            load_s = round(time.perf_counter() - started, 1)
+            bodies = service_load.write_bodies(args.workdir / "bodies" / f"chroma-{metric}.jsonl", queries,
+                                               {"n_results": 10, "include": ["distances"]}, key="query_embeddings",
+                                               nest=True)
+            path = service_load.CHROMA_QUERY.format(id=collection)
+            ref = reference["hnsw-ip"][metric]
+            for c in CONNECTIONS:
+                run = service_load.wrk(server, path, bodies, c, args.seconds)
+                rows.append({"server": f"chroma (load {load_s}s)", "target": "hnsw", "metric": metric, **run,
+                             "x_faiss_single": round(run["qps"] / ref["qps_single"], 2),
+                             "x_faiss_batch": round(run["qps"] / ref["qps_batch"], 2)})
+    finally:
+        server.stop()
     return rows
 
 
@@ -96,8 +129,11 @@ def main() -> None:
     meta = {"docs": int(data.docs.shape[0]), "dim": int(data.docs.shape[1]), "queries": len(queries),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds}
+    notes = [] if service_load.chroma_venv(args.workdir) else [
+        "Chroma baseline skipped: chromadb did not install (see bench/setup.sh)."]
+    notes.append("Chroma runs HNSW with dotcos's graph parameters (M=32, efConstruction=128) and default efSearch.")
     report.write(args.out, name, {"meta": meta, "inprocess": rows, "faiss_reference": reference,
-                                  "service": service, "notes": []})
+                                  "service": service, "notes": notes})
     print(f"wrote {args.out / name}.md, .json, .png")
 
 

@@ -81,10 +81,38 @@ def start_minimal(index_file: Path, ef: int, log: Path) -> Server:
     return start("minimal", argv, env, port, "/docs", log)
 
 
-def write_bodies(path: Path, queries: np.ndarray, extra: dict[str, object], key: str = "vector") -> Path:
+CHROMA_QUERY = "/api/v2/tenants/default_tenant/databases/default_database/collections/{id}/query"
+
+
+def chroma_venv(workdir: Path) -> Path | None:
+    """Chroma's own virtualenv, installed by bench/setup.sh when chromadb installs."""
+    venv = workdir / "chroma-venv"
+    return venv if (venv / "bin" / "chroma").exists() else None
+
+
+def start_chroma(venv: Path, workdir: Path) -> Server:
+    port = free_port()
+    argv = [str(venv / "bin" / "chroma"), "run", "--path", str(workdir / "chroma-db"), "--host", "127.0.0.1",
+            "--port", str(port)]
+    return start("chroma", argv, {}, port, "/api/v2/heartbeat", workdir / "chroma.log")
+
+
+def load_chroma(venv: Path, server: Server, docs: Path, name: str, space: str, ef: int) -> str:
+    """Load the documents with the same HNSW parameters as dotcos; returns the collection id."""
+    port = server.url.rsplit(":", 1)[1]
+    loader = Path(__file__).parent / "chroma_load.py"
+    result = subprocess.run([str(venv / "bin" / "python"), str(loader), port, str(docs), name, space, str(ef)],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.strip().splitlines()[-1]
+
+
+def write_bodies(path: Path, queries: np.ndarray, extra: dict[str, object], key: str = "vector",
+                 nest: bool = False) -> Path:
+    """One JSON body per line; `nest` wraps the vector in a list (APIs that take a batch)."""
     with open(path, "w") as handle:
         for q in queries:
-            handle.write(json.dumps({key: [round(float(x), 5) for x in q], **extra}) + "\n")
+            vector = [round(float(x), 5) for x in q]
+            handle.write(json.dumps({key: [vector] if nest else vector, **extra}) + "\n")
     return path
 
 

@@ -10,3 +10,9 @@ if ! command -v wrk >/dev/null; then
     exit 1
   fi
 fi
+# Chroma server as a baseline, in its own virtualenv (optional: the benchmark notes it when absent).
+CHROMA_VENV="$(dirname "$0")/.work/chroma-venv"
+if [ ! -x "$CHROMA_VENV/bin/chroma" ]; then
+  python3 -m venv "$CHROMA_VENV" && "$CHROMA_VENV/bin/pip" install --quiet chromadb \
+    || echo "chromadb did not install; the Chroma baseline will be skipped" >&2
+fi
