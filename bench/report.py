@@ -82,6 +82,6 @@ def write(out: Path, name: str, payload: dict[str, Any]) -> None:
              f"faiss {meta['faiss']}, run {meta['started']}. All ratios are measured in this run.", "",
              "## In-process: recall@10 against QPS", "", *_inprocess_table(payload["inprocess"]), "",
              "## Service under load (wrk)", "", *_service_table(payload["service"]), ""]
-    lines += [f"- {note}" for note in payload.get("notes", [])]
+    lines += ["## Notes", ""] + [f"- {note}" for note in payload.get("notes", [])]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     _plots(out, name, payload["inprocess"], payload["service"])
