@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import admin, routes
 from service.api.admission import AdmissionGate
 from service.api.errors import install_error_handlers
+from service.api.fastpath import SearchFastPath
 from service.api.limits import BodySizeLimit
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
@@ -63,6 +64,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if settings.admin_enabled:
         app.include_router(admin.router)
     install_error_handlers(app)
+    if settings.fast_path:
+        app.add_middleware(SearchFastPath, state=state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AdmissionGate, searcher=searcher)
     if settings.cors_origins:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
@@ -40,28 +42,42 @@ def _field(loc: tuple[object, ...]) -> str:
     return text or "body"
 
 
-def _validation(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    first = exc.errors()[0]
+def validation_response(errors: Sequence[Any]) -> Response:
+    """422 naming the first field pydantic rejected, with what came."""
+    first = errors[0]
     message = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
     if "input" in first and first.get("type") != "missing":
         message += f" (got {str(first['input'])[:80]!r})"
     return error_response(422, "validation_error", message)
 
 
-def _dotcos(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DotcosError)
+def _validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return validation_response(exc.errors())
+
+
+def dotcos_response(exc: DotcosError) -> Response:
+    """The status and body of a DotcosError."""
     status = next((s for kind, s in STATUS_BY_ERROR if isinstance(exc, kind)), 500)
     headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
     return error_response(status, exc.code, str(exc), headers)
 
 
-def _http(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+def _dotcos(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DotcosError)
+    return dotcos_response(exc)
+
+
+def http_response(exc: HTTPException) -> Response:
     code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
             413: "too_large"}
     return error_response(exc.status_code, code.get(exc.status_code, "http_error"), str(exc.detail),
                           dict(exc.headers) if exc.headers else None)
+
+
+def _http(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return http_response(exc)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

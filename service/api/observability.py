@@ -66,9 +66,10 @@ class MetricsMiddleware:
             self._record(scope, status["code"], time.perf_counter() - start)
 
     def _record(self, scope: Scope, status: int, elapsed: float) -> None:
+        state = scope.get("state", {})
         route: Any = scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metric = scope.get("state", {}).get("metric", "")
+        path = state.get("route") or getattr(route, "path", "unmatched")
+        metric = state.get("metric", "")
         self.metrics.requests.labels(path, metric, str(status)).inc()
         self.metrics.latency.labels(path, metric).observe(elapsed)
         if log.isEnabledFor(logging.DEBUG):

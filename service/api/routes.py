@@ -3,10 +3,14 @@ FAISS work to the core's executor explicitly (coalesced); describe handlers are 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import orjson
 from fastapi import APIRouter, Request
+from starlette.datastructures import Headers
 from starlette.responses import Response
+from starlette.types import Scope
 
 from index_builder.contract.errors import InputError
 from service.api.errors import ERROR_RESPONSES, error_response
@@ -23,10 +27,10 @@ from service.api.schemas import (
     SimilarRequest,
     Status,
 )
-from service.api.state import app_state
+from service.api.state import AppState, app_state
 from service.core.collection import LoadedVersion
 from service.core.items import ScoreQuery, SimilarQuery, score, similar
-from service.core.search import Hit, SearchResult
+from service.core.search import Hit
 
 router = APIRouter()
 
@@ -105,9 +109,9 @@ def get_collection(name: str, request: Request) -> Response:
     return JSONBytes(describe(app_state(request).registry.get(name)))
 
 
-def deadline(request: Request) -> float | None:
+def deadline(headers: Mapping[str, str]) -> float | None:
     """The client's time budget in seconds from X-Deadline-Ms, if it sent one."""
-    text = request.headers.get("x-deadline-ms")
+    text = headers.get("x-deadline-ms")
     if text is None:
         return None
     try:
@@ -119,28 +123,29 @@ def deadline(request: Request) -> float | None:
     return value / 1000
 
 
-async def _search(request: Request, name: str, vectors: np.ndarray, body: SearchRequest | BatchSearchRequest,
-                  field: str) -> SearchResult:
-    state = app_state(request)
+async def answer_search(state: AppState, scope: Scope, name: str,
+                        body: SearchRequest | BatchSearchRequest) -> Response:
+    """One search request, from parsed body to response (the routes and the ASGI fast path share it)."""
+    batch = isinstance(body, BatchSearchRequest)
+    field = "vectors" if batch else "vector"
+    vectors = to_matrix(body.vectors if isinstance(body, BatchSearchRequest) else [body.vector], field)
     result = await state.searcher.search(state.registry.get(name), vectors, body.options(), field,
-                                         deadline(request))
-    request.state.metric = result.metric
-    return result
+                                         deadline(Headers(scope=scope)))
+    scope.setdefault("state", {})["metric"] = result.metric
+    hits = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
+    return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
+                      "results": hits})
 
 
 @router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
 async def search_one(name: str, body: SearchRequest, request: Request) -> Response:
-    result = await _search(request, name, to_matrix([body.vector], "vector"), body, "vector")
-    return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
-                      "results": _hits(result.hits[0])})
+    return await answer_search(app_state(request), request.scope, name, body)
 
 
 @router.post("/v1/collections/{name}/search/batch", response_model=BatchSearchResponse,
              responses=ERROR_RESPONSES)
 async def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
-    result = await _search(request, name, to_matrix(body.vectors, "vectors"), body, "vectors")
-    return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
-                      "results": [_hits(h) for h in result.hits]})
+    return await answer_search(app_state(request), request.scope, name, body)
 
 
 @router.post("/v1/collections/{name}/similar", response_model=SearchResponse, responses=ERROR_RESPONSES)
@@ -150,7 +155,7 @@ async def similar_items(name: str, body: SimilarRequest, request: Request) -> Re
     vector = to_matrix([body.vector], "vector") if body.vector is not None else None
     query = SimilarQuery(doc_id=body.id, vector=vector, options=body.options())
     result = await state.searcher.call(similar, state.registry.get(name), query, state.limits,
-                                       deadline_s=deadline(request))
+                                       deadline_s=deadline(request.headers))
     request.state.metric = result.metric
     return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
                       "results": _hits(result.hits[0])})
@@ -166,7 +171,7 @@ async def score_candidates(name: str, body: ScoreRequest, request: Request) -> R
     vectors = to_matrix(rows, "vector" if single else "vectors")
     ids = [[str(i) for i in body.ids]] if single else [[str(i) for i in group] for group in body.ids]
     query = ScoreQuery(vectors=vectors, ids=ids, metric=body.metric)
-    metric, lists = await state.searcher.call(score, version, query, state.limits, deadline_s=deadline(request))
+    metric, lists = await state.searcher.call(score, version, query, state.limits, deadline_s=deadline(request.headers))
     request.state.metric = metric
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
     return JSONBytes({"collection": version.collection, "version": version.version, "metric": metric,
