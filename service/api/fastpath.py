@@ -25,6 +25,7 @@ SEARCH_PATH = re.compile(r"^/v1/collections/([^/]+)/search(/batch)?$")
 
 
 async def read_body(receive: Receive) -> bytes:
+    """The whole request body (the size limit outside this middleware still applies)."""
     chunks = []
     while True:
         message = await receive()
@@ -34,6 +35,8 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class SearchFastPath:
+    """POST /v1/collections/{name}/search[/batch] answered here; every other request passes through."""
+
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self.app = app
         self.state = state
