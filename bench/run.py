@@ -18,6 +18,7 @@ from bench import datasets, inprocess, report, service_load
 from index_builder.cli import main as build_main
 from index_builder.contract.layout import read_current, version_dir
 from index_builder.contract.manifest import read_manifest
+from service.settings import ServiceSettings
 
 CONNECTIONS = (1, 16, 64)
 
@@ -108,6 +109,10 @@ def _chroma_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
 
 def main() -> None:
     args = _args()
+    # In-process FAISS gets the service's deliberate BLAS threshold: with FAISS's own default
+    # (128000 in 1.15) a batch of a few hundred flat queries takes the slow non-BLAS path,
+    # which would flatter every ratio against "batched FAISS".
+    faiss.cvar.distance_compute_blas_threshold = ServiceSettings().blas_threshold
     name = args.docs.stem if args.docs else args.dataset
     data = datasets.load(name, args.workdir / "data", args.docs, args.queries)
     queries = data.queries[: args.sweep_queries]
@@ -128,7 +133,8 @@ def main() -> None:
     service = _service_runs(root, data, args, reference)
     meta = {"docs": int(data.docs.shape[0]), "dim": int(data.docs.shape[1]), "queries": len(queries),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-            "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds}
+            "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds,
+            "blas_threshold": faiss.cvar.distance_compute_blas_threshold}
     notes = [] if service_load.chroma_venv(args.workdir) else [
         "Chroma baseline skipped: chromadb did not install (see bench/setup.sh)."]
     notes.append("Chroma runs HNSW with dotcos's graph parameters (M=32, efConstruction=128) and default efSearch.")
