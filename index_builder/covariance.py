@@ -13,8 +13,7 @@ import numpy as np
 
 from index_builder.contract.errors import InputError
 from index_builder.progress import Progress
-from index_builder.readers import open_input
-from index_builder.staging import InputSpec, _check_finite
+from index_builder.staging import InputSpec, stream_vectors
 
 EIGEN_FLOOR = 1e-10
 
@@ -27,19 +26,14 @@ def user_covariance(spec: InputSpec, dim: int, block_bytes: int, progress: Progr
     count = 0
     rows = max(1, block_bytes // (8 * dim))
     with progress.stage("users", None) as bar:
-        for path in spec.paths:
-            reader = open_input(path, spec.fmt, spec.columns)
-            if reader.dim != dim:
-                raise InputError(f"--users {path}: dimension {dim} expected, got {reader.dim}")
-            for block, _ in reader.blocks(rows):
-                _check_finite(block, count, path)
-                centered = block.astype(np.float64)
-                shift = centered.mean(axis=0) if shift is None else shift
-                centered -= shift
-                total += centered.sum(axis=0)
-                outer += centered.T @ centered
-                count += len(block)
-                bar.update(len(block))
+        for block in stream_vectors(spec, dim, "--users", rows):
+            centered = block.astype(np.float64)
+            shift = centered.mean(axis=0) if shift is None else shift
+            centered -= shift
+            total += centered.sum(axis=0)
+            outer += centered.T @ centered
+            count += len(block)
+            bar.update(len(block))
     if count < 2:
         raise InputError(f"--users needs at least 2 user vectors, got {count}")
     mean = total / count

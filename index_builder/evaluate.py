@@ -8,7 +8,8 @@ import numpy as np
 
 from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
 from index_builder.contract.manifest import NormProfile, SelfCheck, SweepPoint
-from index_builder.contract.scoring import MISSING, exact_topk
+from index_builder.contract.metrics import MetricSpace
+from index_builder.contract.scoring import MISSING, exact_topk, indexed_rows
 from index_builder.contract.search import ServedIndex, ann_topk
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,14 @@ def _sweep_values(param: str | None, nlist: int) -> list[int | None]:
 
 
 def self_check(
-    served: ServedIndex, queries: np.ndarray, source: str, target: float, nlist: int
+    served: ServedIndex, queries: np.ndarray, truth: np.ndarray, source: str, target: float, nlist: int
 ) -> tuple[SelfCheck, dict[str, int]]:
-    """Recall@10 over a sweep of the index's knob; the default is the cheapest value reaching target."""
-    k = min(RECALL_K, max(1, served.index.ntotal))
-    truth, _ = exact_topk(served.space, queries, served.vectors, served.scales, k)
+    """Recall@10 over a sweep of the index's knob; the default is the cheapest value reaching target.
+
+    `truth` holds the exact top-k scores of the queries (see `ground_truth`), shared by every index
+    built for the metric.
+    """
+    k = truth.shape[1]
     param = served.param
     sweep: list[SweepPoint] = []
     recall = 0.0
@@ -63,6 +67,14 @@ def self_check(
     check = SelfCheck(recall_at_10=round(recall, 4), queries=len(queries), query_source=source,
                       target_recall=target, param=param, sweep=sweep)
     return check, ({param: int(chosen)} if param and chosen is not None else {})
+
+
+def ground_truth(
+    space: MetricSpace, vectors: np.ndarray, scales: np.ndarray, queries: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-10 (scores, rows) of the queries over the metric's indexed documents."""
+    k = min(RECALL_K, max(1, len(indexed_rows(space, scales))))
+    return exact_topk(space, queries, vectors, scales, k)
 
 
 def norm_profile(norms: np.ndarray) -> NormProfile:

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from index_builder.contract.errors import InputError
+from index_builder.contract.faiss_index import inner_index
 from index_builder.contract.metrics import Layout, faiss_metric
 from index_builder.progress import Progress
 
@@ -125,7 +126,7 @@ def reserve_codes(index: faiss.Index, count: int) -> None:
     a power of two briefly holds the old and the new buffer; growing once to the final size
     and shrinking back keeps the capacity and avoids that peak.
     """
-    inner = faiss.downcast_index(index.index if isinstance(index, faiss.IndexIDMap) else index)
+    inner = inner_index(index)
     if isinstance(inner, faiss.IndexHNSW):
         inner = faiss.downcast_index(inner.storage)
     if isinstance(inner, faiss.IndexFlatCodes) and inner.ntotal == 0:

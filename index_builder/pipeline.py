@@ -22,15 +22,14 @@ from index_builder.contract.metrics import (
     augment_documents,
     fit_metric_space,
 )
-from index_builder.contract.scoring import doc_scales, exact_topk, indexed_rows
+from index_builder.contract.scoring import doc_scales, indexed_rows
 from index_builder.contract.search import ServedIndex
 from index_builder.covariance import user_covariance, whitening_matrix
-from index_builder.evaluate import RECALL_K, norm_bias, norm_profile, self_check
+from index_builder.evaluate import ground_truth, norm_bias, norm_profile, self_check
 from index_builder.indexes import IndexOptions, new_index, plan_index, train_and_add
 from index_builder.progress import Progress
 from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
-from index_builder.readers import open_input
-from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpus, stage_corpus
+from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpus, stage_corpus, stream_vectors
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +63,8 @@ class QuerySet:
 
 
 def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarray:
-    parts: list[np.ndarray] = []
-    for path in spec.paths:
-        reader = open_input(path, spec.fmt, spec.columns)
-        if reader.dim != dim:
-            raise InputError(f"--queries {path}: dimension {dim} expected, got {reader.dim}")
-        parts.extend(block for block, _ in reader.blocks(65536))
+    parts = list(stream_vectors(spec, dim, "--queries", 65536))
     queries = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    if not np.isfinite(queries).all():
-        raise InputError(f"--queries holds NaN or Inf in row {int(np.flatnonzero(~np.isfinite(queries).all(1))[0])}")
     if len(queries) > limit:
         queries = queries[np.sort(np.random.default_rng(seed).choice(len(queries), limit, replace=False))]
     return queries
@@ -120,6 +112,7 @@ class MetricInputs:
     scales: np.ndarray
     rows: np.ndarray
     block_rows: int
+    truth: np.ndarray
 
 
 def _build_layout(
@@ -144,7 +137,7 @@ def _build_layout(
     served = ServedIndex(index, space, layout, plan.refine_factor, corpus.vectors, inputs.scales)
     ivf = faiss.try_extract_index_ivf(index)
     with progress.stage(f"self-check {space.name} ({layout})", len(queries.vectors), unit="query"):
-        check, params = self_check(served, queries.vectors, queries.source, request.target_recall,
+        check, params = self_check(served, queries.vectors, inputs.truth, queries.source, request.target_recall,
                                    ivf.nlist if ivf is not None else 0)
     return IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
                       exact=plan.exact, max_norm=max_norm, refine_factor=plan.refine_factor,
@@ -177,11 +170,14 @@ def _describe(entry: IndexEntry) -> str:
 def _build_metric(
     metric: Metric, corpus: StagedCorpus, request: BuildRequest, staging: Path,
     whitening: np.ndarray | None, queries: QuerySet, progress: Progress,
-) -> MetricEntry:
+) -> tuple[MetricEntry, np.ndarray]:
+    """One metric's index (the best of its layout trials) and the exact top-10 rows of its queries."""
     space = fit_metric_space(metric, corpus.norms.astype(np.float64), whitening)
     block_rows = max(1, request.block_bytes // (4 * corpus.dim))
     scales = doc_scales(space, corpus.vectors, block_rows)
-    inputs = MetricInputs(metric, space, scales, indexed_rows(space, scales), block_rows)
+    with progress.stage(f"ground truth {metric.name}", len(queries.vectors), unit="query"):
+        truth, truth_rows = ground_truth(space, corpus.vectors, scales, queries.vectors)
+    inputs = MetricInputs(metric, space, scales, indexed_rows(space, scales), block_rows, truth)
     layouts = _layouts(metric, request)
     if request.index.kind == "flat":
         layouts = layouts[:1]
@@ -198,11 +194,12 @@ def _build_metric(
     (staging / chosen.file).rename(staging / file)
     if len(trials) > 1:
         log.info("%s: serving %s (compared %s)", metric.name, chosen.layout, "; ".join(map(_describe, trials)))
-    return MetricEntry(
+    entry = MetricEntry(
         name=metric.name, norm_min=space.stats.norm_min, norm_max=space.stats.norm_max,
         whitening_file=WHITENING_FILE if metric.rule.whitened else None,
         index=chosen.model_copy(update={"file": file, "layout_trials": {str(t.layout): _describe(t) for t in trials}}),
     )
+    return entry, truth_rows
 
 
 def _whitening(request: BuildRequest, corpus: StagedCorpus, staging: Path, progress: Progress) -> np.ndarray | None:
@@ -238,10 +235,14 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         whitening = _whitening(request, corpus, staging, progress)
         user_queries, doc_queries = _query_sets(request, corpus)
         entries = {}
+        bias = None
         for metric in request.metrics:
             queries = doc_queries if metric.rule.whitened else user_queries
-            entries[metric.name] = _build_metric(metric, corpus, request, staging, whitening, queries, progress)
-        manifest = _manifest(request, version, corpus, entries, user_queries, staging)
+            entries[metric.name], truth_rows = _build_metric(metric, corpus, request, staging, whitening,
+                                                             queries, progress)
+            if metric.kind is MetricKind.DOT:
+                bias = round(norm_bias(truth_rows, corpus.norms), 4)
+        manifest = _manifest(request, version, corpus, entries, bias, staging)
         manifest = manifest.model_copy(update={"not_built": skipped})
         del corpus
         publish(staging, manifest, request.root)
@@ -253,14 +254,8 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
 
 def _manifest(
     request: BuildRequest, version: str, corpus: StagedCorpus, entries: dict[str, MetricEntry],
-    queries: QuerySet, staging: Path,
+    bias: float | None, staging: Path,
 ) -> Manifest:
-    bias = None
-    if any(m.kind is MetricKind.DOT for m in request.metrics):
-        ones = np.ones(corpus.count, dtype=np.float32)
-        _, rows = exact_topk(MetricSpace(Metric(MetricKind.DOT)), queries.vectors, corpus.vectors,
-                             ones, min(RECALL_K, corpus.count))
-        bias = round(norm_bias(rows, corpus.norms), 4)
     return Manifest(
         schema_version=SCHEMA_VERSION, collection=request.collection, version=version,
         created_at=datetime.now(UTC), dim=corpus.dim, count=corpus.count,

@@ -82,7 +82,7 @@ def _check_numeric(path: Path, dtype: np.dtype) -> None:
 
 
 class NpyFile:
-    """A .npy file opened memory-mapped."""
+    """A .npy file, validated from its header; blocks are read through short-lived memory maps."""
 
     MAGIC = b"\x93NUMPY"
 
@@ -92,7 +92,7 @@ class NpyFile:
             with open(path, "rb") as handle:
                 if handle.read(len(self.MAGIC)) != self.MAGIC:
                     raise InputError(f"{path}: not a readable .npy file (no NUMPY header)")
-            self.array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
         except PermissionError:
             raise InputError(f"{path}: permission denied") from None
         except ValueError as exc:
@@ -101,13 +101,12 @@ class NpyFile:
             raise InputError(f"{path}: not a readable .npy file ({exc})") from None
         except (OSError, EOFError) as exc:
             raise InputError(f"{path}: not a readable .npy file ({exc})") from None
-        if self.array.dtype.names is not None:
+        if array.dtype.names is not None:
             raise InputError(f"{path}: non-numeric dtype (structured); expected floats")
-        _check_numeric(path, self.array.dtype)
-        if self.array.ndim != 2:
-            raise InputError(f"{path}: expected a 2-D array (rows, dim), got shape {self.array.shape}")
-
-        self._shape = (int(self.array.shape[0]), int(self.array.shape[1]))
+        _check_numeric(path, array.dtype)
+        if array.ndim != 2:
+            raise InputError(f"{path}: expected a 2-D array (rows, dim), got shape {array.shape}")
+        self._shape = (int(array.shape[0]), int(array.shape[1]))
 
     @property
     def count(self) -> int:
@@ -120,7 +119,6 @@ class NpyFile:
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
         """float32 copies of consecutive rows; each block maps the file afresh so pages already
         read leave this process's resident set instead of accumulating."""
-        del self.array
         for start in range(0, self.count, rows):
             mapped = np.load(self.path, mmap_mode="r", allow_pickle=False)
             yield np.array(mapped[start : start + rows], dtype=np.float32), None

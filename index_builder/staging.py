@@ -6,6 +6,7 @@ source every later stage reads, so no stage holds a second full copy of the corp
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,12 +80,26 @@ class _VectorWriter:
             raise InputError(f"input changed while reading: {self.written} rows read, {self.count} announced")
 
 
-def _check_finite(block: np.ndarray, start: int, source: Path) -> None:
+def check_finite(block: np.ndarray, start: int, source: Path) -> None:
+    """InputError naming the first row (counted from `start` in `source`) that holds NaN or Inf."""
     finite = np.isfinite(block).all(axis=1)
     if not finite.all():
         row = int(np.flatnonzero(~finite)[0])
         value = block[row][~np.isfinite(block[row])][0]
         raise InputError(f"{source}: row {start + row} holds {value} (NaN or Inf is not allowed)")
+
+
+def stream_vectors(spec: InputSpec, dim: int, what: str, rows: int) -> Iterator[np.ndarray]:
+    """float32 blocks of auxiliary vectors (--queries, --users), checked for dimension and finiteness."""
+    for path in spec.paths:
+        reader = open_input(path, spec.fmt, spec.columns)
+        if reader.dim != dim:
+            raise InputError(f"{what} {path}: dimension {dim} expected, got {reader.dim}")
+        start = 0
+        for block, _ in reader.blocks(rows):
+            check_finite(block, start, path)
+            start += len(block)
+            yield block
 
 
 def _check_ids(ids: list[str], count: int, source: str) -> None:
@@ -131,7 +146,7 @@ def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Pro
         offset = 0
         for reader in readers:
             for vectors, ids in reader.blocks(rows):
-                _check_finite(vectors, offset, reader.path)
+                check_finite(vectors, offset, reader.path)
                 out.write(vectors)
                 norms[offset : offset + len(vectors)] = row_norms(vectors)
                 if ids is not None:

@@ -8,8 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.core.search import Limits
-from service.core.searcher import ExecutionSettings
+from service.core.config import ExecutionSettings, Limits
 
 
 class ServiceSettings(BaseSettings):

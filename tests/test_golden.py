@@ -9,8 +9,9 @@ import numpy as np
 from index_builder.contract.integrity import verify_version
 from index_builder.contract.layout import read_current, version_dir
 from index_builder.contract.manifest import read_manifest
+from service.core.config import Limits
 from service.core.loader import load_version
-from service.core.search import Limits, SearchOptions, search
+from service.core.search import SearchOptions, search
 
 ROOT = Path(__file__).parent / "golden" / "schema-v1"
 

@@ -16,7 +16,7 @@ EF_SEARCH = "efSearch"
 NPROBE = "nprobe"
 
 
-def _inner(index: faiss.Index) -> faiss.Index:
+def inner_index(index: faiss.Index) -> faiss.Index:
     """The index under an IDMap wrapper, as its concrete class."""
     if isinstance(index, faiss.IndexIDMap | faiss.IndexIDMap2):
         index = index.index
@@ -25,7 +25,7 @@ def _inner(index: faiss.Index) -> faiss.Index:
 
 def tuning_param(index: faiss.Index) -> str | None:
     """The knob trading recall for speed: efSearch (HNSW), nprobe (IVF) or None (exact)."""
-    inner = _inner(index)
+    inner = inner_index(index)
     if isinstance(inner, faiss.IndexHNSW):
         return EF_SEARCH
     if faiss.try_extract_index_ivf(inner) is not None:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from service.api.observability import ServiceMetrics
+from service.core.config import Limits
 from service.core.registry import Registry
-from service.core.search import Limits
 from service.core.searcher import Searcher
 from service.settings import ServiceSettings
 
@@ -22,7 +22,7 @@ class AppState:
 
     @property
     def limits(self) -> Limits:
-        return self.settings.limits
+        return self.searcher.limits
 
 
 def app_state(request: Request) -> AppState:

@@ -9,8 +9,9 @@ import numpy as np
 from index_builder.contract.errors import InputError
 from index_builder.contract.scoring import score_rows
 from service.core.collection import LoadedVersion
+from service.core.config import Limits
 from service.core.errors import TooLarge
-from service.core.search import Hit, Limits, SearchOptions, SearchResult, run_search, to_hits, validate
+from service.core.search import Hit, SearchOptions, SearchResult, run_search, to_hits, validate
 
 
 @dataclass(frozen=True)

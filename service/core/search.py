@@ -18,18 +18,8 @@ from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
 from index_builder.contract.scoring import MISSING, exact_topk
 from index_builder.contract.search import ServedIndex, ann_topk
 from service.core.collection import LoadedVersion
+from service.core.config import Limits
 from service.core.errors import TooLarge
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Request limits and tuning thresholds, from settings."""
-
-    max_k: int = 1000
-    max_batch: int = 1024
-    max_filter_ids: int = 100_000
-    exact_filter_threshold: int = 20_000
-    max_ef_search: int = 4096
 
 
 @dataclass(frozen=True)
@@ -142,8 +132,7 @@ def _filtered(version: LoadedVersion, served: ServedIndex, vectors: np.ndarray, 
     pool = None
     if options.include is not None:
         pool = _indexed(served, np.setdiff1d(version.rows_for(options.include, "include"), banned))
-    eligible = len(pool) if pool is not None else len(_indexed(served, np.arange(len(served.scales))))
-    eligible -= 0 if pool is not None else len(_indexed(served, banned))
+    eligible = len(pool) if pool is not None else served.index.ntotal - len(_indexed(served, banned))
     small_pool = pool is not None and len(pool) <= limits.exact_filter_threshold
     if (options.exact and not served.exact) or small_pool:
         return _exact(served, vectors, k, pool, banned)

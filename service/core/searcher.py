@@ -5,29 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 
 from service.core.batching import Coalescer
 from service.core.collection import LoadedVersion
+from service.core.config import ExecutionSettings, Limits
 from service.core.errors import Unavailable
-from service.core.search import Limits, SearchOptions, SearchResult, run_search, to_hits, validate
+from service.core.search import SearchOptions, SearchResult, run_search, to_hits, validate
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ExecutionSettings:
-    """How FAISS work is scheduled (from service settings)."""
-
-    threads: int = 2
-    max_batch: int = 256
-    window_s: float = 0.0
-    in_flight: int = 1
-    max_pending: int = 512
-    default_deadline_s: float | None = None
 
 
 class Searcher:

@@ -7,9 +7,10 @@ import pytest
 
 from index_builder.contract.errors import InputError, InvalidMetric, NotFoundError
 from index_builder.contract.layout import read_current
+from service.core.config import Limits
 from service.core.errors import TooLarge
 from service.core.loader import load_version
-from service.core.search import Limits, SearchOptions, search
+from service.core.search import SearchOptions, search
 from tests.conftest import Corpus, build
 from tests.service.oracle import assert_matches, top_k, true_scores
 

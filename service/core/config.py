@@ -1,0 +1,32 @@
+"""The core's configuration values, as plain dataclasses filled from ServiceSettings.
+
+Kept free of FAISS and numpy imports so that reading settings (the container health check
+does it every few seconds) stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits and tuning thresholds, from settings."""
+
+    max_k: int = 1000
+    max_batch: int = 1024
+    max_filter_ids: int = 100_000
+    exact_filter_threshold: int = 20_000
+    max_ef_search: int = 4096
+
+
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How FAISS work is scheduled (from service settings)."""
+
+    threads: int = 2
+    max_batch: int = 256
+    window_s: float = 0.0
+    in_flight: int = 1
+    max_pending: int = 512
+    default_deadline_s: float | None = None
