@@ -36,7 +36,7 @@ class ServiceSettings(BaseSettings):
     coalesce_window_ms: float = Field(default=0.0, ge=0)
     coalesce_in_flight: int = Field(default=1, ge=1)
     blas_threshold: int = Field(default=16, ge=1)
-    max_pending: int = Field(default=512, ge=1)
+    max_pending: int = Field(default=512, ge=0, description="0 sheds every search: drain mode")
     switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
     fast_path: bool = True
     default_deadline_ms: float | None = Field(default=None, gt=0)

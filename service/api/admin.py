@@ -7,8 +7,8 @@ import hmac
 from fastapi import APIRouter, Depends, Request
 from starlette.exceptions import HTTPException
 
-from service.api.errors import ERROR_RESPONSES
-from service.api.schemas import ErrorBody, ReloadItem, ReloadReport
+from service.api.errors import error_responses
+from service.api.schemas import ReloadItem, ReloadReport
 from service.api.state import app_state
 
 
@@ -29,7 +29,7 @@ router = APIRouter(dependencies=[Depends(require_admin)])
 
 
 @router.post("/v1/admin/reload", response_model=ReloadReport,
-             responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}, **ERROR_RESPONSES})
+             responses=error_responses(401, 403, 413))
 def reload(request: Request) -> ReloadReport:
     """Check every collection's CURRENT now and load what changed (what polling does)."""
     outcomes = app_state(request).registry.refresh()

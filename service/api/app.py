@@ -6,6 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -39,6 +40,23 @@ def _log_example(settings: ServiceSettings, registry: Registry) -> None:
              "-d '%s'", settings.host, settings.port, first.collection, body)
 
 
+def publish_reachable_statuses(app: FastAPI) -> None:
+    """Drop FastAPI's automatic 422 from operations without a body: their only parameters are
+    string path segments, which cannot fail validation, and the published document should list
+    only statuses a client can actually get."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                if "requestBody" not in operation:
+                    operation["responses"].pop("422", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the app; collections load in the background once the lifespan starts."""
     settings = settings or ServiceSettings()
@@ -64,6 +82,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if settings.admin_enabled:
         app.include_router(admin.router)
     install_error_handlers(app)
+    publish_reachable_statuses(app)
     if settings.fast_path:
         app.add_middleware(SearchFastPath, state=state)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

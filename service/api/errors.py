@@ -22,11 +22,15 @@ RETRY_AFTER_SECONDS = "1"
 STATUS_BY_ERROR: list[tuple[type[DotcosError], int]] = [
     (TooLarge, 413), (InputError, 400), (NotFoundError, 404), (Unavailable, 503), (ArtifactError, 503),
 ]
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in ((400, "bad input"), (404, "unknown collection or id"), (413, "too large"),
-                         (422, "malformed body"), (503, "unavailable"))
-}
+ERROR_DESCRIPTIONS = {400: "bad input", 401: "admin token missing", 403: "admin token rejected",
+                      404: "unknown collection or id", 413: "too large", 422: "malformed body",
+                      503: "unavailable"}
+QUERY_ERRORS = (400, 404, 413, 422, 503)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can actually return (all with ErrorBody)."""
+    return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from index_builder.contract.errors import InputError
-from service.api.errors import ERROR_RESPONSES, error_response
+from service.api.errors import QUERY_ERRORS, error_response, error_responses
 from service.api.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
@@ -63,7 +63,7 @@ async def healthz() -> Response:
     return JSONBytes({"status": "ok"})
 
 
-@router.get("/readyz", response_model=Status, responses={503: ERROR_RESPONSES[503]})
+@router.get("/readyz", response_model=Status, responses=error_responses(503))
 async def readyz(request: Request) -> Response:
     state = app_state(request)
     if not state.registry.ready.is_set():
@@ -104,7 +104,7 @@ def list_collections(request: Request) -> Response:
     return JSONBytes({"collections": [describe(v) for v in app_state(request).registry.all()]})
 
 
-@router.get("/v1/collections/{name}", response_model=CollectionInfo, responses=ERROR_RESPONSES)
+@router.get("/v1/collections/{name}", response_model=CollectionInfo, responses=error_responses(404))
 def get_collection(name: str, request: Request) -> Response:
     return JSONBytes(describe(app_state(request).registry.get(name)))
 
@@ -137,18 +137,18 @@ async def answer_search(state: AppState, scope: Scope, name: str,
                       "results": hits})
 
 
-@router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=ERROR_RESPONSES)
+@router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=error_responses(*QUERY_ERRORS))
 async def search_one(name: str, body: SearchRequest, request: Request) -> Response:
     return await answer_search(app_state(request), request.scope, name, body)
 
 
 @router.post("/v1/collections/{name}/search/batch", response_model=BatchSearchResponse,
-             responses=ERROR_RESPONSES)
+             responses=error_responses(*QUERY_ERRORS))
 async def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
     return await answer_search(app_state(request), request.scope, name, body)
 
 
-@router.post("/v1/collections/{name}/similar", response_model=SearchResponse, responses=ERROR_RESPONSES)
+@router.post("/v1/collections/{name}/similar", response_model=SearchResponse, responses=error_responses(*QUERY_ERRORS))
 async def similar_items(name: str, body: SimilarRequest, request: Request) -> Response:
     """The k documents most similar to a stored document (by id) or to a document vector."""
     state = app_state(request)
@@ -161,7 +161,7 @@ async def similar_items(name: str, body: SimilarRequest, request: Request) -> Re
                       "results": _hits(result.hits[0])})
 
 
-@router.post("/v1/collections/{name}/score", response_model=ScoreResponse, responses=ERROR_RESPONSES)
+@router.post("/v1/collections/{name}/score", response_model=ScoreResponse, responses=error_responses(*QUERY_ERRORS))
 async def score_candidates(name: str, body: ScoreRequest, request: Request) -> Response:
     """Exact scores of given candidates, in the order given (re-ranking)."""
     state = app_state(request)

@@ -1,0 +1,90 @@
+"""Every status code the published OpenAPI document lists for an operation is reachable."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from pydantic import SecretStr
+
+from service.api.app import create_app
+from service.settings import ServiceSettings
+from tests.conftest import Corpus, build
+
+TOKEN = "status-token"
+
+
+def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]]:
+    q = corpus.queries[0].tolist()
+    big = {"vector": q, "exclude": ["x" * 5000]}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    table: dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]] = {
+        ("GET", "/healthz", 200): lambda c: c.get("/healthz"),
+        ("GET", "/readyz", 200): lambda c: c.get("/readyz"),
+        ("GET", "/metrics", 200): lambda c: c.get("/metrics"),
+        ("GET", "/v1/collections", 200): lambda c: c.get("/v1/collections"),
+        ("GET", "/v1/collections/{name}", 200): lambda c: c.get("/v1/collections/c"),
+        ("GET", "/v1/collections/{name}", 404): lambda c: c.get("/v1/collections/nope"),
+        ("POST", "/v1/admin/reload", 200): lambda c: c.post("/v1/admin/reload", headers=auth),
+        ("POST", "/v1/admin/reload", 401): lambda c: c.post("/v1/admin/reload"),
+        ("POST", "/v1/admin/reload", 403): lambda c: c.post("/v1/admin/reload", headers={"Authorization": "Bearer no"}),
+        ("POST", "/v1/admin/reload", 413): lambda c: c.post("/v1/admin/reload", headers=auth, content=b"x" * 5000),
+    }
+    bodies = {
+        "/search": ({"vector": q}, {"vector": [1.0]}, {"vector": q, "include": ["ghost"]}),
+        "/search/batch": ({"vectors": [q]}, {"vectors": [[1.0]]}, {"vectors": [q], "include": ["ghost"]}),
+        "/similar": ({"id": "doc-00001"}, {"vector": [1.0]}, {"id": "ghost"}),
+        "/score": ({"vector": q, "ids": ["doc-00001"]}, {"vector": [1.0], "ids": ["doc-00001"]},
+                   {"vector": q, "ids": ["ghost"]}),
+    }
+    for suffix, (good, bad, unknown) in bodies.items():
+        path, url = "/v1/collections/{name}" + suffix, "/v1/collections/c" + suffix
+        table[("POST", path, 200)] = lambda c, u=url, b=good: c.post(u, json=b)
+        table[("POST", path, 400)] = lambda c, u=url, b=bad: c.post(u, json=b)
+        table[("POST", path, 404)] = lambda c, u=url, b=unknown: c.post(u, json=b)
+        table[("POST", path, 413)] = lambda c, u=url: c.post(u, json=big)
+        table[("POST", path, 422)] = lambda c, u=url: c.post(u, json={"unexpected": 1})
+    return table
+
+
+def shed_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]]:
+    """503 for every query route, sent to a server draining (DOTCOS_MAX_PENDING=0)."""
+    q = corpus.queries[0].tolist()
+    bodies = {"/search": {"vector": q}, "/search/batch": {"vectors": [q]}, "/similar": {"id": "doc-00001"},
+              "/score": {"vector": q, "ids": ["doc-00001"]}}
+    return {("POST", "/v1/collections/{name}" + suffix, 503):
+            (lambda c, u="/v1/collections/c" + suffix, b=body: c.post(u, json=b))
+            for suffix, body in bodies.items()}
+
+
+def documented(settings: ServiceSettings) -> set[tuple[str, str, int]]:
+    schema = create_app(settings).openapi()
+    return {(method.upper(), path, int(status)) for path, operations in schema["paths"].items()
+            for method, operation in operations.items() for status in operation["responses"]}
+
+
+def test_every_documented_status_is_reachable(corpus: Corpus, tmp_path: Path, serve) -> None:
+    assert build(tmp_path, corpus, "c") == 0
+    settings = ServiceSettings(index_root=tmp_path, admin_token=SecretStr(TOKEN), max_body_bytes=4096)
+    table, shed = requests_by_status(corpus), shed_requests(corpus)
+    not_ready = ("GET", "/readyz", 503)
+    assert documented(settings) == set(table) | set(shed) | {not_ready}
+    normal = serve(tmp_path, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_MAX_BODY_BYTES="4096")
+    draining = serve(tmp_path, DOTCOS_MAX_PENDING="0")
+    for server, requests in ((normal, table), (draining, shed)):
+        with server.client() as client:
+            for (method, path, status), send in requests.items():
+                response = send(client)
+                assert response.status_code == status, (method, path, response.text)
+                if status >= 400:
+                    assert set(response.json()["error"]) == {"code", "message"}
+    assert asyncio.run(readyz_before_loading(settings)) == 503
+
+
+async def readyz_before_loading(settings: ServiceSettings) -> int:
+    """/readyz of an app whose lifespan has not run, i.e. before any collection is loaded."""
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://dotcos") as client:
+        return (await client.get("/readyz")).status_code

@@ -1,0 +1,61 @@
+"""Per-request debug logs, and /healthz answering while searches keep the executor busy."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import build, make_corpus
+
+
+def test_debug_log_has_one_line_per_request(tmp_path: Path, serve) -> None:
+    corpus = make_corpus(tmp_path / "data", n=500)
+    assert build(tmp_path / "root", corpus, "c") == 0
+    server = serve(tmp_path / "root", DOTCOS_LOG_LEVEL="debug")
+    with server.client() as client:
+        client.post("/v1/collections/c/search", json={"vector": corpus.queries[0].tolist(), "metric": "cosine"})
+        client.get("/v1/collections/nope")
+    log = server.log()
+    assert "request method=POST route=/v1/collections/{name}/search metric=cosine status=200" in log
+    assert "request method=GET route=/v1/collections/{name} metric=- status=404" in log
+
+
+def test_healthz_answers_while_searches_run(tmp_path: Path, serve) -> None:
+    corpus = make_corpus(tmp_path / "data", n=20000, dim=64)
+    assert build(tmp_path / "root", corpus, "c", "--index", "hnsw", "--hnsw-m", "8", "--ef-construction", "16") == 0
+    server = serve(tmp_path / "root", DOTCOS_SEARCH_THREADS="1")
+    body = {"vectors": corpus.queries[:64].tolist() * 4, "k": 50, "metric": "cosine", "params": {"exact": True}}
+    in_flight = 0
+    lock, stop = threading.Lock(), threading.Event()
+    answered_during_search = 0
+
+    def search() -> None:
+        nonlocal in_flight
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            while not stop.is_set():
+                with lock:
+                    in_flight += 1
+                try:
+                    assert client.post("/v1/collections/c/search/batch", json=body).status_code == 200
+                finally:
+                    with lock:
+                        in_flight -= 1
+
+    workers = [threading.Thread(target=search) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    try:
+        with server.client() as client:
+            for _ in range(30):
+                with lock:
+                    busy_before = in_flight > 0
+                assert client.get("/healthz").status_code == 200
+                with lock:
+                    answered_during_search += busy_before and in_flight > 0
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    assert answered_during_search > 0
