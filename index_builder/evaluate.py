@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
+import faiss
 import numpy as np
 
 from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
@@ -41,8 +45,27 @@ def _sweep_values(param: str | None, nlist: int) -> list[int | None]:
     return [None]
 
 
+SearchAt = Callable[[np.ndarray, int, int | None], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What a self-check measures: a search at a knob value, the knob and its range."""
+
+    name: str
+    search: SearchAt
+    param: str | None
+    nlist: int
+
+
+def served_check(served: ServedIndex) -> Checked:
+    """The self-check of one index searched exactly as the service searches it."""
+    ivf = faiss.try_extract_index_ivf(served.index)
+    return Checked(served.space.name, partial(ann_topk, served), served.param, ivf.nlist if ivf is not None else 0)
+
+
 def self_check(
-    served: ServedIndex, queries: np.ndarray, truth: np.ndarray, source: str, target: float, nlist: int
+    checked: Checked, queries: np.ndarray, truth: np.ndarray, source: str, target: float
 ) -> tuple[SelfCheck, dict[str, int]]:
     """Recall@10 over a sweep of the index's knob; the default is the cheapest value reaching target.
 
@@ -50,12 +73,12 @@ def self_check(
     built for the metric.
     """
     k = truth.shape[1]
-    param = served.param
+    param = checked.param
     sweep: list[SweepPoint] = []
     recall = 0.0
     chosen: int | None = None
-    for value in _sweep_values(param, nlist):
-        scores, rows = ann_topk(served, queries, k, value)
+    for value in _sweep_values(param, checked.nlist):
+        scores, rows = checked.search(queries, k, value)
         recall, chosen = recall_at_k(truth, scores, rows), value
         if value is not None:
             sweep.append(SweepPoint(value=value, recall_at_10=round(recall, 4)))
@@ -63,7 +86,7 @@ def self_check(
             break
     if recall < target:
         log.warning("%s: recall@10 %.3f stays below the target %.2f at %s=%s",
-                    served.space.name, recall, target, param, chosen)
+                    checked.name, recall, target, param, chosen)
     check = SelfCheck(recall_at_10=round(recall, 4), queries=len(queries), query_source=source,
                       target_recall=target, param=param, sweep=sweep)
     return check, ({param: int(chosen)} if param and chosen is not None else {})

@@ -25,7 +25,7 @@ from index_builder.contract.metrics import (
 from index_builder.contract.scoring import doc_scales, indexed_rows
 from index_builder.contract.search import ServedIndex
 from index_builder.covariance import user_covariance, whitening_matrix
-from index_builder.evaluate import ground_truth, norm_bias, norm_profile, self_check
+from index_builder.evaluate import Checked, ground_truth, norm_bias, norm_profile, self_check, served_check
 from index_builder.indexes import IndexOptions, new_index, plan_index, train_and_add
 from index_builder.progress import Progress
 from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
@@ -99,10 +99,6 @@ def _check_request(request: BuildRequest, corpus: StagedCorpus) -> None:
         raise InputError(f"all {corpus.count} documents have zero norm; {names} is undefined for them")
 
 
-def _file_stem(metric: Metric) -> str:
-    return metric.name.replace(":", "-")
-
-
 @dataclass(frozen=True)
 class MetricInputs:
     """What every index of one metric is built from: the fitted space and its indexed rows."""
@@ -112,36 +108,49 @@ class MetricInputs:
     scales: np.ndarray
     rows: np.ndarray
     block_rows: int
-    truth: np.ndarray
+    max_norm: float
 
 
-def _build_layout(
-    inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, request: BuildRequest, path: Path,
-    queries: QuerySet, progress: Progress,
-) -> IndexEntry:
-    """Build one index of a metric in one layout, write it to `path`, and measure its recall."""
+def write_index(
+    inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, options: IndexOptions, path: Path,
+    progress: Progress,
+) -> tuple[IndexEntry, faiss.Index]:
+    """Build one index of a metric in one layout and write it to `path` (self-check not yet run)."""
     space, rows = inputs.space, inputs.rows
-    max_norm = float(corpus.norms[rows].max()) if layout is Layout.L2_AUGMENTED else None
+    augmented = layout is Layout.L2_AUGMENTED
+    max_norm = inputs.max_norm if augmented else None
 
     def prepare(chunk: np.ndarray) -> np.ndarray:
         prepared = space.prepare_documents(corpus.rows(chunk))
         return augment_documents(prepared, max_norm) if max_norm is not None else prepared
 
-    augmented = layout is Layout.L2_AUGMENTED
-    plan = plan_index(request.index, corpus.dim + augmented, len(rows), augmented)
+    plan = plan_index(options, corpus.dim + augmented, len(rows), augmented)
     index = new_index(plan, layout)
     log.info("%s: %s index (%s, %s) over %d documents", space.name, plan.kind, plan.factory, layout, len(rows))
-    train_and_add(index, rows, prepare, request.index, inputs.block_rows, progress)
+    train_and_add(index, rows, prepare, options, inputs.block_rows, progress)
     with progress.stage(f"write {path.name}"):
         faiss.write_index(index, str(path))
-    served = ServedIndex(index, space, layout, plan.refine_factor, corpus.vectors, inputs.scales)
-    ivf = faiss.try_extract_index_ivf(index)
-    with progress.stage(f"self-check {space.name} ({layout})", len(queries.vectors), unit="query"):
-        check, params = self_check(served, queries.vectors, inputs.truth, queries.source, request.target_recall,
-                                   ivf.nlist if ivf is not None else 0)
-    return IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
-                      exact=plan.exact, max_norm=max_norm, refine_factor=plan.refine_factor,
-                      search_params=params, self_check=check)
+    entry = IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
+                       exact=plan.exact, max_norm=max_norm, refine_factor=plan.refine_factor)
+    return entry, index
+
+
+def checked_entry(entry: IndexEntry, checked: Checked, queries: QuerySet, truth: np.ndarray,
+                  target: float, progress: Progress) -> IndexEntry:
+    """An index entry with its recall self-check and tuned default knob filled in."""
+    with progress.stage(f"self-check {checked.name} ({entry.layout})", len(queries.vectors), unit="query"):
+        check, params = self_check(checked, queries.vectors, truth, queries.source, target)
+    return entry.model_copy(update={"search_params": params, "self_check": check})
+
+
+def _build_layout(
+    inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, request: BuildRequest, path: Path,
+    queries: QuerySet, truth: np.ndarray, progress: Progress,
+) -> IndexEntry:
+    """Build one index of a metric in one layout, write it to `path`, and measure its recall."""
+    entry, index = write_index(inputs, layout, corpus, request.index, path, progress)
+    served = ServedIndex(index, inputs.space, layout, entry.refine_factor, corpus.vectors, inputs.scales)
+    return checked_entry(entry, served_check(served), queries, truth, request.target_recall, progress)
 
 
 def _cost(entry: IndexEntry, target: float) -> tuple[int, float]:
@@ -167,6 +176,40 @@ def _describe(entry: IndexEntry) -> str:
     return f"{entry.layout}: recall@10 {recall:.3f} at {knob}"
 
 
+def layouts_for(metric: Metric, request: BuildRequest) -> list[Layout]:
+    """The layouts a build of this metric tries (one for exact flat indexes)."""
+    layouts = _layouts(metric, request)
+    return layouts[:1] if request.index.kind == "flat" else layouts
+
+
+def choose_layout(metric: Metric, trials: list[IndexEntry], request: BuildRequest) -> IndexEntry:
+    """The trial to serve: the requested layout with --mips l2, else the cheapest reaching the target."""
+    target = request.target_recall
+    chosen = trials[0] if request.mips == "l2" else min(trials, key=lambda e: _cost(e, target))
+    for trial in trials:
+        if trial is not chosen and _cost(trial, target) < _cost(chosen, target):
+            log.warning("%s: --mips %s measures worse than %s (%s vs %s); consider --mips auto",
+                        metric.name, request.mips, trial.layout, _describe(chosen), _describe(trial))
+    if len(trials) > 1:
+        log.info("%s: serving %s (compared %s)", metric.name, chosen.layout, "; ".join(map(_describe, trials)))
+    return chosen
+
+
+def metric_entry(space: MetricSpace, chosen: IndexEntry, trials: list[IndexEntry], file: str | None) -> MetricEntry:
+    """The manifest entry of a built metric: its fitted statistics and the chosen index."""
+    update = {"file": file, "layout_trials": {str(t.layout): _describe(t) for t in trials}}
+    return MetricEntry(
+        name=space.name, norm_min=space.stats.norm_min, norm_max=space.stats.norm_max,
+        whitening_file=WHITENING_FILE if space.metric.rule.whitened else None,
+        index=chosen.model_copy(update=update),
+    )
+
+
+def file_stem(metric: Metric) -> str:
+    """How a metric's name appears in file names (no ':')."""
+    return metric.name.replace(":", "-")
+
+
 def _build_metric(
     metric: Metric, corpus: StagedCorpus, request: BuildRequest, staging: Path,
     whitening: np.ndarray | None, queries: QuerySet, progress: Progress,
@@ -177,29 +220,18 @@ def _build_metric(
     scales = doc_scales(space, corpus.vectors, block_rows)
     with progress.stage(f"ground truth {metric.name}", len(queries.vectors), unit="query"):
         truth, truth_rows = ground_truth(space, corpus.vectors, scales, queries.vectors)
-    inputs = MetricInputs(metric, space, scales, indexed_rows(space, scales), block_rows, truth)
-    layouts = _layouts(metric, request)
-    if request.index.kind == "flat":
-        layouts = layouts[:1]
-    file = f"{_file_stem(metric)}.faiss"
-    trials = [_build_layout(inputs, layout, corpus, request, staging / f"{_file_stem(metric)}.{layout}.tmp",
-                            queries, progress) for layout in layouts]
-    chosen = trials[0] if request.mips == "l2" else min(trials, key=lambda e: _cost(e, request.target_recall))
+    rows = indexed_rows(space, scales)
+    inputs = MetricInputs(metric, space, scales, rows, block_rows, float(corpus.norms[rows].max()))
+    stem = file_stem(metric)
+    trials = [_build_layout(inputs, layout, corpus, request, staging / f"{stem}.{layout}.tmp", queries, truth,
+                            progress) for layout in layouts_for(metric, request)]
+    chosen = choose_layout(metric, trials, request)
     for trial in trials:
         if trial is not chosen:
-            (staging / trial.file).unlink()
-            if _cost(trial, request.target_recall) < _cost(chosen, request.target_recall):
-                log.warning("%s: --mips %s measures worse than %s (%s vs %s); consider --mips auto",
-                            metric.name, request.mips, trial.layout, _describe(chosen), _describe(trial))
-    (staging / chosen.file).rename(staging / file)
-    if len(trials) > 1:
-        log.info("%s: serving %s (compared %s)", metric.name, chosen.layout, "; ".join(map(_describe, trials)))
-    entry = MetricEntry(
-        name=metric.name, norm_min=space.stats.norm_min, norm_max=space.stats.norm_max,
-        whitening_file=WHITENING_FILE if metric.rule.whitened else None,
-        index=chosen.model_copy(update={"file": file, "layout_trials": {str(t.layout): _describe(t) for t in trials}}),
-    )
-    return entry, truth_rows
+            (staging / str(trial.file)).unlink()
+    file = f"{stem}.faiss"
+    (staging / str(chosen.file)).rename(staging / file)
+    return metric_entry(space, chosen, trials, file), truth_rows
 
 
 def _whitening(request: BuildRequest, corpus: StagedCorpus, staging: Path, progress: Progress) -> np.ndarray | None:

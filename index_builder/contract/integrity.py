@@ -8,73 +8,100 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from index_builder.contract.errors import ArtifactError, ChecksumMismatch
 from index_builder.contract.faiss_index import read_index
 from index_builder.contract.layout import sha256_file
-from index_builder.contract.manifest import Manifest
+from index_builder.contract.manifest import Manifest, ShardEntry
 
 
-def verify_checksums(manifest: Manifest, version_path: Path) -> None:
-    """Raise ChecksumMismatch naming the first file whose size or sha256 differs."""
-    for name, entry in sorted(manifest.files.items()):
-        path = version_path / name
+def _shared_files(manifest: Manifest) -> set[str]:
+    return {m.whitening_file for m in manifest.metrics.values() if m.whitening_file}
+
+
+def part_files(manifest: Manifest, part: ShardEntry) -> set[str]:
+    """The files one part (shard) needs: its own plus those every part shares."""
+    return {part.vectors_file, part.ids_file, *part.index_files.values()} | _shared_files(manifest)
+
+
+def verify_checksums(manifest: Manifest, version_path: Path, part: ShardEntry | None = None) -> None:
+    """Raise ChecksumMismatch naming the first file whose size or sha256 differs.
+
+    With `part`, only that shard's files and the shared ones are read (a shard server's check).
+    """
+    for name in sorted(manifest.files):
         if Path(name).name != name:
             raise ArtifactError(f"manifest lists a file outside its version directory: {name!r}")
+    referenced = set().union(*(part_files(manifest, p) for p in manifest.parts()))
+    unlisted = sorted(referenced - set(manifest.files))
+    if unlisted:
+        raise ArtifactError(f"{version_path}: {unlisted[0]} is used but has no checksum in the manifest")
+    wanted = part_files(manifest, part) if part is not None else set(manifest.files)
+    for name in sorted(wanted):
+        entry, path = manifest.files[name], version_path / name
         if not path.is_file():
             raise ChecksumMismatch(f"{path} is missing")
         if path.stat().st_size != entry.bytes:
             raise ChecksumMismatch(f"{path}: size {path.stat().st_size} bytes, manifest says {entry.bytes}")
         if sha256_file(path) != entry.sha256:
             raise ChecksumMismatch(f"{path}: sha256 does not match the manifest")
-    referenced = {manifest.vectors_file, manifest.ids_file}
-    referenced |= {m.index.file for m in manifest.metrics.values()}
-    referenced |= {m.whitening_file for m in manifest.metrics.values() if m.whitening_file}
-    unlisted = sorted(referenced - set(manifest.files))
-    if unlisted:
-        raise ArtifactError(f"{version_path}: {unlisted[0]} is used but has no checksum in the manifest")
 
 
-def open_vectors(manifest: Manifest, version_path: Path) -> np.ndarray:
-    """The raw float32 vectors, memory-mapped read-only, checked against the manifest's shape.
+def open_vectors(manifest: Manifest, version_path: Path, part: ShardEntry) -> np.ndarray:
+    """One part's raw float32 vectors, memory-mapped read-only, checked against the manifest's shape.
 
     Returned as a plain ndarray view of the mapping: np.memmap's Python-level __getitem__
     costs more than the row gathers it wraps.
     """
-    path = version_path / manifest.vectors_file
+    path = version_path / part.vectors_file
     try:
         vectors = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: unreadable ({exc})") from None
-    if vectors.dtype != np.float32 or vectors.shape != (manifest.count, manifest.dim):
+    if vectors.dtype != np.float32 or vectors.shape != (part.count, manifest.dim):
         raise ArtifactError(
-            f"{path}: float32 ({manifest.count}, {manifest.dim}) expected, "
+            f"{path}: float32 ({part.count}, {manifest.dim}) expected, "
             f"got {vectors.dtype} {vectors.shape}"
         )
     return np.asarray(vectors)
 
 
-def read_ids(manifest: Manifest, version_path: Path) -> list[str]:
-    """Document ids in row order, checked against the manifest's count."""
-    path = version_path / manifest.ids_file
+def read_ids(version_path: Path, part: ShardEntry) -> list[str]:
+    """One part's document ids in row order, checked against its count."""
+    path = version_path / part.ids_file
     ids = path.read_text(encoding="utf-8").split("\n")
     if ids and ids[-1] == "":
         ids.pop()
-    if len(ids) != manifest.count:
-        raise ArtifactError(f"{path}: {manifest.count} ids expected, got {len(ids)}")
+    if len(ids) != part.count:
+        raise ArtifactError(f"{path}: {part.count} ids expected, got {len(ids)}")
     return ids
+
+
+def open_index(manifest: Manifest, version_path: Path, part: ShardEntry, metric: str, mmap: bool) -> faiss.Index:
+    """One part's FAISS index of a metric, checked against the count and dimension the manifest promises."""
+    entry = manifest.metrics[metric].index
+    file = part.index_files[metric]
+    index = read_index(version_path / file, mmap=mmap)
+    expected_dim = manifest.dim + (entry.max_norm is not None)
+    if index.ntotal != part.index_counts[metric] or index.d != expected_dim:
+        raise ArtifactError(
+            f"{file}: {part.index_counts[metric]} vectors of dimension {expected_dim} expected for {metric}, "
+            f"got {index.ntotal} of {index.d}"
+        )
+    return index
 
 
 def verify_version(manifest: Manifest, version_path: Path) -> None:
     """Full check: checksums, then every file loads with the shape the manifest promises."""
     verify_checksums(manifest, version_path)
-    open_vectors(manifest, version_path)
-    read_ids(manifest, version_path)
-    for name, entry in manifest.metrics.items():
-        index = read_index(version_path / entry.index.file)
-        if index.ntotal != entry.index.count:
-            raise ArtifactError(
-                f"{entry.index.file}: {entry.index.count} vectors expected for {name}, got {index.ntotal}"
-            )
+    if sum(p.count for p in manifest.parts()) != manifest.count:
+        raise ArtifactError(f"{version_path}: shard counts do not add up to {manifest.count}")
+    for part in manifest.parts():
+        open_vectors(manifest, version_path, part)
+        read_ids(version_path, part)
+        for name in manifest.metrics:
+            open_index(manifest, version_path, part, name, mmap=True)
+    for name in manifest.metrics:
         manifest.metric_space(name, version_path)

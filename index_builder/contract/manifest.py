@@ -15,7 +15,8 @@ from index_builder.contract.layout import MANIFEST_FILE
 from index_builder.contract.metrics import Layout, Metric, MetricSpace, MetricStats
 
 SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+SHARDED_SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION, SHARDED_SCHEMA_VERSION})
 
 
 class _Model(BaseModel):
@@ -47,7 +48,7 @@ class IndexEntry(_Model):
     kind: str
     factory: str
     layout: Layout
-    file: str
+    file: str | None = None
     count: int
     exact: bool
     max_norm: float | None = None
@@ -65,6 +66,17 @@ class MetricEntry(_Model):
     index: IndexEntry
 
 
+class ShardEntry(_Model):
+    """One shard's files: its documents' raw vectors and ids, and one index per metric."""
+
+    name: str
+    count: int
+    vectors_file: str
+    ids_file: str
+    index_files: dict[str, str]
+    index_counts: dict[str, int]
+
+
 class NormProfile(_Model):
     min: float
     median: float
@@ -80,8 +92,8 @@ class Manifest(_Model):
     created_at: datetime
     dim: int
     count: int
-    vectors_file: str
-    ids_file: str
+    vectors_file: str | None = None
+    ids_file: str | None = None
     metrics: dict[str, MetricEntry]
     not_built: dict[str, str] = Field(default_factory=dict)
     norm_profile: NormProfile
@@ -90,6 +102,24 @@ class Manifest(_Model):
     dotcos_version: str
     build_params: dict[str, Any] = Field(default_factory=dict)
     files: dict[str, FileEntry]
+    shards: list[ShardEntry] = Field(default_factory=list)
+    shard_key: str | None = None
+
+    @property
+    def sharded(self) -> bool:
+        return bool(self.shards)
+
+    def parts(self) -> list[ShardEntry]:
+        """The shards of this version; an unsharded version is one part made of its top-level files."""
+        if self.shards:
+            return list(self.shards)
+        if self.vectors_file is None or self.ids_file is None:
+            raise ArtifactError(f"manifest of {self.collection}/{self.version} names no vectors or ids file")
+        files = {name: m.index.file for name, m in self.metrics.items() if m.index.file}
+        if len(files) != len(self.metrics):
+            raise ArtifactError(f"manifest of {self.collection}/{self.version} names no index file")
+        return [ShardEntry(name="", count=self.count, vectors_file=self.vectors_file, ids_file=self.ids_file,
+                           index_files=files, index_counts={n: m.index.count for n, m in self.metrics.items()})]
 
     def metric_space(self, name: str, version_path: Path) -> MetricSpace:
         """Rebuild the fitted metric space of one built metric from this version's files."""
@@ -101,7 +131,9 @@ class Manifest(_Model):
         return MetricSpace(Metric.parse(entry.name), stats)
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2) + "\n"
+        """The manifest file's text; unsharded versions keep exactly the schema-1 fields."""
+        exclude = None if self.shards else {"shards", "shard_key"}
+        return json.dumps(self.model_dump(mode="json", exclude=exclude), indent=2) + "\n"
 
 
 def read_manifest(version_path: Path) -> Manifest:

@@ -11,10 +11,9 @@ from pathlib import Path
 import faiss
 
 from index_builder.contract.errors import ArtifactError
-from index_builder.contract.faiss_index import read_index
-from index_builder.contract.integrity import open_vectors, read_ids, verify_checksums
+from index_builder.contract.integrity import open_index, open_vectors, read_ids, verify_checksums
 from index_builder.contract.layout import version_dir
-from index_builder.contract.manifest import read_manifest
+from index_builder.contract.manifest import Manifest, ShardEntry, read_manifest
 from index_builder.contract.scoring import doc_scales
 from index_builder.contract.search import ServedIndex
 from service.core.collection import LoadedVersion
@@ -38,30 +37,39 @@ def configure_runtime(threads: int, blas_threshold: int, switch_interval_ms: flo
     sys.setswitchinterval(switch_interval_ms / 1000)
 
 
-def load_version(root: Path, collection: str, version: str, mmap: bool = True) -> LoadedVersion:
-    """Load one version, refusing it (ArtifactError) if any file does not match its manifest."""
+def load_part(manifest: Manifest, path: Path, part: ShardEntry, mmap: bool = True) -> LoadedVersion:
+    """Load one part (the whole version when unsharded) after checking its files' checksums."""
     start = time.perf_counter()
+    verify_checksums(manifest, path, part)
+    vectors = open_vectors(manifest, path, part)
+    ids = read_ids(path, part)
+    indexes = {}
+    for name, entry in manifest.metrics.items():
+        index = open_index(manifest, path, part, name, mmap)
+        space = manifest.metric_space(name, path)
+        scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
+        indexes[name] = ServedIndex(index, space, entry.index.layout, entry.index.refine_factor, vectors, scales)
+    return LoadedVersion(
+        collection=manifest.collection, manifest=manifest, path=path, ids=ids,
+        rows_by_id={doc_id: row for row, doc_id in enumerate(ids)}, vectors=vectors,
+        indexes=indexes, load_seconds=time.perf_counter() - start, loaded_at=datetime.now(UTC),
+    )
+
+
+def read_version(root: Path, collection: str, version: str) -> tuple[Manifest, Path]:
+    """The manifest of a published version, checked to name that version."""
     path = version_dir(root, collection, version)
     manifest = read_manifest(path)
     if manifest.collection != collection or manifest.version != version:
         raise ArtifactError(f"{path}: manifest names {manifest.collection}/{manifest.version}")
-    verify_checksums(manifest, path)
-    vectors = open_vectors(manifest, path)
-    ids = read_ids(manifest, path)
-    indexes = {}
-    for name, entry in manifest.metrics.items():
-        index = read_index(path / entry.index.file, mmap=mmap)
-        if index.ntotal != entry.index.count or index.d != manifest.dim + (entry.index.max_norm is not None):
-            raise ArtifactError(f"{entry.index.file}: shape does not match the manifest")
-        space = manifest.metric_space(name, path)
-        scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
-        indexes[name] = ServedIndex(index, space, entry.index.layout, entry.index.refine_factor,
-                                    vectors, scales)
-    elapsed = time.perf_counter() - start
+    return manifest, path
+
+
+def load_version(root: Path, collection: str, version: str, mmap: bool = True) -> LoadedVersion:
+    """Load an unsharded version in this process, refusing it if any file does not match its manifest."""
+    manifest, path = read_version(root, collection, version)
+    (part,) = manifest.parts()
+    loaded = load_part(manifest, path, part, mmap)
     log.info("loaded %s version %s (%d vectors, %s) in %.2fs", collection, version,
-             manifest.count, ", ".join(indexes), elapsed)
-    return LoadedVersion(
-        collection=collection, manifest=manifest, path=path, ids=ids,
-        rows_by_id={doc_id: row for row, doc_id in enumerate(ids)}, vectors=vectors,
-        indexes=indexes, load_seconds=elapsed, loaded_at=datetime.now(UTC),
-    )
+             manifest.count, ", ".join(loaded.indexes), loaded.load_seconds)
+    return loaded

@@ -38,7 +38,7 @@ def write_fvecs(docs: np.ndarray, path: Path) -> None:
 def restored(root: Path, name: str) -> tuple[np.ndarray, list[str]]:
     path, manifest = active_manifest(root, name)
     ids = (path / "ids.txt").read_text().splitlines()
-    return np.asarray(open_vectors(manifest, path)), ids
+    return np.asarray(open_vectors(manifest, path, manifest.parts()[0])), ids
 
 
 @pytest.mark.parametrize("fmt", ["npy", "parquet", "fvecs", "npy-float16", "npy-float64"])
@@ -100,7 +100,7 @@ def test_every_index_kind_reports_recall_that_a_recomputation_matches(
 ) -> None:
     assert build(tmp_path, corpus, "c", "--index", kind, "--mips", mips, *flags) == 0
     path, manifest = active_manifest(tmp_path, "c")
-    vectors = open_vectors(manifest, path)
+    vectors = open_vectors(manifest, path, manifest.parts()[0])
     for name, entry in manifest.metrics.items():
         check = entry.index.self_check
         assert check is not None and check.query_source == "queries"
