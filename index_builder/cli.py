@@ -74,6 +74,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--vector-column", default="vector", help="parquet vector column")
     p.add_argument("--version", help="version name (default: UTC timestamp)")
     p.add_argument("--threads", type=_positive, help="FAISS threads (default: all cores)")
+    p.add_argument("--shards", type=_positive, help="split the version into S shards by a hash of the id")
+    p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
+                   "('local' starts one on this machine); needs --shards")
+    p.add_argument("--task-retries", type=int, default=3, help="retries of a Ray task whose worker died")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
@@ -126,12 +130,16 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     )
     inputs = _input_spec(args.input, args, "input", args.ids)
     assert inputs is not None
+    if args.ray is not None and args.shards is None:
+        raise InputError("--ray builds shards: add --shards S")
+    if args.task_retries < 0:
+        raise InputError(f"--task-retries must be 0 or more, got {args.task_retries}")
     return BuildRequest(
         inputs=inputs, collection=args.name, root=root, metrics=parse_metric_list(args.metrics),
         index=options, mips=args.mips, queries=_input_spec(args.queries, args, "--queries"),
         users=_input_spec(args.users, args, "--users"), target_recall=args.target_recall,
         selfcheck_queries=args.selfcheck_queries, version=args.version,
-        block_bytes=settings.block_mb << 20,
+        block_bytes=settings.block_mb << 20, shards=args.shards, ray=args.ray, task_retries=args.task_retries,
     )
 
 

@@ -14,6 +14,7 @@ from index_builder.pipeline import BuildRequest
 from index_builder.pipeline import build as run_build
 from index_builder.progress import Progress
 from index_builder.publish import activate, gc
+from index_builder.sharded import build_sharded
 from index_builder.synthetic import TwoTowerSpec
 
 
@@ -31,10 +32,11 @@ def _recall_line(manifest: Manifest) -> list[str]:
 
 def build(request: BuildRequest, progress: Progress) -> int:
     start = time.perf_counter()
-    manifest = run_build(request, progress)
+    manifest = (build_sharded if request.shards else run_build)(request, progress)
     elapsed = time.perf_counter() - start
+    shards = f", {len(manifest.shards)} shards" if manifest.sharded else ""
     print(f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
-          f"dim {manifest.dim}, in {elapsed:.1f}s")
+          f"dim {manifest.dim}{shards}, in {elapsed:.1f}s")
     print("\n".join(_recall_line(manifest)))
     for name, reason in manifest.not_built.items():
         print(f"  {name:<14} not built: {reason}")

@@ -22,3 +22,8 @@ def crash_point(name: str) -> None:
     """SIGKILL this process if `name` is the armed point: no cleanup, like a power cut."""
     if _armed == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def armed() -> str | None:
+    """The armed crash point, handed to worker processes so they can arm it too."""
+    return _armed

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -53,6 +54,9 @@ class BuildRequest:
     selfcheck_queries: int = 1000
     version: str | None = None
     block_bytes: int = 32 << 20
+    shards: int | None = None
+    ray: str | None = None
+    task_retries: int = 3
     extra_params: dict[str, object] = field(default_factory=dict)
 
 
@@ -70,11 +74,10 @@ def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarra
     return queries
 
 
-def _document_queries(corpus: StagedCorpus, limit: int, seed: int) -> QuerySet:
-    pool = np.flatnonzero(corpus.norms > 0)
-    size = min(limit, len(pool))
-    rows = np.sort(np.random.default_rng(seed).choice(pool, size, replace=False))
-    return QuerySet(np.asarray(corpus.vectors[rows], dtype=np.float32), "documents")
+def document_query_rows(norms: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Rows of the documents used as self-check queries: a seeded sample of the non-zero ones."""
+    pool = np.flatnonzero(norms > 0)
+    return np.sort(np.random.default_rng(seed).choice(pool, min(limit, len(pool)), replace=False))
 
 
 NEEDS_USERS = "needs --users FILE (a sample of user vectors)"
@@ -90,13 +93,14 @@ def buildable(request: BuildRequest) -> tuple[list[Metric], dict[str, str]]:
     return metrics, skipped
 
 
-def _check_request(request: BuildRequest, corpus: StagedCorpus) -> None:
+def check_request(request: BuildRequest, norms: np.ndarray) -> None:
+    """Requests that cannot be built from this corpus, found before any index work."""
     kinds = {m.kind for m in request.metrics}
     if request.mips != "none" and MetricKind.DOT not in kinds:
         raise InputError(f"--mips {request.mips} serves dot, but --metrics does not include dot")
-    if any(m.rule.normalizes for m in request.metrics) and not (corpus.norms > 0).any():
+    if any(m.rule.normalizes for m in request.metrics) and not (norms > 0).any():
         names = ", ".join(m.name for m in request.metrics if m.rule.normalizes)
-        raise InputError(f"all {corpus.count} documents have zero norm; {names} is undefined for them")
+        raise InputError(f"all {len(norms)} documents have zero norm; {names} is undefined for them")
 
 
 @dataclass(frozen=True)
@@ -234,22 +238,21 @@ def _build_metric(
     return metric_entry(space, chosen, trials, file), truth_rows
 
 
-def _whitening(request: BuildRequest, corpus: StagedCorpus, staging: Path, progress: Progress) -> np.ndarray | None:
+def whitening_for(request: BuildRequest, dim: int, staging: Path, progress: Progress) -> np.ndarray | None:
+    """The covariance metric's transform from --users, saved into the version (None when not built)."""
     if request.users is None or not any(m.rule.whitened for m in request.metrics):
         return None
-    cov = user_covariance(request.users, corpus.dim, request.block_bytes, progress)
+    cov = user_covariance(request.users, dim, request.block_bytes, progress)
     whitening = whitening_matrix(cov)
     np.save(staging / WHITENING_FILE, whitening, allow_pickle=False)
     return whitening
 
 
-def _query_sets(request: BuildRequest, corpus: StagedCorpus) -> tuple[QuerySet, QuerySet]:
+def query_sets(request: BuildRequest, documents: QuerySet, dim: int) -> tuple[QuerySet, QuerySet]:
     """Queries for user-facing metrics (--queries or documents) and for item-to-item metrics."""
-    seed = request.index.seed
-    documents = _document_queries(corpus, request.selfcheck_queries, seed)
     if request.queries is None:
         return documents, documents
-    users = _read_queries(request.queries, corpus.dim, request.selfcheck_queries, seed)
+    users = _read_queries(request.queries, dim, request.selfcheck_queries, request.index.seed)
     if not len(users):
         raise InputError("--queries holds no vectors")
     return QuerySet(users, "queries"), documents
@@ -263,9 +266,11 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         metrics, skipped = buildable(request)
         request = replace(request, metrics=metrics)
         corpus = stage_corpus(request.inputs, staging, request.block_bytes, progress)
-        _check_request(request, corpus)
-        whitening = _whitening(request, corpus, staging, progress)
-        user_queries, doc_queries = _query_sets(request, corpus)
+        check_request(request, corpus.norms)
+        whitening = whitening_for(request, corpus.dim, staging, progress)
+        sample = document_query_rows(corpus.norms, request.selfcheck_queries, request.index.seed)
+        documents = QuerySet(np.asarray(corpus.vectors[sample], dtype=np.float32), "documents")
+        user_queries, doc_queries = query_sets(request, documents, corpus.dim)
         entries = {}
         bias = None
         for metric in request.metrics:
@@ -274,8 +279,8 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
                                                              queries, progress)
             if metric.kind is MetricKind.DOT:
                 bias = round(norm_bias(truth_rows, corpus.norms), 4)
-        manifest = _manifest(request, version, corpus, entries, bias, staging)
-        manifest = manifest.model_copy(update={"not_built": skipped})
+        manifest = new_manifest(request, version, corpus.dim, corpus.norms, entries, bias, staging,
+                                vectors_file=VECTORS_FILE, ids_file=IDS_FILE, not_built=skipped)
         del corpus
         publish(staging, manifest, request.root)
         return manifest
@@ -284,17 +289,17 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         raise
 
 
-def _manifest(
-    request: BuildRequest, version: str, corpus: StagedCorpus, entries: dict[str, MetricEntry],
-    bias: float | None, staging: Path,
+def new_manifest(
+    request: BuildRequest, version: str, dim: int, norms: np.ndarray, entries: dict[str, MetricEntry],
+    bias: float | None, staging: Path, schema_version: int = SCHEMA_VERSION, **fields: Any,
 ) -> Manifest:
+    """The manifest of a fully written staging directory (its files checksummed now)."""
     return Manifest(
-        schema_version=SCHEMA_VERSION, collection=request.collection, version=version,
-        created_at=datetime.now(UTC), dim=corpus.dim, count=corpus.count,
-        vectors_file=VECTORS_FILE, ids_file=IDS_FILE, metrics=entries,
-        norm_profile=norm_profile(corpus.norms), norm_bias_top5pct=bias,
+        schema_version=schema_version, collection=request.collection, version=version,
+        created_at=datetime.now(UTC), dim=dim, count=len(norms), metrics=entries,
+        norm_profile=norm_profile(norms), norm_bias_top5pct=bias,
         faiss_version=faiss.__version__, dotcos_version=index_builder.__version__,
-        build_params=_build_params(request), files=file_entries(staging),
+        build_params=_build_params(request), files=file_entries(staging), **fields,
     )
 
 
@@ -306,5 +311,5 @@ def _build_params(request: BuildRequest) -> dict[str, object]:
         "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction, "nlist": options.nlist,
         "pq_m": options.pq_m, "pq_bits": options.pq_bits, "train_size": options.train_size,
         "seed": options.seed, "target_recall": request.target_recall,
-        "selfcheck_queries": request.selfcheck_queries, **request.extra_params,
+        "selfcheck_queries": request.selfcheck_queries, "shards": request.shards, **request.extra_params,
     }

@@ -102,7 +102,7 @@ def stream_vectors(spec: InputSpec, dim: int, what: str, rows: int) -> Iterator[
             yield block
 
 
-def _check_ids(ids: list[str], count: int, source: str) -> None:
+def check_ids(ids: list[str], count: int, source: str) -> None:
     if len(ids) != count:
         raise InputError(f"{source} holds {len(ids)} ids but the input has {count} vectors")
     seen: set[str] = set()
@@ -116,7 +116,7 @@ def _check_ids(ids: list[str], count: int, source: str) -> None:
         seen.add(value)
 
 
-def _explicit_ids(spec: InputSpec, counts: list[int]) -> list[str] | None:
+def explicit_ids(spec: InputSpec, counts: list[int]) -> list[str] | None:
     if not spec.id_paths:
         return None
     lists = read_id_files(spec.id_paths)
@@ -138,7 +138,7 @@ def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Pro
     total, dim = sum(counts), dims.pop()
     if total == 0 or dim == 0:
         raise InputError(f"input is empty ({total} rows of dimension {dim})")
-    explicit = _explicit_ids(spec, counts)
+    explicit = explicit_ids(spec, counts)
     rows = max(1, block_bytes // (4 * dim))
     norms = np.empty(total, dtype=np.float32)
     parquet_ids: list[str] = []
@@ -153,15 +153,15 @@ def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Pro
                     parquet_ids.extend(ids)
                 offset += len(vectors)
                 bar.update(len(vectors))
-    ids, source = _choose_ids(explicit, parquet_ids, total, spec)
-    _check_ids(ids, total, source)
+    ids, source = choose_ids(explicit, parquet_ids, total, spec)
+    check_ids(ids, total, source)
     (out_dir / IDS_FILE).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
     np.save(out_dir / NORMS_FILE, norms, allow_pickle=False)
     vectors = np.load(out_dir / VECTORS_FILE, mmap_mode="r")
     return StagedCorpus(vectors=vectors, ids=ids, norms=norms)
 
 
-def _choose_ids(
+def choose_ids(
     explicit: list[str] | None, parquet_ids: list[str], total: int, spec: InputSpec
 ) -> tuple[list[str], str]:
     if explicit is not None:

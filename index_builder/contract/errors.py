@@ -6,6 +6,7 @@
     ├── NotFoundError       unknown collection, version or document id (HTTP 404)
     └── ArtifactError       a published artifact is missing, corrupt or of an unknown schema
         └── ChecksumMismatch
+    BuildFailed             a build worker crashed or was lost (builder: exit 1)
 """
 
 from __future__ import annotations
@@ -35,3 +36,9 @@ class ArtifactError(DotcosError):
 
 class ChecksumMismatch(ArtifactError):
     code = "checksum_mismatch"
+
+
+class BuildFailed(DotcosError):
+    """A build step failed for a reason other than its input (a crashed or lost worker)."""
+
+    code = "build_failed"

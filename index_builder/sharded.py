@@ -1,0 +1,341 @@
+"""The sharded build: global statistics first, then one task per shard, then a merged self-check.
+
+1. Scan: one task per input file computes document norms (and returns the self-check sample
+   and parquet ids). The driver holds ids and norms (a few bytes per document), never vectors.
+2. The driver fits every metric's global statistics (norm range, whitening, the MIPS
+   augmentation's maximum norm) and assigns each id to a shard by a stable hash.
+3. Shard: one task per shard reads the input files, keeps its own rows, writes its vectors,
+   ids and one index per metric and layout into the shared staging directory, and returns its
+   exact top-10 for the self-check queries.
+4. The driver measures recall@10 on the merged answers of all shards (the same merge the
+   service does), picks the layout, writes the manifest and publishes. Any failure before
+   that removes the staging directory: nothing is published.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from index_builder.contract.errors import InputError
+from index_builder.contract.faiss_index import read_index
+from index_builder.contract.manifest import SHARDED_SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, ShardEntry
+from index_builder.contract.metrics import Layout, MetricKind, MetricSpace, fit_metric_space, row_norms
+from index_builder.contract.scoring import doc_scales, exact_topk, indexed_rows
+from index_builder.contract.search import ServedIndex, ann_topk
+from index_builder.contract.sharding import SHARD_KEY, merge_parts, shard_name, shard_of
+from index_builder.evaluate import RECALL_K, Checked, norm_bias, served_check
+from index_builder.faults import arm, armed, crash_point
+from index_builder.indexes import IndexOptions
+from index_builder.pipeline import (
+    BuildRequest,
+    MetricInputs,
+    QuerySet,
+    buildable,
+    check_request,
+    checked_entry,
+    choose_layout,
+    document_query_rows,
+    file_stem,
+    layouts_for,
+    metric_entry,
+    new_manifest,
+    query_sets,
+    whitening_for,
+    write_index,
+)
+from index_builder.progress import Progress
+from index_builder.publish import new_staging_dir, new_version_name, publish
+from index_builder.readers import ParquetColumns, open_input
+from index_builder.staging import InputSpec, StagedCorpus, check_finite, check_ids, choose_ids, explicit_ids
+from index_builder.tasks import TaskRunner, runner
+
+log = logging.getLogger(__name__)
+
+SHARD_CRASH_POINT = "shard.build"
+SHARD_CRASH_ONCE = "shard.build.once"
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    path: Path
+    fmt: str
+    columns: ParquetColumns
+    block_rows: int
+    sample_rows: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    norms: np.ndarray
+    ids: list[str] | None
+    sample: np.ndarray
+
+
+def scan_file(job: ScanJob) -> ScanResult:
+    """Validate one input file and return its norms, parquet ids and the requested sample rows."""
+    reader = open_input(job.path, job.fmt, job.columns)
+    norms = np.empty(reader.count, dtype=np.float32)
+    sample = np.empty((len(job.sample_rows), reader.dim), dtype=np.float32)
+    ids: list[str] = []
+    start = 0
+    for vectors, block_ids in reader.blocks(job.block_rows):
+        check_finite(vectors, start, job.path)
+        end = start + len(vectors)
+        norms[start:end] = row_norms(vectors)
+        wanted = (job.sample_rows >= start) & (job.sample_rows < end)
+        sample[wanted] = vectors[job.sample_rows[wanted] - start]
+        ids.extend(block_ids or [])
+        start = end
+    return ScanResult(norms, ids or None, sample)
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """Everything one shard task needs; the statistics in `spaces` and `max_norm` are global."""
+
+    shard: int
+    staging: Path
+    inputs: InputSpec
+    part_rows: list[np.ndarray]
+    ids: list[str]
+    dim: int
+    spaces: list[MetricSpace]
+    layouts: dict[str, list[Layout]]
+    queries: dict[str, np.ndarray]
+    max_norm: float
+    index: IndexOptions
+    block_bytes: int
+    crash_at: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    shard: int
+    count: int
+    trials: dict[str, list[IndexEntry]]
+    scales: dict[str, np.ndarray]
+    truth: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _crash_if_armed(job: ShardJob) -> None:
+    """Chaos hooks: kill this worker always, or only on a shard's first attempt (to see a retry)."""
+    arm(job.crash_at)
+    crash_point(SHARD_CRASH_POINT)
+    marker = Path(tempfile.gettempdir()) / f"dotcos-crash-{job.staging.name}-{job.shard}"
+    if job.crash_at == SHARD_CRASH_ONCE and not marker.exists():
+        marker.touch()
+        crash_point(SHARD_CRASH_ONCE)
+
+
+def _write_shard_corpus(job: ShardJob, name: str) -> StagedCorpus:
+    """This shard's rows of every input file, written as its float32 vectors file and ids file."""
+    vectors_path = job.staging / f"vectors.{name}.npy"
+    block_rows = max(1, job.block_bytes // (4 * job.dim))
+    norms = np.empty(len(job.ids), dtype=np.float32)
+    written = 0
+    with open(vectors_path, "wb") as handle:
+        header = {"descr": "<f4", "fortran_order": False, "shape": (len(job.ids), job.dim)}
+        np.lib.format.write_array_header_1_0(handle, header)
+        for path, rows in zip(job.inputs.paths, job.part_rows, strict=True):
+            if not len(rows):
+                continue
+            start = 0
+            for vectors, _ in open_input(path, job.inputs.fmt, job.inputs.columns).blocks(block_rows):
+                mine = rows[(rows >= start) & (rows < start + len(vectors))] - start
+                block = np.ascontiguousarray(vectors[mine], dtype=np.float32)
+                handle.write(block.tobytes())
+                norms[written : written + len(block)] = row_norms(block)
+                written += len(block)
+                start += len(vectors)
+    if written != len(job.ids):
+        raise InputError(f"input changed while building shard {name}: {written} rows, {len(job.ids)} expected")
+    (job.staging / f"ids.{name}.txt").write_text("".join(f"{i}\n" for i in job.ids), encoding="utf-8")
+    return StagedCorpus(vectors=np.load(vectors_path, mmap_mode="r"), ids=job.ids, norms=norms)
+
+
+def build_shard(job: ShardJob) -> ShardResult:
+    """One shard task: its corpus, an index per metric and layout, and its exact top-10 answers."""
+    _crash_if_armed(job)
+    name = shard_name(job.shard)
+    corpus = _write_shard_corpus(job, name)
+    quiet = Progress(quiet=True)
+    block_rows = max(1, job.block_bytes // (4 * job.dim))
+    trials: dict[str, list[IndexEntry]] = {}
+    scales: dict[str, np.ndarray] = {}
+    truth: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for space in job.spaces:
+        scales[space.name] = doc_scales(space, corpus.vectors, block_rows)
+        rows = indexed_rows(space, scales[space.name])
+        if not len(rows):
+            raise InputError(f"shard {name} has no document {space.name} can index; use fewer --shards")
+        inputs = MetricInputs(space.metric, space, scales[space.name], rows, block_rows, job.max_norm)
+        truth[space.name] = exact_topk(space, job.queries[space.name], corpus.vectors, scales[space.name], RECALL_K)
+        stem = file_stem(space.metric)
+        trials[space.name] = [
+            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}.{name}.tmp", quiet)[0]
+            for layout in job.layouts[space.name]
+        ]
+    return ShardResult(job.shard, corpus.count, trials, scales, truth)
+
+
+@dataclass(frozen=True)
+class Scanned:
+    """The driver's view of the corpus after the scan: ids, norms, per-file offsets, the sample."""
+
+    ids: list[str]
+    norms: np.ndarray
+    counts: list[int]
+    dim: int
+    documents: QuerySet
+
+
+def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned:
+    spec = request.inputs
+    readers = [open_input(path, spec.fmt, spec.columns) for path in spec.paths]
+    dims = {r.dim for r in readers}
+    if len(dims) > 1:
+        detail = ", ".join(f"{r.path.name}: {r.dim}" for r in readers)
+        raise InputError(f"inconsistent dimensions across input files ({detail})")
+    counts = [r.count for r in readers]
+    total, dim = sum(counts), dims.pop()
+    if total == 0 or dim == 0:
+        raise InputError(f"input is empty ({total} rows of dimension {dim})")
+    rng = np.random.default_rng(request.index.seed)
+    wanted = np.sort(rng.choice(total, min(total, 2 * request.selfcheck_queries + 16), replace=False))
+    offsets = np.cumsum([0, *counts])
+    block_rows = max(1, request.block_bytes // (4 * dim))
+    jobs = [ScanJob(path, spec.fmt, spec.columns, block_rows,
+                    wanted[(wanted >= lo) & (wanted < hi)] - lo)
+            for path, lo, hi in zip(spec.paths, offsets[:-1], offsets[1:], strict=True)]
+    results = run.map(scan_file, jobs, "scan", progress)
+    norms = np.concatenate([r.norms for r in results])
+    parquet_ids = [i for r in results for i in (r.ids or [])]
+    ids, source = choose_ids(explicit_ids(spec, counts), parquet_ids, total, spec)
+    check_ids(ids, total, source)
+    sample = np.concatenate([r.sample for r in results])
+    keep = document_query_rows(norms[wanted], request.selfcheck_queries, request.index.seed)
+    return Scanned(ids, norms, counts, dim, QuerySet(sample[keep], "documents"))
+
+
+def _shard_jobs(request: BuildRequest, scanned: Scanned, spaces: list[MetricSpace], staging: Path,
+                queries: dict[str, np.ndarray]) -> tuple[list[ShardJob], np.ndarray]:
+    """One job per shard, and the input rows of every shard in shard order (row order of the version)."""
+    shards = request.shards or 1
+    assignment = shard_of(scanned.ids, shards)
+    offsets = np.cumsum([0, *scanned.counts])
+    jobs, order = [], []
+    for s in range(shards):
+        mine = np.flatnonzero(assignment == s)
+        if not len(mine):
+            raise InputError(f"shard {shard_name(s)} would be empty: {len(scanned.ids)} documents "
+                             f"over --shards {shards}; use fewer shards")
+        part_rows = [mine[(mine >= lo) & (mine < hi)] - lo for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
+        order.append(mine)
+        jobs.append(ShardJob(
+            shard=s, staging=staging, inputs=request.inputs, part_rows=part_rows,
+            ids=[scanned.ids[i] for i in mine], dim=scanned.dim, spaces=spaces,
+            layouts={sp.name: layouts_for(sp.metric, request) for sp in spaces}, queries=queries,
+            max_norm=float(scanned.norms.max()), index=request.index, block_bytes=request.block_bytes,
+            crash_at=armed(),
+        ))
+    return jobs, np.concatenate(order)
+
+
+def _offsets(results: list[ShardResult]) -> list[int]:
+    """Where each shard's rows start in the version's row order (shards one after another)."""
+    return [int(x) for x in np.cumsum([0, *[r.count for r in results]])[:-1]]
+
+
+def _merged_check(space: MetricSpace, layout_at: int, results: list[ShardResult], staging: Path) -> Checked:
+    """The self-check of one layout over all shards: each shard searched as served, answers merged."""
+    offsets = _offsets(results)
+    served = []
+    for result in results:
+        entry = result.trials[space.name][layout_at]
+        vectors = np.load(staging / f"vectors.{shard_name(result.shard)}.npy", mmap_mode="r")
+        served.append(ServedIndex(read_index(staging / str(entry.file)), space, entry.layout, entry.refine_factor,
+                                  np.asarray(vectors), result.scales[space.name]))
+    one = served_check(served[0])
+
+    def search(queries: np.ndarray, k: int, value: int | None) -> tuple[np.ndarray, np.ndarray]:
+        return merge_parts([ann_topk(s, queries, k, value) for s in served], offsets, k)
+
+    return Checked(space.name, search, one.param, one.nlist)
+
+
+def _finish_metric(space: MetricSpace, request: BuildRequest, results: list[ShardResult], staging: Path,
+                   queries: QuerySet, progress: Progress) -> tuple[MetricEntry, np.ndarray]:
+    """Merged truth and self-check per layout, the chosen layout's files renamed, the others deleted."""
+    offsets = _offsets(results)
+    truth, truth_rows = merge_parts([r.truth[space.name] for r in results], offsets, RECALL_K)
+    trials = []
+    for at, first in enumerate(results[0].trials[space.name]):
+        total = sum(r.trials[space.name][at].count for r in results)
+        entry = first.model_copy(update={"count": total, "file": None})
+        checked = _merged_check(space, at, results, staging)
+        trials.append(checked_entry(entry, checked, queries, truth, request.target_recall, progress))
+    chosen = choose_layout(space.metric, trials, request)
+    at = trials.index(chosen)
+    for result in results:
+        for i, trial in enumerate(result.trials[space.name]):
+            path = staging / str(trial.file)
+            if i == at:
+                path.rename(staging / f"{file_stem(space.metric)}.{shard_name(result.shard)}.faiss")
+            else:
+                path.unlink()
+    return metric_entry(space, chosen, trials, None), truth_rows
+
+
+def _shard_entries(request: BuildRequest, results: list[ShardResult]) -> list[ShardEntry]:
+    entries = []
+    for result in results:
+        name = shard_name(result.shard)
+        entries.append(ShardEntry(
+            name=name, count=result.count, vectors_file=f"vectors.{name}.npy", ids_file=f"ids.{name}.txt",
+            index_files={m.name: f"{file_stem(m)}.{name}.faiss" for m in request.metrics},
+            index_counts={m.name: result.trials[m.name][0].count for m in request.metrics},
+        ))
+    return entries
+
+
+def build_sharded(request: BuildRequest, progress: Progress) -> Manifest:
+    """A sharded build (in this process, or on Ray with request.ray); publishes all shards or nothing."""
+    if request.shards is None or request.shards < 1:
+        raise InputError(f"--shards must be at least 1, got {request.shards}")
+    version = request.version or new_version_name()
+    staging = new_staging_dir(request.root, request.collection, version)
+    run = runner(request.ray, request.task_retries)
+    try:
+        metrics, skipped = buildable(request)
+        request = replace(request, metrics=metrics)
+        scanned = _scan(request, run, progress)
+        check_request(request, scanned.norms)
+        whitening = whitening_for(request, scanned.dim, staging, progress)
+        user_queries, doc_queries = query_sets(request, scanned.documents, scanned.dim)
+        norms64 = scanned.norms.astype(np.float64)
+        spaces = [fit_metric_space(m, norms64, whitening) for m in request.metrics]
+        queries = {m.name: (doc_queries if m.rule.whitened else user_queries) for m in request.metrics}
+        jobs, order = _shard_jobs(request, scanned, spaces, staging, {k: q.vectors for k, q in queries.items()})
+        results = run.map(build_shard, jobs, "shards", progress)
+        entries, bias = {}, None
+        for space in spaces:
+            entries[space.name], truth_rows = _finish_metric(space, request, results, staging,
+                                                             queries[space.name], progress)
+            if space.metric.kind is MetricKind.DOT:
+                bias = round(norm_bias(truth_rows, scanned.norms[order]), 4)
+        manifest = new_manifest(request, version, scanned.dim, scanned.norms, entries, bias, staging,
+                                schema_version=SHARDED_SCHEMA_VERSION, not_built=skipped,
+                                shards=_shard_entries(request, results), shard_key=SHARD_KEY)
+        publish(staging, manifest, request.root)
+        return manifest
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        run.close()
