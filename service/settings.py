@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.core.config import ExecutionSettings, Limits
+from service.core.config import ExecutionSettings, Limits, RaySettings
 
 
 class ServiceSettings(BaseSettings):
@@ -41,6 +41,11 @@ class ServiceSettings(BaseSettings):
     fast_path: bool = True
     default_deadline_ms: float | None = Field(default=None, gt=0)
     cors_origins: list[str] = Field(default_factory=list)
+    ray_address: str | None = Field(default=None, description="serve shards on Ray Serve; 'local' starts a cluster")
+    ray_replicas: int = Field(default=1, ge=1)
+    ray_replica_cpus: float = Field(default=1.0, ge=0)
+    ray_retries: int = Field(default=3, ge=0)
+    ray_drain_s: float = Field(default=30.0, ge=0)
 
     @property
     def limits(self) -> Limits:
@@ -55,6 +60,13 @@ class ServiceSettings(BaseSettings):
                                  max_batch=self.coalesce_max_batch, window_s=self.coalesce_window_ms / 1000,
                                  in_flight=self.coalesce_in_flight, max_pending=self.max_pending,
                                  default_deadline_s=deadline)
+
+    @property
+    def ray(self) -> RaySettings:
+        assert self.ray_address is not None
+        return RaySettings(address=self.ray_address, replicas=self.ray_replicas, replica_cpus=self.ray_replica_cpus,
+                           retries=self.ray_retries, faiss_threads=max(1, int(self.ray_replica_cpus) or 1),
+                           blas_threshold=self.blas_threshold, mmap=self.mmap, drain_s=self.ray_drain_s)
 
     @property
     def faiss_threads(self) -> int:

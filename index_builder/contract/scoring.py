@@ -101,6 +101,6 @@ def score_rows(
     """True score of query i against each row in rows[i] (shape (nq, m)); MISSING rows get -inf."""
     safe = np.where(rows == MISSING, 0, rows)
     p = space.queries_in_raw_space(queries).astype(np.float32)
-    gathered = np.asarray(vectors[safe.ravel()], dtype=np.float32).reshape(*rows.shape, -1)
+    gathered = np.asarray(vectors[safe.ravel()], dtype=np.float32).reshape(*rows.shape, vectors.shape[1])
     scores = np.einsum("qmd,qd->qm", gathered, p) * scales[safe]
     return np.where(rows == MISSING, -np.inf, scores).astype(np.float32)

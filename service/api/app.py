@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -18,7 +19,8 @@ from service.api.fastpath import SearchFastPath
 from service.api.limits import BodySizeLimit
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
-from service.core.loader import configure_runtime
+from service.core.collection import LoadedVersion
+from service.core.loader import Loader, LocalLoader, configure_runtime
 from service.core.registry import Registry
 from service.core.searcher import Searcher
 from service.settings import ServiceSettings
@@ -34,8 +36,9 @@ def _log_example(settings: ServiceSettings, registry: Registry) -> None:
                     "(it is picked up without a restart)", settings.index_root)
         return
     first = versions[0]
-    body = json.dumps({"vector": [round(float(x), 4) for x in first.vectors[0]], "k": 5,
-                       "metric": first.default_metric})
+    dim = first.manifest.dim
+    vector = first.vectors[0] if isinstance(first, LoadedVersion) else np.full(dim, dim**-0.5)
+    body = json.dumps({"vector": [round(float(x), 4) for x in vector], "k": 5, "metric": first.default_metric})
     log.info("ready: curl -s http://%s:%d/v1/collections/%s/search -H 'Content-Type: application/json' "
              "-d '%s'", settings.host, settings.port, first.collection, body)
 
@@ -57,12 +60,22 @@ def publish_reachable_statuses(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def version_loader(settings: ServiceSettings, searcher: Searcher) -> Loader:
+    """Shards on Ray Serve when DOTCOS_RAY_ADDRESS is set, else everything in this process."""
+    if settings.ray_address:
+        from service.core.ray_shards import RayLoader
+
+        return RayLoader(settings.index_root, settings.ray)
+    return LocalLoader(settings.index_root, searcher.executor, settings.mmap)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the app; collections load in the background once the lifespan starts."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
-    registry = Registry(settings.index_root, metrics, mmap=settings.mmap)
     searcher = Searcher(settings.limits, settings.execution)
+    loader = version_loader(settings, searcher)
+    registry = Registry(settings.index_root, metrics, loader)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
 
     @asynccontextmanager
@@ -73,6 +86,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
         yield
         registry.stop()
+        loader.close()
         searcher.close()
 
     app = FastAPI(title="dotcos", version="0.1.0", lifespan=lifespan,

@@ -28,8 +28,8 @@ from service.api.schemas import (
     Status,
 )
 from service.api.state import AppState, app_state
-from service.core.collection import LoadedVersion
-from service.core.items import ScoreQuery, SimilarQuery, score, similar
+from service.core.items import ScoreQuery, SimilarQuery
+from service.core.loader import Served
 from service.core.search import Hit
 
 router = APIRouter()
@@ -78,7 +78,7 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def describe(version: LoadedVersion) -> dict[str, object]:
+def describe(version: Served) -> dict[str, object]:
     """The public description of a served version."""
     manifest = version.manifest
     metrics = {}
@@ -95,7 +95,7 @@ def describe(version: LoadedVersion) -> dict[str, object]:
         default_metric=version.default_metric, metrics=metrics, not_built=manifest.not_built,
         created_at=manifest.created_at,
         loaded_at=version.loaded_at, load_seconds=round(version.load_seconds, 4),
-        norm_profile=manifest.norm_profile.model_dump(),
+        norm_profile=manifest.norm_profile.model_dump(), shards=len(manifest.parts()),
     ).model_dump(mode="json")
 
 
@@ -154,8 +154,7 @@ async def similar_items(name: str, body: SimilarRequest, request: Request) -> Re
     state = app_state(request)
     vector = to_matrix([body.vector], "vector") if body.vector is not None else None
     query = SimilarQuery(doc_id=body.id, vector=vector, options=body.options())
-    result = await state.searcher.call(similar, state.registry.get(name), query, state.limits,
-                                       deadline_s=deadline(request.headers))
+    result = await state.searcher.similar(state.registry.get(name), query, deadline(request.headers))
     request.state.metric = result.metric
     return JSONBytes({"collection": result.collection, "version": result.version, "metric": result.metric,
                       "results": _hits(result.hits[0])})
@@ -171,7 +170,7 @@ async def score_candidates(name: str, body: ScoreRequest, request: Request) -> R
     vectors = to_matrix(rows, "vector" if single else "vectors")
     ids = [[str(i) for i in body.ids]] if single else [[str(i) for i in group] for group in body.ids]
     query = ScoreQuery(vectors=vectors, ids=ids, metric=body.metric)
-    metric, lists = await state.searcher.call(score, version, query, state.limits, deadline_s=deadline(request.headers))
+    metric, lists = await state.searcher.score(version, query, deadline(request.headers))
     request.state.metric = metric
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
     return JSONBytes({"collection": version.collection, "version": version.version, "metric": metric,

@@ -127,6 +127,7 @@ class CollectionInfo(BaseModel):
     loaded_at: datetime
     load_seconds: float
     norm_profile: dict[str, float]
+    shards: int = 1
 
 
 class CollectionList(BaseModel):

@@ -16,6 +16,13 @@ from index_builder.contract.search import ServedIndex
 MAX_NAMED_IDS = 5
 
 
+def unknown_ids(field: str, collection: str, missing: list[str]) -> NotFoundError:
+    """The error for ids a collection does not hold, naming the first few."""
+    shown = ", ".join(repr(i) for i in missing[:MAX_NAMED_IDS])
+    more = f" and {len(missing) - MAX_NAMED_IDS} more" if len(missing) > MAX_NAMED_IDS else ""
+    return NotFoundError(f"{field}: unknown id(s) in collection {collection!r}: {shown}{more}")
+
+
 @dataclass(frozen=True)
 class LoadedVersion:
     """Immutable once loaded: a request holds one for its whole life, so a swap never tears it."""
@@ -58,10 +65,13 @@ class LoadedVersion:
         """Row numbers of ids; NotFoundError naming the unknown ones."""
         missing = [i for i in ids if i not in self.rows_by_id]
         if missing:
-            shown = ", ".join(repr(i) for i in missing[:MAX_NAMED_IDS])
-            more = f" and {len(missing) - MAX_NAMED_IDS} more" if len(missing) > MAX_NAMED_IDS else ""
-            raise NotFoundError(f"{field}: unknown id(s) in collection {self.collection!r}: {shown}{more}")
+            raise unknown_ids(field, self.collection, missing)
         return np.fromiter((self.rows_by_id[i] for i in ids), dtype=np.int64, count=len(ids))
+
+    def vector_of(self, doc_id: str) -> np.ndarray | None:
+        """The stored vector of a document as a (1, d) float32 array, or None when not held here."""
+        row = self.rows_by_id.get(doc_id)
+        return None if row is None else np.asarray(self.vectors[row : row + 1], dtype=np.float32)
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
         """Row numbers of the ids that exist (unknown ones are ignored)."""

@@ -30,3 +30,18 @@ class ExecutionSettings:
     in_flight: int = 1
     max_pending: int = 512
     default_deadline_s: float | None = None
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How shards are deployed on Ray Serve (from DOTCOS_RAY_* settings)."""
+
+    address: str
+    replicas: int = 1
+    replica_cpus: float = 1.0
+    retries: int = 3
+    retry_backoff_s: float = 0.2
+    faiss_threads: int = 1
+    blas_threshold: int = 16
+    mmap: bool = True
+    drain_s: float = 30.0

@@ -8,7 +8,7 @@ import numpy as np
 
 from index_builder.contract.errors import InputError
 from index_builder.contract.scoring import score_rows
-from service.core.collection import LoadedVersion
+from service.core.collection import LoadedVersion, unknown_ids
 from service.core.config import Limits
 from service.core.errors import TooLarge
 from service.core.search import Hit, SearchOptions, SearchResult, run_search, to_hits, validate
@@ -50,8 +50,12 @@ class ScoreQuery:
     metric: str | None
 
 
-def score(version: LoadedVersion, query: ScoreQuery, limits: Limits) -> tuple[str, list[list[Hit]]]:
-    """The exact score of every candidate, in the order given; zero vectors score 0, never NaN."""
+def score_field(query: ScoreQuery, i: int) -> str:
+    return f"ids[{i}]" if len(query.ids) > 1 else "ids"
+
+
+def score_known(version: LoadedVersion, query: ScoreQuery, limits: Limits) -> tuple[str, list[list[float | None]]]:
+    """Exact scores of the candidates this version holds, in the order given (None for the others)."""
     if len(query.ids) != len(query.vectors):
         raise InputError(f"ids: {len(query.vectors)} candidate lists expected (one per vector), got {len(query.ids)}")
     if len(query.vectors) > limits.max_batch:
@@ -61,12 +65,28 @@ def score(version: LoadedVersion, query: ScoreQuery, limits: Limits) -> tuple[st
         raise TooLarge(f"ids: {total} candidates exceed the limit of {limits.max_filter_ids}")
     version.check_vectors(query.vectors, "vectors")
     served = version.served(query.metric)
-    out: list[list[Hit]] = []
+    out: list[list[float | None]] = []
     for i, candidates in enumerate(query.ids):
-        if not candidates:
-            out.append([])
-            continue
-        rows = version.rows_for(candidates, f"ids[{i}]" if len(query.ids) > 1 else "ids")
+        known = [c for c in candidates if c in version.rows_by_id]
+        rows = version.rows_for(known, score_field(query, i))
         scores = score_rows(served.space, query.vectors[i : i + 1], served.vectors, served.scales, rows[None, :])
-        out.append([Hit(doc_id, float(s)) for doc_id, s in zip(candidates, scores[0].tolist(), strict=True)])
+        by_id = dict(zip(known, scores[0].tolist(), strict=True))
+        out.append([by_id.get(c) for c in candidates])
     return served.space.name, out
+
+
+def scored_hits(collection: str, query: ScoreQuery, scores: list[list[float | None]]) -> list[list[Hit]]:
+    """Candidates with their scores, or NotFoundError naming the first list's unknown ids."""
+    out = []
+    for i, (candidates, values) in enumerate(zip(query.ids, scores, strict=True)):
+        missing = [c for c, v in zip(candidates, values, strict=True) if v is None]
+        if missing:
+            raise unknown_ids(score_field(query, i), collection, missing)
+        out.append([Hit(c, float(v)) for c, v in zip(candidates, values, strict=True) if v is not None])
+    return out
+
+
+def score(version: LoadedVersion, query: ScoreQuery, limits: Limits) -> tuple[str, list[list[Hit]]]:
+    """The exact score of every candidate, in the order given; zero vectors score 0, never NaN."""
+    metric, scores = score_known(version, query, limits)
+    return metric, scored_hits(version.collection, query, scores)

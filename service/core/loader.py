@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 
@@ -17,6 +19,7 @@ from index_builder.contract.manifest import Manifest, ShardEntry, read_manifest
 from index_builder.contract.scoring import doc_scales
 from index_builder.contract.search import ServedIndex
 from service.core.collection import LoadedVersion
+from service.core.gather import LocalShards, ShardedVersion
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +76,36 @@ def load_version(root: Path, collection: str, version: str, mmap: bool = True) -
     log.info("loaded %s version %s (%d vectors, %s) in %.2fs", collection, version,
              manifest.count, ", ".join(loaded.indexes), loaded.load_seconds)
     return loaded
+
+
+Served = LoadedVersion | ShardedVersion
+
+
+class Loader(Protocol):
+    """Turns a published version into something the registry can serve."""
+
+    def __call__(self, collection: str, version: str) -> Served: ...
+
+    def close(self) -> None: ...
+
+
+class LocalLoader:
+    """Loads versions into this process: unsharded ones as before, sharded ones part by part."""
+
+    def __init__(self, root: Path, executor: Executor, mmap: bool = True) -> None:
+        self.root, self.executor, self.mmap = root, executor, mmap
+
+    def __call__(self, collection: str, version: str) -> Served:
+        manifest, path = read_version(self.root, collection, version)
+        if not manifest.sharded:
+            return load_version(self.root, collection, version, self.mmap)
+        start = time.perf_counter()
+        parts = [load_part(manifest, path, part, self.mmap) for part in manifest.parts()]
+        elapsed = time.perf_counter() - start
+        log.info("loaded %s version %s (%d vectors in %d shards) in %.2fs", collection, version,
+                 manifest.count, len(parts), elapsed)
+        return ShardedVersion(collection, manifest, path, LocalShards(parts, self.executor), elapsed,
+                              datetime.now(UTC))
+
+    def close(self) -> None:
+        return None

@@ -1,6 +1,6 @@
 """The set of served versions and hot swap: poll CURRENT, load in the background, swap atomically.
 
-Readers take a reference to a LoadedVersion and keep it for the whole request; a swap
+Readers take a reference to a Served and keep it for the whole request; a swap
 only replaces the dictionary entry, so in-flight requests finish on the old version,
 new ones see the new one, and the old one is freed when its last request ends.
 """
@@ -16,8 +16,8 @@ from typing import Protocol
 
 from index_builder.contract.errors import DotcosError, NotFoundError
 from index_builder.contract.layout import list_collections, read_current
-from service.core.collection import LoadedVersion
-from service.core.loader import load_version
+from service.core.gather import ShardedVersion
+from service.core.loader import Served
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,18 @@ class ReloadOutcome:
 class Registry:
     """Loaded versions by collection name, refreshed from the index root."""
 
-    def __init__(self, root: Path, observer: ReloadObserver, mmap: bool = True) -> None:
+    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str], Served]) -> None:
         self.root = root
-        self.mmap = mmap
+        self.load = load
         self.observer = observer
         self.ready = threading.Event()
-        self._versions: dict[str, LoadedVersion] = {}
+        self._versions: dict[str, Served] = {}
         self._refused: dict[str, str] = {}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def get(self, name: str) -> LoadedVersion:
+    def get(self, name: str) -> Served:
         """The version serving `name` right now; NotFoundError naming the served ones."""
         loaded = self._versions.get(name)
         if loaded is None:
@@ -60,7 +60,7 @@ class Registry:
             raise NotFoundError(f"collection {name!r} not found (served: {served})")
         return loaded
 
-    def all(self) -> list[LoadedVersion]:
+    def all(self) -> list[Served]:
         return [self._versions[name] for name in sorted(self._versions)]
 
     def refresh(self) -> list[ReloadOutcome]:
@@ -79,11 +79,13 @@ class Registry:
         if self._refused.get(name) == wanted:
             return ReloadOutcome(name, wanted, "refused", "refused earlier; publish a new version")
         try:
-            loaded = load_version(self.root, name, wanted, self.mmap)
+            loaded = self.load(name, wanted)
         except (DotcosError, OSError, ValueError) as exc:
             return self._refuse(name, wanted, str(exc))
         self._versions = {**self._versions, name: loaded}
         self._refused.pop(name, None)
+        if isinstance(current, ShardedVersion):
+            current.shards.retire()
         self.observer.loaded(name, current.version if current else None, wanted)
         log.info("serving %s version %s (was %s)", name, wanted, current.version if current else "none")
         return ReloadOutcome(name, wanted, "loaded")

@@ -10,11 +10,14 @@ from typing import TypeVar
 
 import numpy as np
 
+from service.core import gather
 from service.core.batching import Coalescer
-from service.core.collection import LoadedVersion
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import Unavailable
-from service.core.search import SearchOptions, SearchResult, run_search, to_hits, validate
+from service.core.gather import ShardedVersion
+from service.core.items import ScoreQuery, SimilarQuery, score, similar
+from service.core.loader import Served
+from service.core.search import Hit, SearchOptions, SearchResult, run_search, to_hits, validate
 
 T = TypeVar("T")
 
@@ -61,9 +64,12 @@ class Searcher:
         loop = asyncio.get_running_loop()
         return await self._admitted(lambda: loop.run_in_executor(self.executor, fn, *args), deadline_s)
 
-    async def search(self, version: LoadedVersion, vectors: np.ndarray, options: SearchOptions,
+    async def search(self, version: Served, vectors: np.ndarray, options: SearchOptions,
                      field_name: str, deadline_s: float | None = None) -> SearchResult:
         """Validate on the loop, search in the executor, shape hits; errors surface as DotcosError."""
+        if isinstance(version, ShardedVersion):
+            return await self._admitted(lambda: gather.search(version, vectors, options, self.limits, field_name),
+                                        deadline_s)
         served = validate(version, vectors, options, self.limits, field_name)
         if options.exclude or options.include is not None:
             scores, rows = await self.call(run_search, version, served, vectors, options, self.limits,
@@ -78,6 +84,19 @@ class Searcher:
                                                 deadline_s)
         hits = to_hits(version, scores, rows)
         return SearchResult(version.collection, version.version, served.space.name, hits)
+
+    async def similar(self, version: Served, query: SimilarQuery, deadline_s: float | None = None) -> SearchResult:
+        """Neighbours of a stored document or a document vector (see items.similar)."""
+        if isinstance(version, ShardedVersion):
+            return await self._admitted(lambda: gather.similar(version, query, self.limits), deadline_s)
+        return await self.call(similar, version, query, self.limits, deadline_s=deadline_s)
+
+    async def score(self, version: Served, query: ScoreQuery,
+                    deadline_s: float | None = None) -> tuple[str, list[list[Hit]]]:
+        """Exact scores of given candidates (see items.score)."""
+        if isinstance(version, ShardedVersion):
+            return await self._admitted(lambda: gather.score(version, query, self.limits), deadline_s)
+        return await self.call(score, version, query, self.limits, deadline_s=deadline_s)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,149 @@
+"""Shards on Ray Serve: one Serve application per shard of each served version.
+
+`dotcos-serve` stays the HTTP front (same app, paths, bodies and errors); with
+DOTCOS_RAY_ADDRESS set it deploys every shard of a version as a Serve deployment whose
+replicas load that shard (checksums first), and scatters queries to them. A new version
+is deployed next to the old one and swapped in only once all its shards are running; the
+old one is deleted after its in-flight requests finish. A call that reaches a dead or
+restarting replica is retried on another; if none answers in time the request fails with
+503, never with a partial merge.
+
+Imported only in Ray mode: Ray is an optional extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+from ray.exceptions import RayError, RayTaskError
+
+from index_builder.contract.errors import ArtifactError, DotcosError
+from index_builder.tasks import ray_init
+from service.core.config import RaySettings
+from service.core.errors import Unavailable
+from service.core.gather import ShardedVersion
+from service.core.loader import configure_runtime, load_part, read_version
+from service.core.shard_ops import OPS
+
+log = logging.getLogger(__name__)
+
+
+class ShardServer:
+    """One replica serving one shard of one version."""
+
+    def __init__(self, root: str, collection: str, version: str, shard: int, settings: RaySettings) -> None:
+        configure_runtime(settings.faiss_threads, settings.blas_threshold, switch_interval_ms=1.0)
+        manifest, path = read_version(Path(root), collection, version)
+        self.part = load_part(manifest, path, manifest.parts()[shard], settings.mmap)
+
+    def run(self, op: str, *args: Any) -> Any:
+        return OPS[op](self.part, *args)
+
+
+SHARD_DEPLOYMENT = serve.deployment(name="shard", max_ongoing_requests=16)(ShardServer)
+
+
+class RayShards:
+    """The deployment handles of one version's shards, with retries and drain-then-delete."""
+
+    def __init__(self, collection: str, handles: list[Any], apps: list[str], settings: RaySettings) -> None:
+        self.collection = collection
+        self.handles, self.apps, self.settings = handles, apps, settings
+        self.in_flight = 0
+
+    async def scatter(self, op: Callable[..., Any], *args: Any) -> list[Any]:
+        self.in_flight += 1
+        try:
+            return list(await asyncio.gather(*(self._call(i, op.__name__, args) for i in range(len(self.handles)))))
+        finally:
+            self.in_flight -= 1
+
+    async def _call(self, shard: int, op: str, args: tuple[Any, ...]) -> Any:
+        attempts = self.settings.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self.handles[shard].run.remote(op, *args)
+            except RayTaskError as exc:
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, DotcosError):
+                    raise type(cause)(str(cause)) from None
+                raise
+            except RayError as exc:
+                log.warning("shard %d of %s did not answer (%s); attempt %d of %d", shard, self.collection,
+                            type(exc).__name__, attempt + 1, attempts)
+                await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
+        raise Unavailable(f"shard {shard} of collection {self.collection!r} is unavailable "
+                          f"(its replicas are restarting); retry shortly")
+
+    def retire(self) -> None:
+        threading.Thread(target=self._drain_and_delete, name="dotcos-retire", daemon=True).start()
+
+    def _drain_and_delete(self) -> None:
+        deadline = time.monotonic() + self.settings.drain_s
+        time.sleep(min(self.settings.drain_s, 1.0))
+        while self.in_flight and time.monotonic() < deadline:
+            time.sleep(0.05)
+        delete_apps(self.apps)
+
+
+def delete_apps(apps: list[str]) -> None:
+    for app in apps:
+        try:
+            serve.delete(app, _blocking=False)
+        except RayError as exc:
+            log.warning("could not delete Serve application %s: %s", app, exc)
+
+
+class RayLoader:
+    """Deploys each version's shards on Ray Serve (joining or starting the cluster on first use)."""
+
+    def __init__(self, root: Path, settings: RaySettings) -> None:
+        self.root, self.settings = root, settings
+        self.started = False
+        self.apps: list[str] = []
+
+    def _connect(self) -> None:
+        if not ray.is_initialized():
+            ray_init(self.settings.address)
+            self.started = self.settings.address == "local"
+        serve.start(proxy_location="Disabled")
+
+    def __call__(self, collection: str, version: str) -> ShardedVersion:
+        self._connect()
+        start = time.perf_counter()
+        manifest, path = read_version(self.root, collection, version)
+        handles, apps = [], []
+        try:
+            for shard in range(len(manifest.parts())):
+                app = f"dotcos-{collection}-{version}-{shard}"
+                deployment = SHARD_DEPLOYMENT.options(num_replicas=self.settings.replicas,
+                                                 ray_actor_options={"num_cpus": self.settings.replica_cpus})
+                apps.append(app)
+                handles.append(serve.run(deployment.bind(str(self.root), collection, version, shard, self.settings),
+                                         name=app, route_prefix=None))
+        except (RuntimeError, RayError) as exc:
+            delete_apps(apps)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"shard {len(apps) - 1} of {collection}/{version} did not start on Ray "
+                                f"Serve: {first}") from None
+        self.apps.extend(apps)
+        elapsed = time.perf_counter() - start
+        log.info("deployed %s version %s on Ray Serve (%d shards x %d replicas) in %.2fs", collection, version,
+                 len(apps), self.settings.replicas, elapsed)
+        return ShardedVersion(collection, manifest, path, RayShards(collection, handles, apps, self.settings),
+                              elapsed, datetime.now(UTC))
+
+    def close(self) -> None:
+        if ray.is_initialized():
+            delete_apps(self.apps)
+            if self.started:
+                ray.shutdown()
