@@ -2,6 +2,8 @@
 # One image for both roles: `dotcos-serve` (default) and `dotcos-build` (the batch job).
 
 FROM python:3.11.11-slim-bookworm AS wheels
+# --build-arg DOTCOS_EXTRAS=ray adds Ray (sharded builds on a cluster, shards on Ray Serve).
+ARG DOTCOS_EXTRAS=""
 WORKDIR /src
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc \
@@ -9,9 +11,10 @@ RUN apt-get update \
 COPY pyproject.toml README.md ./
 COPY index_builder ./index_builder
 COPY service ./service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${DOTCOS_EXTRAS:+[$DOTCOS_EXTRAS]}"
 
 FROM python:3.11.11-slim-bookworm AS runtime
+ARG DOTCOS_EXTRAS=""
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     DOTCOS_INDEX_ROOT=/indexes \
@@ -23,7 +26,7 @@ RUN groupadd --system --gid 10001 dotcos \
  && mkdir -p /indexes /data \
  && chown dotcos:dotcos /indexes
 COPY --from=wheels /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels dotcos \
+RUN pip install --no-cache-dir --no-index --find-links /wheels "dotcos${DOTCOS_EXTRAS:+[$DOTCOS_EXTRAS]}" \
  && rm -rf /wheels
 USER dotcos
 WORKDIR /home/dotcos

@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= dev
+EXTRAS ?= dev,ray
 DOTCOS_INDEX_ROOT ?= ./indexes
 export DOTCOS_INDEX_ROOT
 
@@ -39,7 +39,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
 
 bench-install:
-	$(MAKE) install EXTRAS=dev,bench
+	$(MAKE) install EXTRAS=dev,ray,bench
 	bash bench/setup.sh
 
 bench: bench-install

@@ -99,6 +99,9 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
     profile = manifest.norm_profile
     print(f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
           f"max {profile.max:.4g}, zero {profile.zero_count}, norm bias {manifest.norm_bias_top5pct}")
+    if manifest.sharded:
+        counts = ", ".join(f"{s.name} {s.count}" for s in manifest.shards)
+        print(f"  {len(manifest.shards)} shards by {manifest.shard_key}: {counts}")
     for file, checksum in manifest.files.items():
         print(f"  {file:<24} {checksum.bytes:>12} bytes  sha256 {checksum.sha256[:16]}…")
     return 0

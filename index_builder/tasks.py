@@ -9,10 +9,10 @@ outputs are plain files it rewrites from scratch); an error the task raises on p
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from index_builder.contract.cluster import ray_init
 from index_builder.contract.errors import BuildFailed, DotcosError, InputError
 from index_builder.progress import Progress
 
@@ -20,7 +20,6 @@ log = logging.getLogger(__name__)
 
 J = TypeVar("J")
 R = TypeVar("R")
-LOCAL = "local"
 
 
 class TaskRunner(Protocol):
@@ -90,17 +89,6 @@ class RayRunner:
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
-
-
-def ray_init(address: str) -> None:
-    """Join the cluster at `address`, or start a local one on this machine's cores (loopback only)."""
-    import ray
-
-    if address == LOCAL:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", configure_logging=False)
-    else:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
 
 
 def runner(address: str | None, retries: int) -> TaskRunner:

@@ -29,6 +29,10 @@ def main() -> int:
         first = exc.errors()[0]
         print(f"error: setting DOTCOS_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
         return 2
+    if settings.ray_address and settings.workers > 1:
+        print("error: setting DOTCOS_WORKERS: must be 1 with DOTCOS_RAY_ADDRESS (shards scale with "
+              "DOTCOS_RAY_REPLICAS)", file=sys.stderr)
+        return 2
     logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,

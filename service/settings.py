@@ -46,6 +46,7 @@ class ServiceSettings(BaseSettings):
     ray_replica_cpus: float = Field(default=1.0, ge=0)
     ray_retries: int = Field(default=3, ge=0)
     ray_drain_s: float = Field(default=30.0, ge=0)
+    ray_deploy_timeout_s: float = Field(default=300.0, gt=0)
 
     @property
     def limits(self) -> Limits:
@@ -66,7 +67,8 @@ class ServiceSettings(BaseSettings):
         assert self.ray_address is not None
         return RaySettings(address=self.ray_address, replicas=self.ray_replicas, replica_cpus=self.ray_replica_cpus,
                            retries=self.ray_retries, faiss_threads=max(1, int(self.ray_replica_cpus) or 1),
-                           blas_threshold=self.blas_threshold, mmap=self.mmap, drain_s=self.ray_drain_s)
+                           blas_threshold=self.blas_threshold, mmap=self.mmap, drain_s=self.ray_drain_s,
+                           deploy_timeout_s=self.ray_deploy_timeout_s)
 
     @property
     def faiss_threads(self) -> int:

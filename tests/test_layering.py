@@ -17,7 +17,7 @@ RULES = {
     "service/api": ("faiss",),
     "service": tuple(f"index_builder.{m}" for m in (
         "cli", "pipeline", "readers", "staging", "indexes", "evaluate", "publish", "commands",
-        "covariance", "demo", "progress", "settings", "faults", "synthetic")),
+        "covariance", "demo", "progress", "settings", "faults", "synthetic", "tasks", "sharded")),
 }
 
 

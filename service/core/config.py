@@ -45,3 +45,4 @@ class RaySettings:
     blas_threshold: int = 16
     mmap: bool = True
     drain_s: float = 30.0
+    deploy_timeout_s: float = 300.0

@@ -6,7 +6,8 @@ replicas load that shard (checksums first), and scatters queries to them. A new 
 is deployed next to the old one and swapped in only once all its shards are running; the
 old one is deleted after its in-flight requests finish. A call that reaches a dead or
 restarting replica is retried on another; if none answers in time the request fails with
-503, never with a partial merge.
+503, never with a partial merge. Application names carry a per-process prefix, so several
+front ends (or test servers) can share one cluster without touching each other's shards.
 
 Imported only in Ray mode: Ray is an optional extra.
 """
@@ -17,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,9 +27,11 @@ from typing import Any
 import ray
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
+from ray.serve.api import RunTarget, run_many
+from ray.serve.schema import ApplicationStatus
 
+from index_builder.contract.cluster import LOCAL, ray_init
 from index_builder.contract.errors import ArtifactError, DotcosError
-from index_builder.tasks import ray_init
 from service.core.config import RaySettings
 from service.core.errors import Unavailable
 from service.core.gather import ShardedVersion
@@ -108,39 +112,53 @@ class RayLoader:
 
     def __init__(self, root: Path, settings: RaySettings) -> None:
         self.root, self.settings = root, settings
+        self.prefix = f"dotcos-{uuid.uuid4().hex[:8]}"
         self.started = False
         self.apps: list[str] = []
 
     def _connect(self) -> None:
         if not ray.is_initialized():
             ray_init(self.settings.address)
-            self.started = self.settings.address == "local"
+            self.started = self.settings.address == LOCAL
         serve.start(proxy_location="Disabled")
 
     def __call__(self, collection: str, version: str) -> ShardedVersion:
         self._connect()
         start = time.perf_counter()
         manifest, path = read_version(self.root, collection, version)
-        handles, apps = [], []
+        apps = [f"{self.prefix}-{collection}-{version}-{shard}" for shard in range(len(manifest.parts()))]
+        deployment = SHARD_DEPLOYMENT.options(num_replicas=self.settings.replicas,
+                                              ray_actor_options={"num_cpus": self.settings.replica_cpus})
+        targets = [RunTarget(deployment.bind(str(self.root), collection, version, shard, self.settings),
+                             name=app, route_prefix=None) for shard, app in enumerate(apps)]
         try:
-            for shard in range(len(manifest.parts())):
-                app = f"dotcos-{collection}-{version}-{shard}"
-                deployment = SHARD_DEPLOYMENT.options(num_replicas=self.settings.replicas,
-                                                 ray_actor_options={"num_cpus": self.settings.replica_cpus})
-                apps.append(app)
-                handles.append(serve.run(deployment.bind(str(self.root), collection, version, shard, self.settings),
-                                         name=app, route_prefix=None))
-        except (RuntimeError, RayError) as exc:
+            handles = run_many(targets, wait_for_applications_running=False)
+            self._wait_running(apps)
+        except (RuntimeError, RayError, DotcosError) as exc:
             delete_apps(apps)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ArtifactError(f"shard {len(apps) - 1} of {collection}/{version} did not start on Ray "
-                                f"Serve: {first}") from None
+            raise ArtifactError(f"{collection}/{version} did not start on Ray Serve: {first}") from None
         self.apps.extend(apps)
         elapsed = time.perf_counter() - start
         log.info("deployed %s version %s on Ray Serve (%d shards x %d replicas) in %.2fs", collection, version,
                  len(apps), self.settings.replicas, elapsed)
         return ShardedVersion(collection, manifest, path, RayShards(collection, handles, apps, self.settings),
                               elapsed, datetime.now(UTC))
+
+    def _wait_running(self, apps: list[str]) -> None:
+        """Block until every shard application runs; fail on a failed deploy or after the timeout."""
+        deadline = time.monotonic() + self.settings.deploy_timeout_s
+        while True:
+            statuses = serve.status().applications
+            failed = [a for a in apps if a in statuses and statuses[a].status == ApplicationStatus.DEPLOY_FAILED]
+            if failed:
+                raise ArtifactError(f"shard application {failed[0]} failed: {statuses[failed[0]].message}")
+            if all(a in statuses and statuses[a].status == ApplicationStatus.RUNNING for a in apps):
+                return
+            if time.monotonic() > deadline:
+                raise ArtifactError(f"shards not running after {self.settings.deploy_timeout_s:g}s (not enough "
+                                    "CPUs for DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard?)")
+            time.sleep(0.1)
 
     def close(self) -> None:
         if ray.is_initialized():

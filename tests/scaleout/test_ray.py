@@ -1,0 +1,230 @@
+"""Scale-out on a real local Ray cluster: sharded builds as Ray tasks, shards on Ray Serve.
+
+Every build and server here starts its own local cluster (`--ray local`,
+DOTCOS_RAY_ADDRESS=local) bound to 127.0.0.1, as a user would on one machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from index_builder.contract.layout import list_versions, read_current
+from tests.builder.helpers import active_manifest
+from tests.conftest import BIN, Corpus, build
+from tests.scaleout.answers import assert_same_answers, load
+from tests.service.oracle import true_scores
+
+METRICS = "dot,cosine,norm_pow:0.5,norm_sigmoid,covariance"
+RAY_ENV = {"DOTCOS_RAY_REPLICA_CPUS": "0", "DOTCOS_RAY_DRAIN_S": "2"}
+
+
+def ray_build(root: Path, corpus: Corpus, name: str, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`dotcos-build build --ray local` as a separate process (Ray workers are processes anyway)."""
+    argv = [str(BIN / "dotcos-build"), "build", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path),
+            "--queries", str(corpus.queries_path), "--name", name, "--root", str(root), "--ray", "local",
+            "--quiet", *extra]
+    return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def users(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("users") / "users.npy"
+    rng = np.random.default_rng(5)
+    np.save(path, (corpus.queries[rng.integers(0, len(corpus.queries), 300)]
+                   + 0.1 * rng.standard_normal((300, corpus.queries.shape[1]))).astype(np.float32))
+    return path
+
+
+@pytest.fixture(scope="module")
+def root(corpus: Corpus, users: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same corpus unsharded ('single') and built on Ray in 3 shards ('sharded')."""
+    root = tmp_path_factory.mktemp("ray-root")
+    assert build(root, corpus, "single", "--metrics", METRICS, "--users", str(users)) == 0
+    done = ray_build(root, corpus, "sharded", "--metrics", METRICS, "--users", str(users), "--shards", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root
+
+
+@pytest.mark.parametrize("metric", METRICS.split(","))
+def test_ray_sharded_flat_build_equals_unsharded(root: Path, corpus: Corpus, metric: str) -> None:
+    assert_same_answers(load(root, "sharded"), load(root, "single"), corpus.queries[:16], metric, corpus.ids)
+
+
+def test_ray_sharded_mips_build_equals_unsharded(corpus: Corpus, tmp_path: Path) -> None:
+    assert build(tmp_path, corpus, "single", "--metrics", "dot", "--mips", "l2") == 0
+    done = ray_build(tmp_path, corpus, "sharded", "--metrics", "dot", "--mips", "l2", "--shards", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    sharded = load(tmp_path, "sharded")
+    assert sharded.manifest.metrics["dot"].index.layout == "l2_augmented"
+    assert_same_answers(sharded, load(tmp_path, "single"), corpus.queries[:16], "dot", corpus.ids)
+
+
+def test_ray_sharded_hnsw_merged_recall_matches_its_manifest(corpus: Corpus, tmp_path: Path) -> None:
+    done = ray_build(tmp_path, corpus, "hnsw", "--metrics", "dot,cosine", "--index", "hnsw", "--shards", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    from service.core.search import SearchOptions
+    from tests.scaleout.answers import top_k
+
+    version = load(tmp_path, "hnsw")
+    row_of = {doc_id: i for i, doc_id in enumerate(corpus.ids)}
+    for metric in ("dot", "cosine"):
+        answers = top_k(version, corpus.queries, SearchOptions(k=10, metric=metric))
+        hits = 0
+        for query, answer in zip(corpus.queries, answers, strict=True):
+            scores = true_scores(metric, query, corpus.docs)
+            kth = np.sort(scores)[-10]
+            hits += sum(scores[row_of[doc_id]] >= kth - 1e-5 for doc_id, _ in answer)
+        recall = hits / (10 * len(corpus.queries))
+        manifest_recall = version.manifest.metrics[metric].index.self_check.recall_at_10
+        assert manifest_recall >= 0.9
+        assert abs(recall - manifest_recall) <= 0.05, (metric, recall, manifest_recall)
+
+
+def test_a_shard_task_that_keeps_dying_publishes_nothing(corpus: Corpus, tmp_path: Path) -> None:
+    assert build(tmp_path, corpus, "items", "--metrics", "dot") == 0
+    before = read_current(tmp_path, "items")
+    done = ray_build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--task-retries", "1",
+                     DOTCOS_CRASH_AT="shard.build")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("error: shards task")
+    assert read_current(tmp_path, "items") == before
+    assert list_versions(tmp_path, "items") == [before]
+    assert not list((tmp_path / "items").glob(".staging*"))
+
+
+def test_a_shard_task_killed_once_is_retried_by_ray(corpus: Corpus, tmp_path: Path) -> None:
+    done = ray_build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2",
+                     DOTCOS_CRASH_AT="shard.build.once")
+    assert done.returncode == 0, done.stderr[-2000:]
+    _, manifest = active_manifest(tmp_path, "items")
+    assert len(manifest.shards) == 2 and manifest.count == len(corpus.ids)
+
+
+def _post(client: httpx.Client, path: str, body: dict) -> tuple[int, dict]:
+    response = client.post(path, json=body)
+    return response.status_code, response.json()
+
+
+def _requests(corpus: Corpus) -> list[tuple[str, dict]]:
+    q = corpus.queries
+    ids = corpus.ids
+    out: list[tuple[str, dict]] = []
+    for metric in ("dot", "cosine", "norm_sigmoid", "covariance"):
+        out += [("search/batch", {"vectors": q[:8].tolist(), "k": 10, "metric": metric}),
+                ("search", {"vector": q[9].tolist(), "k": 7, "metric": metric, "exclude": ids[::5]}),
+                ("search", {"vector": q[10].tolist(), "k": 7, "metric": metric, "include": ids[::13]}),
+                ("similar", {"id": ids[77], "k": 5, "metric": metric}),
+                ("score", {"vectors": q[:2].tolist(), "ids": [ids[:9], ids[-3:]], "metric": metric})]
+    out += [("search", {"vector": q[0].tolist(), "include": ["no-such-id"]}), ("similar", {"id": "no-such-id"}),
+            ("score", {"vector": q[0].tolist(), "ids": [ids[0], "no-such-id"]}),
+            ("search", {"vector": [1.0, 2.0]}), ("search", {"vector": q[0].tolist(), "metric": "nope:1"}),
+            ("search", {"vector": q[0].tolist(), "k": 0})]
+    return out
+
+
+def test_ray_serve_answers_exactly_like_one_process(root: Path, corpus: Corpus, serve) -> None:
+    plain = serve(root)
+    on_ray = serve(root, DOTCOS_RAY_ADDRESS="local", **RAY_ENV)
+    with plain.client() as a, on_ray.client() as b:
+        assert b.get("/v1/collections/sharded").json()["shards"] == 3
+        for path, body in _requests(corpus):
+            for name in ("sharded", "single"):
+                assert _post(a, f"/v1/collections/{name}/{path}", body) == \
+                    _post(b, f"/v1/collections/{name}/{path}", body), (name, path)
+        status, single = _post(a, "/v1/collections/single/search/batch", _requests(corpus)[0][1])
+        assert status == 200
+        assert _post(b, "/v1/collections/sharded/search/batch", _requests(corpus)[0][1])[1]["results"] == \
+            single["results"]
+
+
+def _hammer(url: str, corpus: Corpus, expected: dict[str, list], stop: threading.Event,
+            outcomes: list[tuple[int, str]]) -> None:
+    """Search in a loop; record (status, version) and flag any 200 whose answer is not the expected one."""
+    body = {"vectors": corpus.queries[:4].tolist(), "k": 10, "metric": "dot"}
+    with httpx.Client(base_url=url, timeout=30) as client:
+        while not stop.is_set():
+            response = client.post("/v1/collections/items/search/batch", json=body)
+            data = response.json()
+            if response.status_code == 200:
+                right = data["results"] == expected.get(data["version"])
+                outcomes.append((200 if right else -1, data["version"]))
+            else:
+                outcomes.append((response.status_code, data["error"]["message"]))
+
+
+def _expected(root: Path, corpus: Corpus) -> dict[str, list]:
+    from service.core.search import SearchOptions
+    from tests.scaleout.answers import top_k
+
+    answers = {}
+    for version in list_versions(root, "items"):
+        (root / "items" / "CURRENT").write_text(version)
+        rows = top_k(load(root, "items"), corpus.queries[:4], SearchOptions(k=10, metric="dot"))
+        answers[version] = [[{"id": i, "score": s} for i, s in row] for row in rows]
+    return answers
+
+
+def test_ray_hot_swap_under_load_fails_no_request(corpus: Corpus, tmp_path: Path, serve) -> None:
+    assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
+    assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "3", "--version", "v2") == 0
+    expected = _expected(tmp_path, corpus)
+    (tmp_path / "items" / "CURRENT").write_text("v1")
+    server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", **RAY_ENV)
+    stop, outcomes = threading.Event(), []
+    threads = [threading.Thread(target=_hammer, args=(server.url, corpus, expected, stop, outcomes)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    (tmp_path / "items" / "CURRENT").write_text("v2")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(v == "v2" for _, v in outcomes[-5:]):
+        time.sleep(0.2)
+    time.sleep(4.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    versions = [v for _, v in outcomes]
+    assert {status for status, _ in outcomes} == {200}, [o for o in outcomes if o[0] != 200][:3]
+    assert versions[0] == "v1" and versions[-1] == "v2"
+    assert len(outcomes) > 50
+
+
+def _replica_pids(app_part: str) -> list[int]:
+    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout.splitlines()
+    return [int(line.split()[0]) for line in listing if "ServeReplica:dotcos-" in line and app_part in line]
+
+
+def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: Path, serve) -> None:
+    assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
+    expected = _expected(tmp_path, corpus)
+    server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICAS="2", **RAY_ENV)
+    stop, outcomes = threading.Event(), []
+    threads = [threading.Thread(target=_hammer, args=(server.url, corpus, expected, stop, outcomes)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    victims = _replica_pids("-items-v1-0")
+    assert len(victims) == 2
+    os.kill(victims[0], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(_replica_pids("-items-v1-0")) < 2:
+        time.sleep(0.5)
+    time.sleep(2.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    statuses = [status for status, _ in outcomes]
+    assert -1 not in statuses
+    assert set(statuses) <= {200, 503}
+    assert statuses[-20:] == [200] * 20
+    assert len(_replica_pids("-items-v1-0")) == 2
+    print(f"killed replica: {len(statuses)} requests, {statuses.count(503)} answered 503, none wrong")
