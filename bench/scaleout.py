@@ -126,8 +126,11 @@ def main() -> None:
     builds = _builds(root, args.workdir / "docs.npy", args.index, args.shards)
     bodies = write_bodies(args.workdir / "bodies.jsonl", queries, {"k": 10, "metric": "dot"})
     served = ["unsharded", f"local{args.shards[0]}"]
-    serving = _serve(root, args.workdir, bodies, served, {}, "single process", args.clients, args.seconds)
-    serving += _serve(root, args.workdir, bodies, [f"local{args.shards[0]}"],
+    serve_root = args.workdir / "served"
+    for name in served:
+        shutil.copytree(root / name, serve_root / name)
+    serving = _serve(serve_root, args.workdir, bodies, served, {}, "single process", args.clients, args.seconds)
+    serving += _serve(serve_root, args.workdir, bodies, served,
                       {"DOTCOS_RAY_ADDRESS": "local", "DOTCOS_RAY_REPLICA_CPUS": "0"}, "ray serve", args.clients,
                       args.seconds)
     serving = _ratios(serving, args.shards[0])

@@ -83,6 +83,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         configure_runtime(settings.faiss_threads, settings.blas_threshold, settings.switch_interval_ms)
         log.info("loading collections from %s (reload every %ss, %d FAISS threads)",
                  settings.index_root, settings.reload_interval, settings.faiss_threads)
+        loader.start()
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
         yield
         registry.stop()

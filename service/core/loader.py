@@ -84,6 +84,8 @@ Served = LoadedVersion | ShardedVersion
 class Loader(Protocol):
     """Turns a published version into something the registry can serve."""
 
+    def start(self) -> None: ...
+
     def __call__(self, collection: str, version: str) -> Served: ...
 
     def close(self) -> None: ...
@@ -94,6 +96,9 @@ class LocalLoader:
 
     def __init__(self, root: Path, executor: Executor, mmap: bool = True) -> None:
         self.root, self.executor, self.mmap = root, executor, mmap
+
+    def start(self) -> None:
+        return None
 
     def __call__(self, collection: str, version: str) -> Served:
         manifest, path = read_version(self.root, collection, version)

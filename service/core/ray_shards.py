@@ -116,14 +116,15 @@ class RayLoader:
         self.started = False
         self.apps: list[str] = []
 
-    def _connect(self) -> None:
+    def start(self) -> None:
+        """Join (or start) the cluster from the main thread, before the registry's thread deploys shards:
+        Ray's driver state belongs to the thread that initialized it, and the registry thread may end."""
         if not ray.is_initialized():
             ray_init(self.settings.address)
             self.started = self.settings.address == LOCAL
         serve.start(proxy_location="Disabled")
 
     def __call__(self, collection: str, version: str) -> ShardedVersion:
-        self._connect()
         start = time.perf_counter()
         manifest, path = read_version(self.root, collection, version)
         apps = [f"{self.prefix}-{collection}-{version}-{shard}" for shard in range(len(manifest.parts()))]

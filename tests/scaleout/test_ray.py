@@ -101,6 +101,18 @@ def test_a_shard_task_that_keeps_dying_publishes_nothing(corpus: Corpus, tmp_pat
     assert not list((tmp_path / "items").glob(".staging*"))
 
 
+def test_bad_input_found_by_a_ray_task_exits_2_with_one_line(corpus: Corpus, tmp_path: Path) -> None:
+    docs = corpus.docs.copy()
+    docs[2500, 3] = np.nan
+    np.save(tmp_path / "nan.npy", docs)
+    argv = [str(BIN / "dotcos-build"), "build", "--input", str(tmp_path / "nan.npy"), "--name", "items", "--root",
+            str(tmp_path), "--shards", "2", "--ray", "local", "--quiet"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nan.npy'}: row 2500 holds nan (NaN or Inf is not allowed)"
+    assert list_versions(tmp_path, "items") == []
+
+
 def test_a_shard_task_killed_once_is_retried_by_ray(corpus: Corpus, tmp_path: Path) -> None:
     done = ray_build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2",
                      DOTCOS_CRASH_AT="shard.build.once")
@@ -133,7 +145,7 @@ def _requests(corpus: Corpus) -> list[tuple[str, dict]]:
 
 def test_ray_serve_answers_exactly_like_one_process(root: Path, corpus: Corpus, serve) -> None:
     plain = serve(root)
-    on_ray = serve(root, DOTCOS_RAY_ADDRESS="local", **RAY_ENV)
+    on_ray = serve(root, DOTCOS_RAY_ADDRESS="local", DOTCOS_RELOAD_INTERVAL="0", **RAY_ENV)
     with plain.client() as a, on_ray.client() as b:
         assert b.get("/v1/collections/sharded").json()["shards"] == 3
         for path, body in _requests(corpus):
@@ -203,20 +215,26 @@ def _replica_pids(app_part: str) -> list[int]:
     return [int(line.split()[0]) for line in listing if "ServeReplica:dotcos-" in line and app_part in line]
 
 
-def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: Path, serve) -> None:
+def _restarted(victim: int, replicas: int) -> bool:
+    pids = _replica_pids("-items-v1-0")
+    return len(pids) == replicas and victim not in pids
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: Path, serve, replicas: int) -> None:
     assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
     expected = _expected(tmp_path, corpus)
-    server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICAS="2", **RAY_ENV)
+    server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICAS=str(replicas), **RAY_ENV)
     stop, outcomes = threading.Event(), []
     threads = [threading.Thread(target=_hammer, args=(server.url, corpus, expected, stop, outcomes)) for _ in range(3)]
     for thread in threads:
         thread.start()
     time.sleep(1.0)
     victims = _replica_pids("-items-v1-0")
-    assert len(victims) == 2
+    assert len(victims) == replicas
     os.kill(victims[0], signal.SIGKILL)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(_replica_pids("-items-v1-0")) < 2:
+    while time.monotonic() < deadline and not _restarted(victims[0], replicas):
         time.sleep(0.5)
     time.sleep(2.0)
     stop.set()
@@ -226,5 +244,7 @@ def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: P
     assert -1 not in statuses
     assert set(statuses) <= {200, 503}
     assert statuses[-20:] == [200] * 20
-    assert len(_replica_pids("-items-v1-0")) == 2
-    print(f"killed replica: {len(statuses)} requests, {statuses.count(503)} answered 503, none wrong")
+    assert len(_replica_pids("-items-v1-0")) == replicas
+    unavailable = [message for status, message in outcomes if status == 503]
+    assert all("unavailable" in message for message in unavailable)
+    print(f"killed 1 of {replicas} replicas: {len(statuses)} requests, {len(unavailable)} answered 503, none wrong")
