@@ -251,7 +251,10 @@ class ParquetFile:
         return flat.astype(np.float32, copy=False).reshape(len(column), self._dim)
 
 
-def open_input(path: Path, fmt: str, columns: ParquetColumns) -> NpyFile | FvecsFile | ParquetFile:
+Reader = NpyFile | FvecsFile | ParquetFile
+
+
+def open_input(path: Path, fmt: str, columns: ParquetColumns) -> Reader:
     """Open one input file of a known format."""
     if not path.exists():
         raise InputError(f"input file {path} does not exist")

@@ -52,7 +52,15 @@ from index_builder.pipeline import (
 from index_builder.progress import Progress
 from index_builder.publish import new_staging_dir, new_version_name, publish
 from index_builder.readers import ParquetColumns, open_input
-from index_builder.staging import InputSpec, StagedCorpus, check_finite, check_ids, choose_ids, explicit_ids
+from index_builder.staging import (
+    InputSpec,
+    StagedCorpus,
+    check_finite,
+    check_ids,
+    choose_ids,
+    explicit_ids,
+    open_inputs,
+)
 from index_builder.tasks import TaskRunner, runner
 
 log = logging.getLogger(__name__)
@@ -197,15 +205,8 @@ class Scanned:
 
 def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned:
     spec = request.inputs
-    readers = [open_input(path, spec.fmt, spec.columns) for path in spec.paths]
-    dims = {r.dim for r in readers}
-    if len(dims) > 1:
-        detail = ", ".join(f"{r.path.name}: {r.dim}" for r in readers)
-        raise InputError(f"inconsistent dimensions across input files ({detail})")
-    counts = [r.count for r in readers]
-    total, dim = sum(counts), dims.pop()
-    if total == 0 or dim == 0:
-        raise InputError(f"input is empty ({total} rows of dimension {dim})")
+    _, counts, dim = open_inputs(spec)
+    total = sum(counts)
     rng = np.random.default_rng(request.index.seed)
     wanted = np.sort(rng.choice(total, min(total, 2 * request.selfcheck_queries + 16), replace=False))
     offsets = np.cumsum([0, *counts])

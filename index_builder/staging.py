@@ -15,7 +15,7 @@ import numpy as np
 from index_builder.contract.errors import InputError
 from index_builder.contract.metrics import row_norms
 from index_builder.progress import Progress
-from index_builder.readers import ParquetColumns, open_input, read_id_files
+from index_builder.readers import ParquetColumns, Reader, open_input, read_id_files
 
 VECTORS_FILE = "vectors.npy"
 IDS_FILE = "ids.txt"
@@ -127,8 +127,8 @@ def explicit_ids(spec: InputSpec, counts: list[int]) -> list[str] | None:
     return [i for ids in lists for i in ids]
 
 
-def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Progress) -> StagedCorpus:
-    """Read, validate and write the corpus into out_dir; raise InputError on bad input."""
+def open_inputs(spec: InputSpec) -> tuple[list[Reader], list[int], int]:
+    """The input files' readers, row counts and common dimension (headers only, no values read)."""
     readers = [open_input(path, spec.fmt, spec.columns) for path in spec.paths]
     dims = {r.dim for r in readers}
     if len(dims) > 1:
@@ -138,6 +138,13 @@ def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Pro
     total, dim = sum(counts), dims.pop()
     if total == 0 or dim == 0:
         raise InputError(f"input is empty ({total} rows of dimension {dim})")
+    return readers, counts, dim
+
+
+def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Progress) -> StagedCorpus:
+    """Read, validate and write the corpus into out_dir; raise InputError on bad input."""
+    readers, counts, dim = open_inputs(spec)
+    total = sum(counts)
     explicit = explicit_ids(spec, counts)
     rows = max(1, block_bytes // (4 * dim))
     norms = np.empty(total, dtype=np.float32)

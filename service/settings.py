@@ -47,6 +47,8 @@ class ServiceSettings(BaseSettings):
     ray_retries: int = Field(default=3, ge=0)
     ray_drain_s: float = Field(default=30.0, ge=0)
     ray_deploy_timeout_s: float = Field(default=300.0, gt=0)
+    ray_max_ongoing: int = Field(default=64, ge=1, description="requests a shard replica takes at once; "
+                                 "Serve's router backs off when every replica is full")
 
     @property
     def limits(self) -> Limits:
@@ -68,7 +70,7 @@ class ServiceSettings(BaseSettings):
         return RaySettings(address=self.ray_address, replicas=self.ray_replicas, replica_cpus=self.ray_replica_cpus,
                            retries=self.ray_retries, faiss_threads=max(1, int(self.ray_replica_cpus) or 1),
                            blas_threshold=self.blas_threshold, mmap=self.mmap, drain_s=self.ray_drain_s,
-                           deploy_timeout_s=self.ray_deploy_timeout_s)
+                           deploy_timeout_s=self.ray_deploy_timeout_s, max_ongoing=self.ray_max_ongoing)
 
     @property
     def faiss_threads(self) -> int:

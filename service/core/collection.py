@@ -23,19 +23,10 @@ def unknown_ids(field: str, collection: str, missing: list[str]) -> NotFoundErro
     return NotFoundError(f"{field}: unknown id(s) in collection {collection!r}: {shown}{more}")
 
 
-@dataclass(frozen=True)
-class LoadedVersion:
-    """Immutable once loaded: a request holds one for its whole life, so a swap never tears it."""
+class VersionFacts:
+    """What any served version (one part or many shards) says about itself through its manifest."""
 
-    collection: str
     manifest: Manifest
-    path: Path
-    ids: list[str]
-    rows_by_id: dict[str, int]
-    vectors: np.ndarray
-    indexes: dict[str, ServedIndex]
-    load_seconds: float
-    loaded_at: datetime
 
     @property
     def version(self) -> str:
@@ -48,6 +39,21 @@ class LoadedVersion:
     @property
     def default_metric(self) -> str:
         return next(iter(self.manifest.metrics))
+
+
+@dataclass(frozen=True)
+class LoadedVersion(VersionFacts):
+    """Immutable once loaded: a request holds one for its whole life, so a swap never tears it."""
+
+    collection: str
+    manifest: Manifest
+    path: Path
+    ids: list[str]
+    rows_by_id: dict[str, int]
+    vectors: np.ndarray
+    indexes: dict[str, ServedIndex]
+    load_seconds: float
+    loaded_at: datetime
 
     def served(self, metric: str | None) -> ServedIndex:
         """The index for a metric name (default: the first built), or an error naming the built ones."""

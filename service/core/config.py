@@ -46,3 +46,4 @@ class RaySettings:
     mmap: bool = True
     drain_s: float = 30.0
     deploy_timeout_s: float = 300.0
+    max_ongoing: int = 64

@@ -20,7 +20,7 @@ import numpy as np
 from index_builder.contract.errors import InputError
 from index_builder.contract.manifest import Manifest
 from index_builder.contract.metrics import Metric
-from service.core.collection import LoadedVersion, unknown_ids
+from service.core.collection import LoadedVersion, VersionFacts, unknown_ids
 from service.core.config import Limits
 from service.core.items import ScoreQuery, SimilarQuery, scored_hits
 from service.core.search import Hit, SearchOptions, SearchResult
@@ -56,7 +56,7 @@ class LocalShards:
 
 
 @dataclass(frozen=True)
-class ShardedVersion:
+class ShardedVersion(VersionFacts):
     """A loaded sharded version: its manifest and the backend that reaches its shards."""
 
     collection: str
@@ -65,14 +65,6 @@ class ShardedVersion:
     shards: ShardBackend
     load_seconds: float
     loaded_at: datetime
-
-    @property
-    def version(self) -> str:
-        return self.manifest.version
-
-    @property
-    def default_metric(self) -> str:
-        return next(iter(self.manifest.metrics))
 
     def metric_name(self, metric: str | None) -> str:
         return self.default_metric if metric is None else Metric.parse(metric).name

@@ -53,7 +53,7 @@ class ShardServer:
         return OPS[op](self.part, *args)
 
 
-SHARD_DEPLOYMENT = serve.deployment(name="shard", max_ongoing_requests=16)(ShardServer)
+SHARD_DEPLOYMENT = serve.deployment(name="shard")(ShardServer)
 
 
 class RayShards:
@@ -129,6 +129,7 @@ class RayLoader:
         manifest, path = read_version(self.root, collection, version)
         apps = [f"{self.prefix}-{collection}-{version}-{shard}" for shard in range(len(manifest.parts()))]
         deployment = SHARD_DEPLOYMENT.options(num_replicas=self.settings.replicas,
+                                              max_ongoing_requests=self.settings.max_ongoing,
                                               ray_actor_options={"num_cpus": self.settings.replica_cpus})
         targets = [RunTarget(deployment.bind(str(self.root), collection, version, shard, self.settings),
                              name=app, route_prefix=None) for shard, app in enumerate(apps)]

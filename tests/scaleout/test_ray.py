@@ -11,6 +11,8 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,9 +20,10 @@ import numpy as np
 import pytest
 
 from index_builder.contract.layout import list_versions, read_current
+from service.core.search import SearchOptions
 from tests.builder.helpers import active_manifest
 from tests.conftest import BIN, Corpus, build
-from tests.scaleout.answers import assert_same_answers, load
+from tests.scaleout.answers import assert_same_answers, load, top_k
 from tests.service.oracle import true_scores
 
 METRICS = "dot,cosine,norm_pow:0.5,norm_sigmoid,covariance"
@@ -33,15 +36,6 @@ def ray_build(root: Path, corpus: Corpus, name: str, *extra: str, **env: str) ->
             "--queries", str(corpus.queries_path), "--name", name, "--root", str(root), "--ray", "local",
             "--quiet", *extra]
     return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
-
-
-@pytest.fixture(scope="module")
-def users(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("users") / "users.npy"
-    rng = np.random.default_rng(5)
-    np.save(path, (corpus.queries[rng.integers(0, len(corpus.queries), 300)]
-                   + 0.1 * rng.standard_normal((300, corpus.queries.shape[1]))).astype(np.float32))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +152,22 @@ def test_ray_serve_answers_exactly_like_one_process(root: Path, corpus: Corpus, 
             single["results"]
 
 
+@contextmanager
+def hammering(url: str, corpus: Corpus, expected: dict[str, list], threads: int = 3) -> Iterator[list]:
+    """Searches from `threads` clients for as long as the block runs; yields their (status, detail) list."""
+    stop, outcomes = threading.Event(), []
+    workers = [threading.Thread(target=_hammer, args=(url, corpus, expected, stop, outcomes)) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(1.0)
+        yield outcomes
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+
+
 def _hammer(url: str, corpus: Corpus, expected: dict[str, list], stop: threading.Event,
             outcomes: list[tuple[int, str]]) -> None:
     """Search in a loop; record (status, version) and flag any 200 whose answer is not the expected one."""
@@ -174,9 +184,6 @@ def _hammer(url: str, corpus: Corpus, expected: dict[str, list], stop: threading
 
 
 def _expected(root: Path, corpus: Corpus) -> dict[str, list]:
-    from service.core.search import SearchOptions
-    from tests.scaleout.answers import top_k
-
     answers = {}
     for version in list_versions(root, "items"):
         (root / "items" / "CURRENT").write_text(version)
@@ -191,19 +198,12 @@ def test_ray_hot_swap_under_load_fails_no_request(corpus: Corpus, tmp_path: Path
     expected = _expected(tmp_path, corpus)
     (tmp_path / "items" / "CURRENT").write_text("v1")
     server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", **RAY_ENV)
-    stop, outcomes = threading.Event(), []
-    threads = [threading.Thread(target=_hammer, args=(server.url, corpus, expected, stop, outcomes)) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    (tmp_path / "items" / "CURRENT").write_text("v2")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not any(v == "v2" for _, v in outcomes[-5:]):
-        time.sleep(0.2)
-    time.sleep(4.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with hammering(server.url, corpus, expected) as outcomes:
+        (tmp_path / "items" / "CURRENT").write_text("v2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(v == "v2" for _, v in outcomes[-5:]):
+            time.sleep(0.2)
+        time.sleep(4.0)
     versions = [v for _, v in outcomes]
     assert {status for status, _ in outcomes} == {200}, [o for o in outcomes if o[0] != 200][:3]
     assert versions[0] == "v1" and versions[-1] == "v2"
@@ -225,21 +225,14 @@ def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: P
     assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
     expected = _expected(tmp_path, corpus)
     server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICAS=str(replicas), **RAY_ENV)
-    stop, outcomes = threading.Event(), []
-    threads = [threading.Thread(target=_hammer, args=(server.url, corpus, expected, stop, outcomes)) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    victims = _replica_pids("-items-v1-0")
-    assert len(victims) == replicas
-    os.kill(victims[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _restarted(victims[0], replicas):
-        time.sleep(0.5)
-    time.sleep(2.0)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with hammering(server.url, corpus, expected) as outcomes:
+        victims = _replica_pids("-items-v1-0")
+        assert len(victims) == replicas
+        os.kill(victims[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _restarted(victims[0], replicas):
+            time.sleep(0.5)
+        time.sleep(2.0)
     statuses = [status for status, _ in outcomes]
     assert -1 not in statuses
     assert set(statuses) <= {200, 503}

@@ -21,15 +21,6 @@ METRICS = "dot,cosine,norm_pow:0.5,norm_sigmoid,covariance"
 
 
 @pytest.fixture(scope="module")
-def users(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(3)
-    path = tmp_path_factory.mktemp("users") / "users.npy"
-    np.save(path, (corpus.queries[rng.integers(0, len(corpus.queries), 400)]
-                   + 0.1 * rng.standard_normal((400, corpus.queries.shape[1]))).astype(np.float32))
-    return path
-
-
-@pytest.fixture(scope="module")
 def pair(corpus: Corpus, users: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One root holding the same corpus unsharded ('single') and in 3 shards ('sharded')."""
     root = tmp_path_factory.mktemp("pair")
