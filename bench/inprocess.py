@@ -31,8 +31,10 @@ CONFIGS: dict[str, tuple[list[str], list[str]]] = {
     "flat": (["--index", "flat"], ["dot", "cosine"]),
     "hnsw-ip": (["--index", "hnsw"], ["dot", "cosine"]),
     "hnsw-mips": (["--index", "hnsw", "--mips", "l2"], ["dot"]),
+    "hnsw-ranged": (["--index", "hnsw", "--mips", "ranged"], ["dot"]),
     "ivf-ip": (["--index", "ivf"], ["dot", "cosine"]),
     "ivf-mips": (["--index", "ivf", "--mips", "l2"], ["dot"]),
+    "ivf-ranged": (["--index", "ivf", "--mips", "ranged"], ["dot"]),
     "ivfpq-rerank": (["--index", "ivfpq"], ["dot", "cosine"]),
 }
 EF_VALUES = (16, 32, 64, 128, 256, 512, 1024)
@@ -95,7 +97,8 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
         entry = version.manifest.metrics[metric].index
         sweeps: dict[str, tuple[int | None, ...]] = {"efSearch": EF_VALUES, "nprobe": NPROBE_VALUES}
         values = sweeps.get(served.param or "", (None,))
-        size = (version.path / entry.file).stat().st_size + (version.path / "vectors.npy").stat().st_size
+        files = [*entry.files_for(str(entry.file)), "vectors.npy"]
+        size = sum((version.path / f).stat().st_size for f in files)
         for value in values:
             scores, found, single, batch = _time_ours(served, queries, value)
             rows.append({"impl": "dotcos", "config": config, "metric": metric, "param": served.param,
@@ -120,10 +123,10 @@ def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None) -> d
     prepared = served.faiss_queries(queries)
     params = search_parameters(served.param, value)
     faiss.omp_set_num_threads(1)
-    single = _qps(lambda: [served.index.search(prepared[i : i + 1], K, params=params)
-                           for i in range(len(prepared))], len(prepared))
+    single = _qps(lambda: [index.search(prepared[i : i + 1], K, params=params)
+                           for i in range(len(prepared)) for index in served.searched], len(prepared))
     faiss.omp_set_num_threads(THREADS)
-    batch = _qps(lambda: served.index.search(prepared, K, params=params), len(prepared))
+    batch = _qps(lambda: [index.search(prepared, K, params=params) for index in served.searched], len(prepared))
     return {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
 
 

@@ -56,8 +56,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
                    "norm_pow:ALPHA, norm_sigmoid, covariance")
     p.add_argument("--index", default="flat", help=f"{'|'.join(KINDS)} or a FAISS index_factory string")
     p.add_argument("--mips", choices=MIPS_MODES, default="none",
-                   help="l2: serve dot through an L2 index over the MIPS augmentation; auto: build both, "
-                   "keep the one reaching --target-recall cheaper")
+                   help="l2: serve dot through an L2 index over the MIPS augmentation; ranged: one augmented "
+                   "index per norm range (--mips-ranges); auto: build raw inner product and both, keep the one "
+                   "reaching --target-recall cheapest")
+    p.add_argument("--mips-ranges", type=_positive, default=8, help="norm ranges of --mips ranged (default 8)")
     p.add_argument("--hnsw-m", type=_positive, default=32)
     p.add_argument("--ef-construction", type=_positive, default=128)
     p.add_argument("--nlist", type=_positive, help="IVF lists (default ~4*sqrt(n))")
@@ -136,7 +138,8 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         raise InputError(f"--task-retries must be 0 or more, got {args.task_retries}")
     return BuildRequest(
         inputs=inputs, collection=args.name, root=root, metrics=parse_metric_list(args.metrics),
-        index=options, mips=args.mips, queries=_input_spec(args.queries, args, "--queries"),
+        index=options, mips=args.mips, mips_ranges=args.mips_ranges,
+        queries=_input_spec(args.queries, args, "--queries"),
         users=_input_spec(args.users, args, "--users"), target_recall=args.target_recall,
         selfcheck_queries=args.selfcheck_queries, version=args.version,
         block_bytes=settings.block_mb << 20, shards=args.shards, ray=args.ray, task_retries=args.task_retries,

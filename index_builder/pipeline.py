@@ -14,20 +14,23 @@ import numpy as np
 
 import index_builder
 from index_builder.contract.errors import InputError
-from index_builder.contract.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry
+from index_builder.contract.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
 from index_builder.contract.metrics import (
     Layout,
     Metric,
     MetricKind,
     MetricSpace,
     augment_documents,
+    faiss_metric,
     fit_metric_space,
+    norm_range_bounds,
+    norm_range_of,
 )
 from index_builder.contract.scoring import doc_scales, indexed_rows
 from index_builder.contract.search import ServedIndex
 from index_builder.covariance import user_covariance, whitening_matrix
 from index_builder.evaluate import Checked, ground_truth, norm_bias, norm_profile, self_check, served_check
-from index_builder.indexes import IndexOptions, new_index, plan_index, train_and_add
+from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, train_and_add
 from index_builder.progress import Progress
 from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
 from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpus, stage_corpus, stream_vectors
@@ -35,7 +38,8 @@ from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpu
 log = logging.getLogger(__name__)
 
 WHITENING_FILE = "covariance.npy"
-MIPS_MODES = ("none", "l2", "auto")
+MIPS_MODES = ("none", "l2", "ranged", "auto")
+FORCED_MIPS = ("l2", "ranged")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class BuildRequest:
     metrics: list[Metric]
     index: IndexOptions = IndexOptions()
     mips: str = "none"
+    mips_ranges: int = 8
     queries: InputSpec | None = None
     users: InputSpec | None = None
     target_recall: float = 0.95
@@ -113,30 +118,55 @@ class MetricInputs:
     rows: np.ndarray
     block_rows: int
     max_norm: float
+    range_bounds: list[float] = field(default_factory=list)
+
+
+def _write_one(
+    inputs: MetricInputs, layout: Layout, rows: np.ndarray, bound: float | None, corpus: StagedCorpus,
+    options: IndexOptions, path: Path, progress: Progress,
+) -> tuple[IndexPlan, faiss.Index]:
+    """One FAISS index over `rows`, augmented with `bound` as the maximum norm when given."""
+    space = inputs.space
+
+    def prepare(chunk: np.ndarray) -> np.ndarray:
+        prepared = space.prepare_documents(corpus.rows(chunk))
+        return augment_documents(prepared, bound) if bound is not None else prepared
+
+    augmented = layout.augmented
+    plan = plan_index(options, corpus.dim + augmented, max(len(rows), 1), augmented)
+    if len(rows):
+        index = new_index(plan, layout)
+        log.info("%s: %s index (%s, %s) over %d documents", space.name, plan.kind, plan.factory, layout, len(rows))
+        train_and_add(index, rows, prepare, options, inputs.block_rows, progress)
+    else:
+        index = faiss.IndexIDMap(faiss.IndexFlat(corpus.dim + augmented, faiss_metric(layout)))
+    with progress.stage(f"write {path.name}"):
+        faiss.write_index(index, str(path))
+    return plan, index
 
 
 def write_index(
     inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, options: IndexOptions, path: Path,
     progress: Progress,
-) -> tuple[IndexEntry, faiss.Index]:
-    """Build one index of a metric in one layout and write it to `path` (self-check not yet run)."""
-    space, rows = inputs.space, inputs.rows
-    augmented = layout is Layout.L2_AUGMENTED
-    max_norm = inputs.max_norm if augmented else None
-
-    def prepare(chunk: np.ndarray) -> np.ndarray:
-        prepared = space.prepare_documents(corpus.rows(chunk))
-        return augment_documents(prepared, max_norm) if max_norm is not None else prepared
-
-    plan = plan_index(options, corpus.dim + augmented, len(rows), augmented)
-    index = new_index(plan, layout)
-    log.info("%s: %s index (%s, %s) over %d documents", space.name, plan.kind, plan.factory, layout, len(rows))
-    train_and_add(index, rows, prepare, options, inputs.block_rows, progress)
-    with progress.stage(f"write {path.name}"):
-        faiss.write_index(index, str(path))
+) -> tuple[IndexEntry, list[faiss.Index]]:
+    """Build one metric's index in one layout (one per norm range when ranged), written next to `path`."""
+    rows = inputs.rows
+    bounds = inputs.range_bounds if layout is Layout.L2_RANGED else []
+    max_norm = inputs.max_norm if layout.augmented else None
+    groups: list[tuple[np.ndarray, float | None, Path]]
+    if bounds:
+        which = norm_range_of(corpus.norms[rows], bounds)
+        groups = [(rows[which == r], bound, path.with_name(range_file(path.name, r)))
+                  for r, bound in enumerate(bounds)]
+    else:
+        groups = [(rows, max_norm, path)]
+    built = [_write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
+             for group, bound, group_path in groups]
+    plan = max(zip(built, groups, strict=True), key=lambda pair: len(pair[1][0]))[0][0]
     entry = IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
-                       exact=plan.exact, max_norm=max_norm, refine_factor=plan.refine_factor)
-    return entry, index
+                       exact=plan.exact and not bounds, max_norm=max_norm, range_bounds=bounds,
+                       refine_factor=plan.refine_factor)
+    return entry, [index for _, index in built]
 
 
 def checked_entry(entry: IndexEntry, checked: Checked, queries: QuerySet, truth: np.ndarray,
@@ -152,8 +182,8 @@ def _build_layout(
     queries: QuerySet, truth: np.ndarray, progress: Progress,
 ) -> IndexEntry:
     """Build one index of a metric in one layout, write it to `path`, and measure its recall."""
-    entry, index = write_index(inputs, layout, corpus, request.index, path, progress)
-    served = ServedIndex(index, inputs.space, layout, entry.refine_factor, corpus.vectors, inputs.scales)
+    entry, indexes = write_index(inputs, layout, corpus, request.index, path, progress)
+    served = ServedIndex.of(indexes, inputs.space, layout, entry.refine_factor, corpus.vectors, inputs.scales)
     return checked_entry(entry, served_check(served), queries, truth, request.target_recall, progress)
 
 
@@ -161,7 +191,8 @@ def _cost(entry: IndexEntry, target: float) -> tuple[int, float]:
     """Lower is better: reaching the target first, then the cheapest knob; else the higher recall."""
     recall = entry.self_check.recall_at_10 if entry.self_check else 0.0
     if recall >= target:
-        return 0, float(next(iter(entry.search_params.values()), 0) * entry.refine_factor)
+        searches = max(1, len(entry.range_bounds))
+        return 0, float(next(iter(entry.search_params.values()), 0) * entry.refine_factor * searches)
     return 1, -recall
 
 
@@ -171,7 +202,9 @@ def _layouts(metric: Metric, request: BuildRequest) -> list[Layout]:
         return [Layout.IP]
     if request.mips == "l2":
         return [Layout.L2_AUGMENTED, Layout.IP]
-    return [Layout.IP, Layout.L2_AUGMENTED]
+    if request.mips == "ranged":
+        return [Layout.L2_RANGED, Layout.IP]
+    return [Layout.IP, Layout.L2_AUGMENTED, Layout.L2_RANGED]
 
 
 def _describe(entry: IndexEntry) -> str:
@@ -189,7 +222,7 @@ def layouts_for(metric: Metric, request: BuildRequest) -> list[Layout]:
 def choose_layout(metric: Metric, trials: list[IndexEntry], request: BuildRequest) -> IndexEntry:
     """The trial to serve: the requested layout with --mips l2, else the cheapest reaching the target."""
     target = request.target_recall
-    chosen = trials[0] if request.mips == "l2" else min(trials, key=lambda e: _cost(e, target))
+    chosen = trials[0] if request.mips in FORCED_MIPS else min(trials, key=lambda e: _cost(e, target))
     for trial in trials:
         if trial is not chosen and _cost(trial, target) < _cost(chosen, target):
             log.warning("%s: --mips %s measures worse than %s (%s vs %s); consider --mips auto",
@@ -225,17 +258,33 @@ def _build_metric(
     with progress.stage(f"ground truth {metric.name}", len(queries.vectors), unit="query"):
         truth, truth_rows = ground_truth(space, corpus.vectors, scales, queries.vectors)
     rows = indexed_rows(space, scales)
-    inputs = MetricInputs(metric, space, scales, rows, block_rows, float(corpus.norms[rows].max()))
+    layouts = layouts_for(metric, request)
+    bounds = range_bounds(corpus.norms[rows], layouts, request)
+    inputs = MetricInputs(metric, space, scales, rows, block_rows, float(corpus.norms[rows].max()), bounds)
     stem = file_stem(metric)
     trials = [_build_layout(inputs, layout, corpus, request, staging / f"{stem}.{layout}.tmp", queries, truth,
-                            progress) for layout in layouts_for(metric, request)]
+                            progress) for layout in layouts]
     chosen = choose_layout(metric, trials, request)
-    for trial in trials:
-        if trial is not chosen:
-            (staging / str(trial.file)).unlink()
     file = f"{stem}.faiss"
-    (staging / str(chosen.file)).rename(staging / file)
+    keep_chosen(staging, trials, chosen, file)
     return metric_entry(space, chosen, trials, file), truth_rows
+
+
+def range_bounds(norms: np.ndarray, layouts: list[Layout], request: BuildRequest) -> list[float]:
+    """Global norm-range bounds when a norm-ranged layout is tried (empty otherwise)."""
+    return norm_range_bounds(norms, request.mips_ranges) if Layout.L2_RANGED in layouts else []
+
+
+def keep_chosen(staging: Path, trials: list[IndexEntry], chosen: IndexEntry, file: str) -> None:
+    """Rename the chosen trial's file(s) to `file` (and its range files), delete the other trials'."""
+    for trial in trials:
+        names = trial.files_for(str(trial.file))
+        if trial is chosen:
+            for name, final in zip(names, trial.files_for(file), strict=True):
+                (staging / name).rename(staging / final)
+        else:
+            for name in names:
+                (staging / name).unlink()
 
 
 def whitening_for(request: BuildRequest, dim: int, staging: Path, progress: Progress) -> np.ndarray | None:
@@ -308,6 +357,7 @@ def _build_params(request: BuildRequest) -> dict[str, object]:
     return {
         "input": [str(p) for p in request.inputs.paths][:20], "format": request.inputs.fmt,
         "metrics": [m.name for m in request.metrics], "index": options.kind, "mips": request.mips,
+        "mips_ranges": request.mips_ranges,
         "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction, "nlist": options.nlist,
         "pq_m": options.pq_m, "pq_bits": options.pq_bits, "train_size": options.train_size,
         "seed": options.seed, "target_recall": request.target_recall,

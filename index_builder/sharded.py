@@ -42,10 +42,12 @@ from index_builder.pipeline import (
     choose_layout,
     document_query_rows,
     file_stem,
+    keep_chosen,
     layouts_for,
     metric_entry,
     new_manifest,
     query_sets,
+    range_bounds,
     whitening_for,
     write_index,
 )
@@ -117,6 +119,7 @@ class ShardJob:
     layouts: dict[str, list[Layout]]
     queries: dict[str, np.ndarray]
     max_norm: float
+    range_bounds: list[float]
     index: IndexOptions
     block_bytes: int
     crash_at: str | None = None
@@ -182,7 +185,8 @@ def build_shard(job: ShardJob) -> ShardResult:
         rows = indexed_rows(space, scales[space.name])
         if not len(rows):
             raise InputError(f"shard {name} has no document {space.name} can index; use fewer --shards")
-        inputs = MetricInputs(space.metric, space, scales[space.name], rows, block_rows, job.max_norm)
+        inputs = MetricInputs(space.metric, space, scales[space.name], rows, block_rows, job.max_norm,
+                              job.range_bounds)
         truth[space.name] = exact_topk(space, job.queries[space.name], corpus.vectors, scales[space.name], RECALL_K)
         stem = file_stem(space.metric)
         trials[space.name] = [
@@ -243,6 +247,8 @@ def _shard_jobs(request: BuildRequest, scanned: Scanned, spaces: list[MetricSpac
             ids=[scanned.ids[i] for i in mine], dim=scanned.dim, spaces=spaces,
             layouts={sp.name: layouts_for(sp.metric, request) for sp in spaces}, queries=queries,
             max_norm=float(scanned.norms.max()), index=request.index, block_bytes=request.block_bytes,
+            range_bounds=range_bounds(scanned.norms, [lay for sp in spaces for lay in layouts_for(sp.metric, request)],
+                                      request),
             crash_at=armed(),
         ))
     return jobs, np.concatenate(order)
@@ -260,8 +266,9 @@ def _merged_check(space: MetricSpace, layout_at: int, results: list[ShardResult]
     for result in results:
         entry = result.trials[space.name][layout_at]
         vectors = np.load(staging / f"vectors.{shard_name(result.shard)}.npy", mmap_mode="r")
-        served.append(ServedIndex(read_index(staging / str(entry.file)), space, entry.layout, entry.refine_factor,
-                                  np.asarray(vectors), result.scales[space.name]))
+        indexes = [read_index(staging / name) for name in entry.files_for(str(entry.file))]
+        served.append(ServedIndex.of(indexes, space, entry.layout, entry.refine_factor, np.asarray(vectors),
+                                     result.scales[space.name]))
     one = served_check(served[0])
 
     def search(queries: np.ndarray, k: int, value: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -284,12 +291,9 @@ def _finish_metric(space: MetricSpace, request: BuildRequest, results: list[Shar
     chosen = choose_layout(space.metric, trials, request)
     at = trials.index(chosen)
     for result in results:
-        for i, trial in enumerate(result.trials[space.name]):
-            path = staging / str(trial.file)
-            if i == at:
-                path.rename(staging / f"{file_stem(space.metric)}.{shard_name(result.shard)}.faiss")
-            else:
-                path.unlink()
+        shard_trials = result.trials[space.name]
+        final = f"{file_stem(space.metric)}.{shard_name(result.shard)}.faiss"
+        keep_chosen(staging, shard_trials, shard_trials[at], final)
     return metric_entry(space, chosen, trials, None), truth_rows
 
 

@@ -23,7 +23,8 @@ def _shared_files(manifest: Manifest) -> set[str]:
 
 def part_files(manifest: Manifest, part: ShardEntry) -> set[str]:
     """The files one part (shard) needs: its own plus those every part shares."""
-    return {part.vectors_file, part.ids_file, *part.index_files.values()} | _shared_files(manifest)
+    indexes = {f for metric in part.index_files for f in manifest.part_index_files(part, metric)}
+    return {part.vectors_file, part.ids_file, *indexes} | _shared_files(manifest)
 
 
 def verify_checksums(manifest: Manifest, version_path: Path, part: ShardEntry | None = None) -> None:
@@ -79,18 +80,21 @@ def read_ids(version_path: Path, part: ShardEntry) -> list[str]:
     return ids
 
 
-def open_index(manifest: Manifest, version_path: Path, part: ShardEntry, metric: str, mmap: bool) -> faiss.Index:
-    """One part's FAISS index of a metric, checked against the count and dimension the manifest promises."""
+def open_indexes(manifest: Manifest, version_path: Path, part: ShardEntry, metric: str,
+                 mmap: bool) -> list[faiss.Index]:
+    """One part's FAISS index(es) of a metric (one per norm range when ranged), checked against the
+    count and dimension the manifest promises."""
     entry = manifest.metrics[metric].index
-    file = part.index_files[metric]
-    index = read_index(version_path / file, mmap=mmap)
-    expected_dim = manifest.dim + (entry.max_norm is not None)
-    if index.ntotal != part.index_counts[metric] or index.d != expected_dim:
+    files = manifest.part_index_files(part, metric)
+    indexes = [read_index(version_path / file, mmap=mmap) for file in files]
+    expected_dim = manifest.dim + entry.layout.augmented
+    total = sum(index.ntotal for index in indexes)
+    if total != part.index_counts[metric] or any(index.d != expected_dim for index in indexes):
         raise ArtifactError(
-            f"{file}: {part.index_counts[metric]} vectors of dimension {expected_dim} expected for {metric}, "
-            f"got {index.ntotal} of {index.d}"
+            f"{files[0]}: {part.index_counts[metric]} vectors of dimension {expected_dim} expected for {metric}, "
+            f"got {total} of {indexes[0].d}"
         )
-    return index
+    return indexes
 
 
 def verify_version(manifest: Manifest, version_path: Path) -> None:
@@ -102,6 +106,6 @@ def verify_version(manifest: Manifest, version_path: Path) -> None:
         open_vectors(manifest, version_path, part)
         read_ids(version_path, part)
         for name in manifest.metrics:
-            open_index(manifest, version_path, part, name, mmap=True)
+            open_indexes(manifest, version_path, part, name, mmap=True)
     for name in manifest.metrics:
         manifest.metric_space(name, version_path)

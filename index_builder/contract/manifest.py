@@ -52,10 +52,22 @@ class IndexEntry(_Model):
     count: int
     exact: bool
     max_norm: float | None = None
+    range_bounds: list[float] = Field(default_factory=list)
     refine_factor: int = 1
     search_params: dict[str, int] = Field(default_factory=dict)
     self_check: SelfCheck | None = None
     layout_trials: dict[str, str] = Field(default_factory=dict)
+
+
+    def files_for(self, base: str) -> list[str]:
+        """The FAISS files behind one part's index of this metric: `base`, or one per norm range."""
+        return [range_file(base, r) for r in range(len(self.range_bounds))] if self.range_bounds else [base]
+
+
+def range_file(name: str, r: int) -> str:
+    """A norm range's file next to `name`: dot.faiss -> dot.r00.faiss."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.r{r:02d}.{suffix}" if dot else f"{name}.r{r:02d}"
 
 
 class MetricEntry(_Model):
@@ -120,6 +132,10 @@ class Manifest(_Model):
             raise ArtifactError(f"manifest of {self.collection}/{self.version} names no index file")
         return [ShardEntry(name="", count=self.count, vectors_file=self.vectors_file, ids_file=self.ids_file,
                            index_files=files, index_counts={n: m.index.count for n, m in self.metrics.items()})]
+
+    def part_index_files(self, part: ShardEntry, metric: str) -> list[str]:
+        """The FAISS files of one metric in one part."""
+        return self.metrics[metric].index.files_for(part.index_files[metric])
 
     def metric_space(self, name: str, version_path: Path) -> MetricSpace:
         """Rebuild the fitted metric space of one built metric from this version's files."""

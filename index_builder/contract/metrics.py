@@ -54,6 +54,12 @@ class Layout(StrEnum):
 
     IP = "ip"
     L2_AUGMENTED = "l2_augmented"
+    L2_RANGED = "l2_ranged"
+
+    @property
+    def augmented(self) -> bool:
+        """Stored through the MIPS-to-L2 augmentation (one index, or one per norm range)."""
+        return self is not Layout.IP
 
 
 METRIC_SYNTAX = "dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance"
@@ -251,7 +257,7 @@ def fit_metric_space(metric: Metric, norms: FloatArray, whitening: FloatArray | 
 
 def faiss_metric(layout: Layout) -> int:
     """The FAISS metric constant an index of this layout is built with."""
-    return faiss.METRIC_L2 if layout is Layout.L2_AUGMENTED else faiss.METRIC_INNER_PRODUCT
+    return faiss.METRIC_L2 if layout.augmented else faiss.METRIC_INNER_PRODUCT
 
 
 def augment_documents(y: FloatArray, max_norm: float) -> FloatArray:
@@ -259,6 +265,22 @@ def augment_documents(y: FloatArray, max_norm: float) -> FloatArray:
     sq = np.einsum("ij,ij->i", y.astype(np.float64), y.astype(np.float64))
     extra = np.sqrt(np.maximum(max_norm * max_norm - sq, 0.0))
     return np.ascontiguousarray(np.hstack([y, extra[:, None]]), dtype=np.float32)
+
+
+def norm_range_bounds(norms: FloatArray, ranges: int) -> list[float]:
+    """Upper norm bound of each of `ranges` equal-count norm ranges (fewer when norms repeat).
+
+    Norm-ranged MIPS augments each range with its own bound instead of the corpus maximum, so
+    the extra coordinate stays small next to the vector in every range.
+    """
+    quantiles = np.quantile(norms.astype(np.float64), np.arange(1, ranges + 1) / ranges)
+    quantiles[-1] = float(norms.max())
+    return [float(b) for b in np.unique(quantiles)]
+
+
+def norm_range_of(norms: FloatArray, bounds: list[float]) -> np.ndarray:
+    """The range of every norm: the first range whose bound is not below it."""
+    return np.minimum(np.searchsorted(np.asarray(bounds), norms, side="left"), len(bounds) - 1)
 
 
 def augment_queries(p: FloatArray) -> FloatArray:

@@ -19,7 +19,11 @@ from index_builder.contract.scoring import MISSING, score_rows, sort_topk
 
 @dataclass(frozen=True)
 class ServedIndex:
-    """A loaded FAISS index with what is needed to query it and rescore its answers."""
+    """A loaded FAISS index with what is needed to query it and rescore its answers.
+
+    Norm-ranged layouts hold one index per norm range in `ranges` (all searched, answers merged
+    by true score); `index` is then the largest of them, which sets the tuning knob.
+    """
 
     index: faiss.Index
     space: MetricSpace
@@ -27,6 +31,23 @@ class ServedIndex:
     refine_factor: int
     vectors: np.ndarray
     scales: np.ndarray
+    ranges: tuple[faiss.Index, ...] = ()
+
+    @classmethod
+    def of(cls, indexes: list[faiss.Index], space: MetricSpace, layout: Layout, refine_factor: int,
+           vectors: np.ndarray, scales: np.ndarray) -> ServedIndex:
+        """Serve one index, or the per-range indexes of a norm-ranged layout."""
+        largest = max(indexes, key=lambda index: index.ntotal)
+        ranges = tuple(indexes) if len(indexes) > 1 else ()
+        return cls(largest, space, layout, refine_factor, vectors, scales, ranges)
+
+    @property
+    def searched(self) -> tuple[faiss.Index, ...]:
+        return self.ranges or (self.index,)
+
+    @cached_property
+    def ntotal(self) -> int:
+        return sum(index.ntotal for index in self.searched)
 
     @cached_property
     def param(self) -> str | None:
@@ -41,7 +62,7 @@ class ServedIndex:
     def faiss_queries(self, queries: np.ndarray) -> np.ndarray:
         """Queries in the space the FAISS index was built in."""
         prepared = self.space.prepare_queries(queries)
-        return augment_queries(prepared) if self.layout is Layout.L2_AUGMENTED else prepared
+        return augment_queries(prepared) if self.layout.augmented else prepared
 
 
 def ann_topk(
@@ -51,12 +72,14 @@ def ann_topk(
     param_value: int | None,
     selector: faiss.IDSelector | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows per query by true score: fetch k*refine candidates, rescore, sort."""
-    fetch = min(k * served.refine_factor, max(served.index.ntotal, 1))
+    """Top-k rows per query by true score: fetch k*refine candidates (from every norm range), rescore, sort."""
+    fetch = min(k * served.refine_factor, max(served.ntotal, 1))
     if served.param == EF_SEARCH:
         param_value = max(param_value or 0, fetch)
     params = search_parameters(served.param, param_value, selector)
-    _, labels = served.index.search(served.faiss_queries(queries), fetch, params=params)
+    prepared = served.faiss_queries(queries)
+    found = [index.search(prepared, min(fetch, max(index.ntotal, 1)), params=params)[1] for index in served.searched]
+    labels = found[0] if len(found) == 1 else np.concatenate(found, axis=1)
     scores = score_rows(served.space, queries, served.vectors, served.scales, labels)
     scores, rows = sort_topk(scores, labels)
     if rows.shape[1] < k:

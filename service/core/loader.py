@@ -13,7 +13,7 @@ from typing import Protocol
 import faiss
 
 from index_builder.contract.errors import ArtifactError
-from index_builder.contract.integrity import open_index, open_vectors, read_ids, verify_checksums
+from index_builder.contract.integrity import open_indexes, open_vectors, read_ids, verify_checksums
 from index_builder.contract.layout import version_dir
 from index_builder.contract.manifest import Manifest, ShardEntry, read_manifest
 from index_builder.contract.scoring import doc_scales
@@ -48,10 +48,10 @@ def load_part(manifest: Manifest, path: Path, part: ShardEntry, mmap: bool = Tru
     ids = read_ids(path, part)
     indexes = {}
     for name, entry in manifest.metrics.items():
-        index = open_index(manifest, path, part, name, mmap)
         space = manifest.metric_space(name, path)
         scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
-        indexes[name] = ServedIndex(index, space, entry.index.layout, entry.index.refine_factor, vectors, scales)
+        indexes[name] = ServedIndex.of(open_indexes(manifest, path, part, name, mmap), space, entry.index.layout,
+                                       entry.index.refine_factor, vectors, scales)
     return LoadedVersion(
         collection=manifest.collection, manifest=manifest, path=path, ids=ids,
         rows_by_id={doc_id: row for row, doc_id in enumerate(ids)}, vectors=vectors,

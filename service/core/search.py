@@ -132,7 +132,7 @@ def _filtered(version: LoadedVersion, served: ServedIndex, vectors: np.ndarray, 
     pool = None
     if options.include is not None:
         pool = _indexed(served, np.setdiff1d(version.rows_for(options.include, "include"), banned))
-    eligible = len(pool) if pool is not None else served.index.ntotal - len(_indexed(served, banned))
+    eligible = len(pool) if pool is not None else served.ntotal - len(_indexed(served, banned))
     small_pool = pool is not None and len(pool) <= limits.exact_filter_threshold
     if (options.exact and not served.exact) or small_pool:
         return _exact(served, vectors, k, pool, banned)

@@ -93,14 +93,18 @@ KINDS = [("flat", []), ("hnsw", ["--hnsw-m", "16"]), ("ivf", ["--nlist", "16"]),
          ("ivfpq", ["--nlist", "8"]), ("IVF8,SQ8", [])]
 
 
-@pytest.mark.parametrize("mips", ["none", "l2"])
+LAYOUT_OF = {"none": "ip", "l2": "l2_augmented", "ranged": "l2_ranged"}
+
+
+@pytest.mark.parametrize("mips", ["none", "l2", "ranged"])
 @pytest.mark.parametrize("kind, flags", KINDS, ids=[k for k, _ in KINDS])
 def test_every_index_kind_reports_recall_that_a_recomputation_matches(
     kind: str, flags: list[str], mips: str, corpus: Corpus, tmp_path: Path
 ) -> None:
-    assert build(tmp_path, corpus, "c", "--index", kind, "--mips", mips, *flags) == 0
+    assert build(tmp_path, corpus, "c", "--index", kind, "--mips", mips, "--mips-ranges", "4", *flags) == 0
     path, manifest = active_manifest(tmp_path, "c")
-    vectors = open_vectors(manifest, path, manifest.parts()[0])
+    part = manifest.parts()[0]
+    vectors = open_vectors(manifest, path, part)
     for name, entry in manifest.metrics.items():
         check = entry.index.self_check
         assert check is not None and check.query_source == "queries"
@@ -108,13 +112,13 @@ def test_every_index_kind_reports_recall_that_a_recomputation_matches(
             assert check.recall_at_10 == 1.0
         space = manifest.metric_space(name, path)
         scales = doc_scales(space, vectors, 1024)
-        served = ServedIndex(read_index(path / entry.index.file), space, entry.index.layout,
-                             entry.index.refine_factor, vectors, scales)
+        indexes = [read_index(path / f) for f in manifest.part_index_files(part, name)]
+        served = ServedIndex.of(indexes, space, entry.index.layout, entry.index.refine_factor, vectors, scales)
         truth, _ = exact_topk(space, corpus.queries, vectors, scales, 10)
         value = next(iter(entry.index.search_params.values()), None)
         scores, rows = ann_topk(served, corpus.queries, 10, value)
         assert recall_at_k(truth, scores, rows) == pytest.approx(check.recall_at_10, abs=1e-4)
-    assert manifest.metrics["dot"].index.layout == ("l2_augmented" if mips == "l2" else "ip")
+    assert manifest.metrics["dot"].index.layout == LAYOUT_OF[mips]
 
 
 def test_default_knobs_reach_the_target_recall(corpus: Corpus, tmp_path: Path) -> None:
@@ -151,11 +155,11 @@ def test_manifest_records_norm_profile_and_bias(corpus: Corpus, tmp_path: Path) 
     assert manifest.metrics["cosine"].index.count == len(norms) - 3
 
 
-def test_mips_auto_measures_both_layouts_and_keeps_the_cheaper(corpus: Corpus, tmp_path: Path) -> None:
+def test_mips_auto_measures_every_layout_and_keeps_the_cheapest(corpus: Corpus, tmp_path: Path) -> None:
     assert build(tmp_path, corpus, "c", "--index", "hnsw", "--mips", "auto", "--metrics", "dot,cosine") == 0
     path, manifest = active_manifest(tmp_path, "c")
     dot = manifest.metrics["dot"].index
-    assert set(dot.layout_trials) == {"ip", "l2_augmented"}
+    assert set(dot.layout_trials) == {"ip", "l2_augmented", "l2_ranged"}
     assert dot.file == "dot.faiss" and (path / "dot.faiss").is_file()
     assert not list(path.glob("*.tmp"))
     assert manifest.metrics["cosine"].index.layout_trials == {"ip": manifest.metrics["cosine"].index.layout_trials["ip"]}
@@ -172,3 +176,18 @@ def test_explicit_l2_warns_when_raw_inner_product_measures_better(corpus: Corpus
     _, manifest = active_manifest(tmp_path, "c")
     assert manifest.metrics["dot"].index.layout == "l2_augmented"
     assert "--mips l2 measures worse than ip" in caplog.text
+
+
+def test_norm_ranged_layout_splits_documents_by_norm(corpus: Corpus, tmp_path: Path) -> None:
+    assert build(tmp_path, corpus, "c", "--index", "hnsw", "--mips", "ranged", "--mips-ranges", "4",
+                 "--metrics", "dot") == 0
+    path, manifest = active_manifest(tmp_path, "c")
+    entry = manifest.metrics["dot"].index
+    norms = row_norms(corpus.docs)
+    assert entry.range_bounds == sorted(entry.range_bounds) and len(entry.range_bounds) == 4
+    assert entry.range_bounds[-1] == pytest.approx(norms.max(), rel=1e-6)
+    files = entry.files_for("dot.faiss")
+    assert files == ["dot.r00.faiss", "dot.r01.faiss", "dot.r02.faiss", "dot.r03.faiss"]
+    counts = [read_index(path / f).ntotal for f in files]
+    assert sum(counts) == len(norms) and min(counts) >= len(norms) // 4 - 1
+    assert not (path / "dot.faiss").exists() and set(files) <= set(manifest.files)

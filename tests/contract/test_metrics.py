@@ -17,6 +17,8 @@ from index_builder.contract.metrics import (
     augment_queries,
     fit_metric_space,
     l2_to_inner_product,
+    norm_range_bounds,
+    norm_range_of,
     row_norms,
 )
 from index_builder.contract.scoring import doc_scales, exact_topk
@@ -142,3 +144,15 @@ def test_bad_metric_names_are_rejected_with_the_valid_list(text: str, message: s
 def test_metric_names_are_canonical() -> None:
     assert Metric.parse("norm_pow:0.50").name == "norm_pow:0.5"
     assert Metric.parse(" cosine ").kind is MetricKind.COSINE
+
+
+@given(seeds, st.integers(1, 16))
+@settings(max_examples=40, deadline=None)
+def test_norm_ranges_cover_every_document_in_order(seed: int, ranges: int) -> None:
+    norms = np.random.default_rng(seed).lognormal(0, 1, 500).astype(np.float32)
+    norms[:20] = norms[20]
+    bounds = norm_range_bounds(norms, ranges)
+    which = norm_range_of(norms, bounds)
+    assert bounds == sorted(set(bounds)) and bounds[-1] == float(norms.max()) and len(bounds) <= ranges
+    assert np.all(norms <= np.asarray(bounds)[which])
+    assert np.all(norms[which > 0] > np.asarray(bounds)[which[which > 0] - 1])

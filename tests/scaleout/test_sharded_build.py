@@ -50,13 +50,17 @@ def test_sharded_manifest_lists_shards_with_global_statistics(pair: Path) -> Non
         assert {shard.vectors_file, shard.ids_file, *shard.index_files.values()} <= set(sharded.files)
 
 
-def test_mips_augmentation_uses_the_global_maximum_norm(corpus: Corpus, tmp_path: Path) -> None:
-    assert build(tmp_path, corpus, "single", "--metrics", "dot", "--mips", "l2") == 0
-    assert build(tmp_path, corpus, "sharded", "--metrics", "dot", "--mips", "l2", "--shards", "2") == 0
+@pytest.mark.parametrize("mips, layout", [("l2", "l2_augmented"), ("ranged", "l2_ranged")])
+def test_mips_augmentation_uses_global_norm_statistics(corpus: Corpus, tmp_path: Path, mips: str, layout: str) -> None:
+    assert build(tmp_path, corpus, "plain", "--metrics", "dot") == 0
+    assert build(tmp_path, corpus, "single", "--metrics", "dot", "--mips", mips) == 0
+    assert build(tmp_path, corpus, "sharded", "--metrics", "dot", "--mips", mips, "--shards", "2") == 0
     single, sharded = load(tmp_path, "single"), load(tmp_path, "sharded")
-    assert sharded.manifest.metrics["dot"].index.max_norm == single.manifest.metrics["dot"].index.max_norm
-    assert sharded.manifest.metrics["dot"].index.layout == "l2_augmented"
+    ours, theirs = sharded.manifest.metrics["dot"].index, single.manifest.metrics["dot"].index
+    assert ours.max_norm == theirs.max_norm and ours.range_bounds == theirs.range_bounds
+    assert ours.layout == layout
     assert_same_answers(sharded, single, corpus.queries[:16], "dot", corpus.ids)
+    assert_same_answers(single, load(tmp_path, "plain"), corpus.queries[:16], "dot", corpus.ids)
 
 
 def test_an_id_stays_on_its_shard_whatever_the_input_order(corpus: Corpus, tmp_path: Path) -> None:
