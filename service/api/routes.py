@@ -44,14 +44,23 @@ class JSONBytes(Response):
         return orjson.dumps(content)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def to_matrix(rows: list[list[float]], field: str) -> np.ndarray:
-    """Float32 (n, d) array from JSON lists, naming the first row whose length differs."""
+    """Float32 (n, d) array from JSON lists, naming the first row whose length differs or that holds a
+    finite number float32 cannot hold (NaN and Inf are left to the collection's own check)."""
     width = len(rows[0])
     for i, row in enumerate(rows):
         if len(row) != width:
             raise InputError(f"{field}[{i}]: dimension {width} expected (as {field}[0]), got {len(row)}")
-    with np.errstate(over="ignore"):
-        return np.asarray(rows, dtype=np.float32).reshape(len(rows), width)
+    values = np.fromiter(rows[0], np.float64, width)[None, :] if len(rows) == 1 else np.array(rows, np.float64)
+    beyond = np.abs(values) > FLOAT32_MAX
+    if beyond.any() and (huge := beyond & np.isfinite(values)).any():
+        line, col = (int(x[0]) for x in np.nonzero(huge))
+        where = f"{field}[{line}]" if len(rows) > 1 else field
+        raise InputError(f"{where}: {values[line, col]:g} at position {col} is outside the float32 range (±3.4e38)")
+    return values.astype(np.float32)
 
 
 def _hits(hits: list[Hit]) -> list[dict[str, object]]:

@@ -29,7 +29,7 @@ def test_small_include_sets_are_scored_exactly(metric: str, version, corpus: Cor
     result = search(version, corpus.queries[:4], options, Limits())
     for query, hits in zip(corpus.queries[:4], result.hits, strict=True):
         scores = true_scores(metric, query, corpus.docs)
-        assert_matches([h.__dict__ for h in hits], scores, corpus.ids, top_k(scores, 10, allowed))
+        assert_matches([h._asdict() for h in hits], scores, corpus.ids, top_k(scores, 10, allowed))
 
 
 def test_selective_ann_filter_falls_back_to_exact(version, corpus: Corpus) -> None:
@@ -40,7 +40,7 @@ def test_selective_ann_filter_falls_back_to_exact(version, corpus: Corpus) -> No
     result = search(version, corpus.queries[:16], options, Limits(exact_filter_threshold=0))
     for query, hits in zip(corpus.queries[:16], result.hits, strict=True):
         scores = true_scores("cosine", query, corpus.docs)
-        assert_matches([h.__dict__ for h in hits], scores, corpus.ids, top_k(scores, 10, allowed))
+        assert_matches([h._asdict() for h in hits], scores, corpus.ids, top_k(scores, 10, allowed))
 
 
 def test_ties_are_broken_by_id(version, corpus: Corpus) -> None:
