@@ -37,30 +37,43 @@ def _args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _service_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
-                  reference: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+def _dotcos_runs(root: Path, label: str, env: dict[str, str], targets: list[tuple[str, str]], queries: np.ndarray,
+                 args: argparse.Namespace, reference: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    """One dotcos-serve process driven on each (collection, metric) at every concurrency, plus the tiny one."""
     rows: list[dict[str, Any]] = []
     bodies_dir = args.workdir / "bodies"
-    bodies_dir.mkdir(parents=True, exist_ok=True)
-    queries = data.queries[:200]
-    server = service_load.start_dotcos(root, args.workdir / "dotcos.log")
+    server = service_load.start_dotcos(root, args.workdir / f"{label}.log", env)
     try:
-        for target, metric in (("hnsw-ip", "dot"), ("hnsw-ip", "cosine"), ("flat", "dot")):
+        for target, metric in targets:
             bodies = service_load.write_bodies(bodies_dir / f"{target}-{metric}.jsonl", queries,
                                                {"k": 10, "metric": metric})
             ref = reference[target][metric]
             for c in CONNECTIONS:
                 run = service_load.wrk(server, f"/v1/collections/{target}/search", bodies, c, args.seconds)
-                rows.append({"server": "dotcos", "target": target, "metric": metric, **run,
+                rows.append({"server": label, "target": target, "metric": metric, **run,
                              "x_faiss_single": round(run["qps"] / ref["qps_single"], 2),
                              "x_faiss_batch": round(run["qps"] / ref["qps_batch"], 2)})
         tiny = service_load.write_bodies(bodies_dir / "tiny.jsonl", datasets.two_tower_queries(32),
                                          {"k": 1, "metric": "dot"})
         for c in (1, 16):
-            rows.append({"server": "dotcos", "target": "tiny (1k, k=1)", "metric": "dot",
+            rows.append({"server": label, "target": "tiny (1k, k=1)", "metric": "dot",
                          **service_load.wrk(server, "/v1/collections/tiny/search", tiny, c, args.seconds)})
     finally:
         server.stop()
+    return rows
+
+
+def _service_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
+                  reference: dict[str, dict[str, dict[str, float]]]) -> list[dict[str, Any]]:
+    (args.workdir / "bodies").mkdir(parents=True, exist_ok=True)
+    bodies_dir = args.workdir / "bodies"
+    queries = data.queries[:200]
+    hnsw = [("hnsw-ip", "dot"), ("hnsw-ip", "cosine")]
+    rows = _dotcos_runs(root, "dotcos", {}, [*hnsw, ("flat", "dot")], queries, args, reference)
+    workers = os.cpu_count() or 1
+    if workers > 1:
+        rows += _dotcos_runs(root, f"dotcos ({workers} workers)", {"DOTCOS_WORKERS": str(workers)}, hnsw, queries,
+                             args, reference)
     version = version_dir(root, "hnsw-ip", read_current(root, "hnsw-ip"))
     ef = read_manifest(version).metrics["dot"].index.search_params["efSearch"]
     minimal = service_load.start_minimal(version / "dot.faiss", ef, args.workdir / "minimal.log")
