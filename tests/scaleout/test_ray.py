@@ -241,3 +241,29 @@ def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: P
     unavailable = [message for status, message in outcomes if status == 503]
     assert all("unavailable" in message for message in unavailable)
     print(f"killed 1 of {replicas} replicas: {len(statuses)} requests, {len(unavailable)} answered 503, none wrong")
+
+
+def _refused(client: httpx.Client) -> bool:
+    return any(line.startswith('dotcos_reloads_total{collection="items",outcome="refused"}')
+               for line in client.get("/metrics").text.splitlines())
+
+
+def test_a_version_with_a_corrupt_shard_is_refused_on_ray(corpus: Corpus, tmp_path: Path, serve) -> None:
+    assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
+    expected = _expected(tmp_path, corpus)
+    assert build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--version", "v2") == 0
+    broken = tmp_path / "items" / "versions" / "v2" / "dot.s001.faiss"
+    broken.chmod(0o644)
+    data = bytearray(broken.read_bytes())
+    data[40:80] = b"\xff" * 40
+    broken.write_bytes(bytes(data))
+    (tmp_path / "items" / "CURRENT").write_text("v1")
+    server = serve(tmp_path, DOTCOS_RAY_ADDRESS="local", **RAY_ENV)
+    with server.client() as client, hammering(server.url, corpus, expected) as outcomes:
+        (tmp_path / "items" / "CURRENT").write_text("v2")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not _refused(client):
+            time.sleep(0.5)
+        assert _refused(client)
+    assert {status for status, _ in outcomes} == {200} and {v for _, v in outcomes} == {"v1"}
+    assert "refused items version v2" in server.log() and "dot.s001.faiss" in server.log()
