@@ -28,7 +28,7 @@ import ray
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.api import RunTarget, run_many
-from ray.serve.schema import ApplicationStatus
+from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview
 
 from index_builder.contract.cluster import LOCAL, ray_init
 from index_builder.contract.errors import ArtifactError, DotcosError
@@ -99,6 +99,16 @@ class RayShards:
         delete_apps(self.apps)
 
 
+def _failure(status: ApplicationStatusOverview) -> str:
+    """The replica's own error (e.g. a checksum mismatch naming the file), not Serve's summary of it."""
+    for deployment in status.deployments.values():
+        lines = [line.strip() for line in (deployment.message or "").splitlines() if line.strip()]
+        errors = [line for line in lines if ": " in line and line.split(": ", 1)[0].endswith(("Error", "Mismatch"))]
+        if errors:
+            return errors[-1]
+    return status.message
+
+
 def delete_apps(apps: list[str]) -> None:
     for app in apps:
         try:
@@ -154,7 +164,7 @@ class RayLoader:
             statuses = serve.status().applications
             failed = [a for a in apps if a in statuses and statuses[a].status == ApplicationStatus.DEPLOY_FAILED]
             if failed:
-                raise ArtifactError(f"shard application {failed[0]} failed: {statuses[failed[0]].message}")
+                raise ArtifactError(f"shard application {failed[0]} failed: {_failure(statuses[failed[0]])}")
             if all(a in statuses and statuses[a].status == ApplicationStatus.RUNNING for a in apps):
                 return
             if time.monotonic() > deadline:
