@@ -8,8 +8,9 @@
    ids and one index per metric and layout into the shared staging directory, and returns its
    exact top-10 for the self-check queries.
 4. The driver measures recall@10 on the merged answers of all shards (the same merge the
-   service does), picks the layout, writes the manifest and publishes. Any failure before
-   that removes the staging directory: nothing is published.
+   service does), picks the layout, writes the manifest, checks that every shard's files load
+   with the promised shapes, and publishes. Any failure before that removes the staging
+   directory: nothing is published.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from index_builder.contract.errors import InputError
 from index_builder.contract.faiss_index import read_index
+from index_builder.contract.integrity import verify_shapes
 from index_builder.contract.manifest import SHARDED_SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, ShardEntry
 from index_builder.contract.metrics import Layout, MetricKind, MetricSpace, fit_metric_space, row_norms
 from index_builder.contract.scoring import doc_scales, exact_topk, indexed_rows
@@ -337,6 +339,7 @@ def build_sharded(request: BuildRequest, progress: Progress) -> Manifest:
         manifest = new_manifest(request, version, scanned.dim, scanned.norms, entries, bias, staging,
                                 schema_version=SHARDED_SCHEMA_VERSION, not_built=skipped,
                                 shards=_shard_entries(request, results), shard_key=SHARD_KEY)
+        verify_shapes(manifest, staging)
         publish(staging, manifest, request.root)
         return manifest
     except BaseException:

@@ -100,6 +100,11 @@ def open_indexes(manifest: Manifest, version_path: Path, part: ShardEntry, metri
 def verify_version(manifest: Manifest, version_path: Path) -> None:
     """Full check: checksums, then every file loads with the shape the manifest promises."""
     verify_checksums(manifest, version_path)
+    verify_shapes(manifest, version_path)
+
+
+def verify_shapes(manifest: Manifest, version_path: Path) -> None:
+    """Every part's vectors, ids and indexes load with the counts and dimensions the manifest promises."""
     if sum(p.count for p in manifest.parts()) != manifest.count:
         raise ArtifactError(f"{version_path}: shard counts do not add up to {manifest.count}")
     for part in manifest.parts():
