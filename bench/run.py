@@ -33,7 +33,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run")
     parser.add_argument("--sweep-queries", type=int, default=500)
     parser.add_argument("--configs", default=",".join(inprocess.CONFIGS))
-    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and usearch")
+    parser.add_argument("--no-chroma", action="store_true", help="skip the Chroma server baseline")
     return parser.parse_args()
 
 
@@ -93,7 +94,7 @@ def _chroma_runs(root: Path, data: datasets.Dataset, args: argparse.Namespace,
                  reference: dict[str, dict[str, dict[str, float]]], queries: np.ndarray) -> list[dict[str, Any]]:
     """Chroma server, HNSW with dotcos's graph parameters and default efSearch, same data and queries."""
     venv = service_load.chroma_venv(args.workdir)
-    if venv is None:
+    if venv is None or args.no_chroma:
         return []
     shutil.rmtree(args.workdir / "chroma-db", ignore_errors=True)
     server = service_load.start_chroma(venv, args.workdir)
@@ -150,6 +151,9 @@ def main() -> None:
             "blas_threshold": faiss.cvar.distance_compute_blas_threshold}
     notes = [] if service_load.chroma_venv(args.workdir) else [
         "Chroma baseline skipped: chromadb did not install (see bench/setup.sh)."]
+    if args.no_chroma or args.no_peers:
+        notes.append(f"Run with --configs {args.configs}{' --no-peers' if args.no_peers else ''}"
+                     f"{' --no-chroma' if args.no_chroma else ''}: baselines left out to fit the time available.")
     notes.append("Chroma runs HNSW with dotcos's graph parameters (M=32, efConstruction=128) and default efSearch.")
     report.write(args.out, name, {"meta": meta, "inprocess": rows, "faiss_reference": reference,
                                   "service": service, "notes": notes})
