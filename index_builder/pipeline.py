@@ -162,7 +162,7 @@ def write_index(
         groups = [(rows, max_norm, path)]
     built = [_write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
              for group, bound, group_path in groups]
-    plan = max(zip(built, groups, strict=True), key=lambda pair: len(pair[1][0]))[0][0]
+    plan = built[max(range(len(groups)), key=lambda i: len(groups[i][0]))][0]
     entry = IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
                        exact=plan.exact and not bounds, max_norm=max_norm, range_bounds=bounds,
                        refine_factor=plan.refine_factor)

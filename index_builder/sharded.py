@@ -59,6 +59,7 @@ from index_builder.readers import ParquetColumns, open_input
 from index_builder.staging import (
     InputSpec,
     StagedCorpus,
+    VectorWriter,
     check_finite,
     check_ids,
     choose_ids,
@@ -151,23 +152,16 @@ def _write_shard_corpus(job: ShardJob, name: str) -> StagedCorpus:
     vectors_path = job.staging / f"vectors.{name}.npy"
     block_rows = max(1, job.block_bytes // (4 * job.dim))
     norms = np.empty(len(job.ids), dtype=np.float32)
-    written = 0
-    with open(vectors_path, "wb") as handle:
-        header = {"descr": "<f4", "fortran_order": False, "shape": (len(job.ids), job.dim)}
-        np.lib.format.write_array_header_1_0(handle, header)
+    with VectorWriter(vectors_path, len(job.ids), job.dim) as out:
         for path, rows in zip(job.inputs.paths, job.part_rows, strict=True):
             if not len(rows):
                 continue
             start = 0
             for vectors, _ in open_input(path, job.inputs.fmt, job.inputs.columns).blocks(block_rows):
-                mine = rows[(rows >= start) & (rows < start + len(vectors))] - start
-                block = np.ascontiguousarray(vectors[mine], dtype=np.float32)
-                handle.write(block.tobytes())
-                norms[written : written + len(block)] = row_norms(block)
-                written += len(block)
+                block = vectors[rows[(rows >= start) & (rows < start + len(vectors))] - start]
+                norms[out.written : out.written + len(block)] = row_norms(block)
+                out.write(block)
                 start += len(vectors)
-    if written != len(job.ids):
-        raise InputError(f"input changed while building shard {name}: {written} rows, {len(job.ids)} expected")
     (job.staging / f"ids.{name}.txt").write_text("".join(f"{i}\n" for i in job.ids), encoding="utf-8")
     return StagedCorpus(vectors=np.load(vectors_path, mmap_mode="r"), ids=job.ids, norms=norms)
 
@@ -236,6 +230,9 @@ def _shard_jobs(request: BuildRequest, scanned: Scanned, spaces: list[MetricSpac
     shards = request.shards or 1
     assignment = shard_of(scanned.ids, shards)
     offsets = np.cumsum([0, *scanned.counts])
+    layouts = {sp.name: layouts_for(sp.metric, request) for sp in spaces}
+    bounds = range_bounds(scanned.norms, [lay for tried in layouts.values() for lay in tried], request)
+    max_norm = float(scanned.norms.max())
     jobs, order = [], []
     for s in range(shards):
         mine = np.flatnonzero(assignment == s)
@@ -246,12 +243,9 @@ def _shard_jobs(request: BuildRequest, scanned: Scanned, spaces: list[MetricSpac
         order.append(mine)
         jobs.append(ShardJob(
             shard=s, staging=staging, inputs=request.inputs, part_rows=part_rows,
-            ids=[scanned.ids[i] for i in mine], dim=scanned.dim, spaces=spaces,
-            layouts={sp.name: layouts_for(sp.metric, request) for sp in spaces}, queries=queries,
-            max_norm=float(scanned.norms.max()), index=request.index, block_bytes=request.block_bytes,
-            range_bounds=range_bounds(scanned.norms, [lay for sp in spaces for lay in layouts_for(sp.metric, request)],
-                                      request),
-            crash_at=armed(),
+            ids=[scanned.ids[i] for i in mine], dim=scanned.dim, spaces=spaces, layouts=layouts,
+            queries=queries, max_norm=max_norm, range_bounds=bounds, index=request.index,
+            block_bytes=request.block_bytes, crash_at=armed(),
         ))
     return jobs, np.concatenate(order)
 

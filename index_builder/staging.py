@@ -55,7 +55,7 @@ class StagedCorpus:
         return int(self.vectors.shape[1])
 
 
-class _VectorWriter:
+class VectorWriter:
     """Writes a float32 (n, d) .npy file block by block with plain writes (no mapping, so the
     written pages stay in the page cache rather than in this process's resident set)."""
 
@@ -63,7 +63,7 @@ class _VectorWriter:
         self.path, self.count, self.dim = path, count, dim
         self.written = 0
 
-    def __enter__(self) -> _VectorWriter:
+    def __enter__(self) -> VectorWriter:
         self.handle = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
                   "shape": (self.count, self.dim)}
@@ -149,7 +149,7 @@ def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Pro
     rows = max(1, block_bytes // (4 * dim))
     norms = np.empty(total, dtype=np.float32)
     parquet_ids: list[str] = []
-    with progress.stage("read", total) as bar, _VectorWriter(out_dir / VECTORS_FILE, total, dim) as out:
+    with progress.stage("read", total) as bar, VectorWriter(out_dir / VECTORS_FILE, total, dim) as out:
         offset = 0
         for reader in readers:
             for vectors, ids in reader.blocks(rows):

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from index_builder.contract.cluster import ray_init
-from index_builder.contract.errors import BuildFailed, DotcosError, InputError
+from index_builder.contract.cluster import dotcos_cause, ray_init
+from index_builder.contract.errors import BuildFailed, InputError
 from index_builder.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -73,10 +73,9 @@ class RayRunner:
                 except ray.exceptions.RayTaskError as exc:
                     for ref in waiting:
                         ray.cancel(ref, force=True)
-                    cause = exc.cause
-                    if isinstance(cause, DotcosError):
-                        raise type(cause)(str(cause)) from None
-                    raise BuildFailed(f"{label} task {i} failed: {type(cause).__name__}: {cause}") from None
+                    if (error := dotcos_cause(exc)) is not None:
+                        raise error from None
+                    raise BuildFailed(f"{label} task {i} failed: {type(exc.cause).__name__}: {exc.cause}") from None
                 except ray.exceptions.RayError as exc:
                     for ref in waiting:
                         ray.cancel(ref, force=True)

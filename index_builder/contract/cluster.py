@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from index_builder.contract.errors import DotcosError
+
 LOCAL = "local"
 
 
@@ -19,3 +21,9 @@ def ray_init(address: str) -> None:
                  _node_ip_address="127.0.0.1", configure_logging=False)
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+
+
+def dotcos_cause(exc: BaseException) -> DotcosError | None:
+    """The DotcosError a Ray task raised on purpose, rebuilt without Ray's traceback text; else None."""
+    cause = getattr(exc, "cause", None)
+    return type(cause)(str(cause)) if isinstance(cause, DotcosError) else None

@@ -55,8 +55,8 @@ def to_matrix(rows: list[list[float]], field: str) -> np.ndarray:
         if len(row) != width:
             raise InputError(f"{field}[{i}]: dimension {width} expected (as {field}[0]), got {len(row)}")
     values = np.fromiter(rows[0], np.float64, width)[None, :] if len(rows) == 1 else np.array(rows, np.float64)
-    beyond = np.abs(values) > FLOAT32_MAX
-    if beyond.any() and (huge := beyond & np.isfinite(values)).any():
+    huge = (np.abs(values) > FLOAT32_MAX) & np.isfinite(values)
+    if huge.any():
         line, col = (int(x[0]) for x in np.nonzero(huge))
         where = f"{field}[{line}]" if len(rows) > 1 else field
         raise InputError(f"{where}: {values[line, col]:g} at position {col} is outside the float32 range (±3.4e38)")

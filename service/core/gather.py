@@ -90,7 +90,7 @@ async def _check_known(version: ShardedVersion, ids: list[str], field: str) -> N
 async def search(version: ShardedVersion, vectors: np.ndarray, options: SearchOptions, limits: Limits,
                  field: str) -> SearchResult:
     """Top-k over all shards, filters applied inside every shard's search."""
-    if options.include is not None and options.include:
+    if options.include:
         await _check_known(version, options.include, "include")
     per_shard = await version.shards.scatter(search_part, vectors, options, limits, field)
     return SearchResult(version.collection, version.version, version.metric_name(options.metric),

@@ -68,14 +68,18 @@ def read_version(root: Path, collection: str, version: str) -> tuple[Manifest, P
     return manifest, path
 
 
+def _load_unsharded(manifest: Manifest, path: Path, mmap: bool) -> LoadedVersion:
+    (part,) = manifest.parts()
+    loaded = load_part(manifest, path, part, mmap)
+    log.info("loaded %s version %s (%d vectors, %s) in %.2fs", manifest.collection, manifest.version,
+             manifest.count, ", ".join(loaded.indexes), loaded.load_seconds)
+    return loaded
+
+
 def load_version(root: Path, collection: str, version: str, mmap: bool = True) -> LoadedVersion:
     """Load an unsharded version in this process, refusing it if any file does not match its manifest."""
     manifest, path = read_version(root, collection, version)
-    (part,) = manifest.parts()
-    loaded = load_part(manifest, path, part, mmap)
-    log.info("loaded %s version %s (%d vectors, %s) in %.2fs", collection, version,
-             manifest.count, ", ".join(loaded.indexes), loaded.load_seconds)
-    return loaded
+    return _load_unsharded(manifest, path, mmap)
 
 
 Served = LoadedVersion | ShardedVersion
@@ -103,7 +107,7 @@ class LocalLoader:
     def __call__(self, collection: str, version: str) -> Served:
         manifest, path = read_version(self.root, collection, version)
         if not manifest.sharded:
-            return load_version(self.root, collection, version, self.mmap)
+            return _load_unsharded(manifest, path, self.mmap)
         start = time.perf_counter()
         parts = [load_part(manifest, path, part, self.mmap) for part in manifest.parts()]
         elapsed = time.perf_counter() - start

@@ -30,7 +30,7 @@ from ray.exceptions import RayError, RayTaskError
 from ray.serve.api import RunTarget, run_many
 from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview
 
-from index_builder.contract.cluster import LOCAL, ray_init
+from index_builder.contract.cluster import LOCAL, dotcos_cause, ray_init
 from index_builder.contract.errors import ArtifactError, DotcosError
 from service.core.config import RaySettings
 from service.core.errors import Unavailable
@@ -77,9 +77,8 @@ class RayShards:
             try:
                 return await self.handles[shard].run.remote(op, *args)
             except RayTaskError as exc:
-                cause = getattr(exc, "cause", None)
-                if isinstance(cause, DotcosError):
-                    raise type(cause)(str(cause)) from None
+                if (error := dotcos_cause(exc)) is not None:
+                    raise error from None
                 raise
             except RayError as exc:
                 log.warning("shard %d of %s did not answer (%s); attempt %d of %d", shard, self.collection,
