@@ -1,11 +1,12 @@
 """FAISS helpers both programs need: the query-time knob of an index and per-call parameters.
 
-Query-time knobs always travel in a fresh SearchParameters object per call, never by
+Query-time knobs always travel in a SearchParameters object passed to the call, never by
 mutating the shared index, so concurrent requests cannot race on efSearch or nprobe.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import faiss
@@ -36,22 +37,35 @@ def tuning_param(index: faiss.Index) -> str | None:
 def search_parameters(
     param: str | None, value: int | None, selector: faiss.IDSelector | None = None
 ) -> faiss.SearchParameters | None:
-    """A fresh SearchParameters for one call, with the knob value and an optional id filter."""
+    """SearchParameters for one call, with the knob value and an optional id filter.
+
+    Without a filter the object is shared by every call with the same knob (FAISS only reads
+    it, and nothing here writes to it after creation), which saves its construction per query.
+    """
+    if selector is None:
+        return _knob_parameters(param, value)
+    params = _new_parameters(param, value)
+    params.sel = selector
+    return params
+
+
+@functools.lru_cache(maxsize=256)
+def _knob_parameters(param: str | None, value: int | None) -> faiss.SearchParameters | None:
+    return _new_parameters(param, value) if param is not None else None
+
+
+def _new_parameters(param: str | None, value: int | None) -> faiss.SearchParameters:
     if param == EF_SEARCH:
         params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         if value is not None:
             params.efSearch = int(value)
-    elif param == NPROBE:
+        return params
+    if param == NPROBE:
         params = faiss.SearchParametersIVF()
         if value is not None:
             params.nprobe = int(value)
-    elif selector is None:
-        return None
-    else:
-        params = faiss.SearchParameters()
-    if selector is not None:
-        params.sel = selector
-    return params
+        return params
+    return faiss.SearchParameters()
 
 
 def read_index(path: Path, mmap: bool = True) -> faiss.Index:

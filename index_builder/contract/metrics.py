@@ -232,15 +232,15 @@ class MetricSpace:
         return np.ascontiguousarray(mapped)
 
     def queries_in_raw_space(self, q: FloatArray) -> FloatArray:
-        """p' with score = (p' . x) * doc_scale(x) for raw documents x."""
-        p = self.prepare_queries(q).astype(np.float64)
+        """p' (float32) with score = (p' . x) * doc_scale(x) for raw documents x."""
+        p = self.prepare_queries(q)
         if self.metric.rule.whitened and self.stats.whitening is not None:
-            p = p @ self.stats.whitening
+            return (p.astype(np.float64) @ self.stats.whitening).astype(np.float32)
         return p
 
     def exact_scores(self, q: FloatArray, x: FloatArray, scale: FloatArray) -> FloatArray:
         """True scores of queries q (nq, d) against raw documents x (n, d) with their doc_scale."""
-        p = self.queries_in_raw_space(q).astype(np.float32)
+        p = self.queries_in_raw_space(q)
         raw = np.asarray(x, dtype=np.float32) @ p.T
         return (raw.T * scale.astype(np.float32)[None, :]).astype(np.float32)
 

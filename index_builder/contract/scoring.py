@@ -12,6 +12,7 @@ import numpy as np
 from index_builder.contract.metrics import MetricSpace
 
 MISSING = -1
+LAST_ROW = np.iinfo(np.int64).max
 
 
 def doc_scales(space: MetricSpace, vectors: np.ndarray, block_rows: int) -> np.ndarray:
@@ -52,13 +53,24 @@ def _merge_topk(
     return scores, rows
 
 
-def sort_topk(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each query's results by score descending, then row ascending; MISSING rows last."""
-    key_rows = np.where(rows == MISSING, np.iinfo(np.int64).max, rows)
-    key_scores = np.where(rows == MISSING, np.inf, -scores.astype(np.float64))
-    order = np.lexsort((key_rows, key_scores), axis=1)
+def _holes(rows: np.ndarray) -> np.ndarray | None:
+    """Where rows are MISSING, or None when none are (the common case, spared the masking)."""
+    missing = rows == MISSING
+    return missing if missing.any() else None
+
+
+def _sorted(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    if missing is None:
+        order = np.lexsort((rows, -scores), axis=1)
+    else:
+        order = np.lexsort((np.where(missing, LAST_ROW, rows), np.where(missing, np.inf, -scores)), axis=1)
     line = np.arange(len(rows))[:, None]
     return scores[line, order], rows[line, order]
+
+
+def sort_topk(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort each query's results by score descending, then row ascending; MISSING rows last."""
+    return _sorted(scores, rows, _holes(rows))
 
 
 def exact_topk(
@@ -78,7 +90,7 @@ def exact_topk(
     nq = len(queries)
     best_s = np.empty((nq, 0), dtype=np.float32)
     best_r = np.empty((nq, 0), dtype=np.int64)
-    p = space.queries_in_raw_space(queries).astype(np.float32)
+    p = space.queries_in_raw_space(queries)
     contiguous = candidates is None and len(pool) == len(vectors)
     block_rows = int(np.clip(SCORE_BUDGET_BYTES // (12 * max(nq, 1)), 1024, 262144))
     for start in range(0, len(pool), block_rows):
@@ -92,15 +104,34 @@ def exact_topk(
         pad = k - best_s.shape[1]
         best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=MISSING)
     rows = best_r.astype(np.int64)
-    return sort_topk(score_rows(space, queries, vectors, scales, rows), rows)
+    return rescored_topk(space, queries, vectors, scales, rows)
+
+
+def _scores(space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray,
+            missing: np.ndarray | None) -> np.ndarray:
+    safe = rows if missing is None else np.where(missing, 0, rows)
+    p = space.queries_in_raw_space(queries)
+    scores = np.matmul(np.asarray(vectors[safe], dtype=np.float32), p[:, :, None])[:, :, 0]
+    scores *= scales[safe]
+    if missing is not None:
+        scores[missing] = -np.inf
+    return scores
 
 
 def score_rows(
     space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
 ) -> np.ndarray:
     """True score of query i against each row in rows[i] (shape (nq, m)); MISSING rows get -inf."""
-    safe = np.where(rows == MISSING, 0, rows)
-    p = space.queries_in_raw_space(queries).astype(np.float32)
-    gathered = np.asarray(vectors[safe.ravel()], dtype=np.float32).reshape(*rows.shape, vectors.shape[1])
-    scores = np.einsum("qmd,qd->qm", gathered, p) * scales[safe]
-    return np.where(rows == MISSING, -np.inf, scores).astype(np.float32)
+    return _scores(space, queries, vectors, scales, rows, _holes(rows))
+
+
+def rescored_topk(
+    space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate rows per query with their true scores, sorted as `sort_topk` sorts.
+
+    Every ANN answer goes through here, so it looks for MISSING rows once and, in the common
+    case of none, skips all masking.
+    """
+    missing = _holes(rows)
+    return _sorted(_scores(space, queries, vectors, scales, rows, missing), rows, missing)

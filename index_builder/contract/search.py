@@ -14,7 +14,7 @@ import numpy as np
 
 from index_builder.contract.faiss_index import EF_SEARCH, search_parameters, tuning_param
 from index_builder.contract.metrics import Layout, MetricSpace, augment_queries
-from index_builder.contract.scoring import MISSING, score_rows, sort_topk
+from index_builder.contract.scoring import MISSING, rescored_topk
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,7 @@ def ann_topk(
     prepared = served.faiss_queries(queries)
     found = [index.search(prepared, min(fetch, max(index.ntotal, 1)), params=params)[1] for index in served.searched]
     labels = found[0] if len(found) == 1 else np.concatenate(found, axis=1)
-    scores = score_rows(served.space, queries, served.vectors, served.scales, labels)
-    scores, rows = sort_topk(scores, labels)
+    scores, rows = rescored_topk(served.space, queries, served.vectors, served.scales, labels)
     if rows.shape[1] < k:
         pad = k - rows.shape[1]
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
