@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import admin, routes
 from service.api.admission import AdmissionGate
@@ -19,6 +20,7 @@ from service.api.fastpath import SearchFastPath
 from service.api.limits import BodySizeLimit
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
+from service.core import heap
 from service.core.collection import LoadedVersion
 from service.core.loader import Loader, LocalLoader, configure_runtime
 from service.core.registry import Registry
@@ -69,13 +71,45 @@ def version_loader(settings: ServiceSettings, searcher: Searcher) -> Loader:
     return LocalLoader(settings.index_root, searcher.executor, settings.mmap)
 
 
+class DotcosApp(FastAPI):
+    """FastAPI behind dotcos's own ASGI layers (metrics, admission, body limit, CORS, search fast path).
+
+    The layers run in front of FastAPI's middleware stack rather than inside it: FastAPI wraps
+    every request in its error, telemetry and body-limit middleware before user middleware runs,
+    and on the hot search routes that cost more event-loop time than the search. Everything the
+    fast path does not answer goes on to FastAPI unchanged.
+    """
+
+    def __init__(self, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._front = front(super().__call__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._front(scope, receive, send)
+
+
+def front_layers(settings: ServiceSettings, state: AppState) -> Callable[[ASGIApp], ASGIApp]:
+    """Our ASGI layers around an app, outermost first: metrics, CORS, admission, body limit, fast path."""
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        if settings.fast_path:
+            app = SearchFastPath(app, state)
+        app = AdmissionGate(BodySizeLimit(app, max_bytes=settings.max_body_bytes), searcher=state.searcher)
+        if settings.cors_origins:
+            app = CORSMiddleware(app, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                                 allow_headers=["Authorization", "Content-Type"])
+        return MetricsMiddleware(app, metrics=state.metrics)
+
+    return wrap
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the app; collections load in the background once the lifespan starts."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
     searcher = Searcher(settings.limits, settings.execution)
     loader = version_loader(settings, searcher)
-    registry = Registry(settings.index_root, metrics, loader)
+    registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
 
     @asynccontextmanager
@@ -90,20 +124,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         loader.close()
         searcher.close()
 
-    app = FastAPI(title="dotcos", version="0.1.0", lifespan=lifespan,
-                  description="Top-k retrieval by dot product or cosine, chosen per request.")
+    app = DotcosApp(front_layers(settings, state), title="dotcos", version="0.1.0", lifespan=lifespan,
+                    description="Top-k retrieval by dot product or cosine, chosen per request.")
     app.state.dotcos = state
     app.include_router(routes.router)
     if settings.admin_enabled:
         app.include_router(admin.router)
     install_error_handlers(app)
     publish_reachable_statuses(app)
-    if settings.fast_path:
-        app.add_middleware(SearchFastPath, state=state)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AdmissionGate, searcher=searcher)
-    if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -84,9 +84,14 @@ def _http(request: Request, exc: Exception) -> Response:
     return http_response(exc)
 
 
-def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+def unexpected_response(method: str, path: str) -> Response:
+    """500 for a bug: the traceback goes to the log (call inside the except block), not to the client."""
+    log.exception("unhandled error on %s %s", method, path)
     return error_response(500, "internal_error", "internal error; the server log has the details")
+
+
+def _unexpected(request: Request, exc: Exception) -> Response:
+    return unexpected_response(request.method, request.url.path)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -30,7 +30,7 @@ from service.api.schemas import (
 from service.api.state import AppState, app_state
 from service.core.items import ScoreQuery, SimilarQuery
 from service.core.loader import Served
-from service.core.search import Hit
+from service.core.search import Hit, SearchOptions
 
 router = APIRouter()
 
@@ -48,17 +48,22 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def to_matrix(rows: list[list[float]], field: str) -> np.ndarray:
-    """Float32 (n, d) array from JSON lists, naming the first row whose length differs or that holds a
-    finite number float32 cannot hold (NaN and Inf are left to the collection's own check)."""
+    """Float32 (n, d) array from JSON lists, naming the first row whose length differs."""
     width = len(rows[0])
     for i, row in enumerate(rows):
         if len(row) != width:
             raise InputError(f"{field}[{i}]: dimension {width} expected (as {field}[0]), got {len(row)}")
     values = np.fromiter(rows[0], np.float64, width)[None, :] if len(rows) == 1 else np.array(rows, np.float64)
+    return as_float32(values, field)
+
+
+def as_float32(values: np.ndarray, field: str) -> np.ndarray:
+    """Float32 copy of a float64 (n, d) array, naming the first finite number float32 cannot hold
+    (NaN and Inf are left to the collection's own check)."""
     huge = (np.abs(values) > FLOAT32_MAX) & np.isfinite(values)
     if huge.any():
         line, col = (int(x[0]) for x in np.nonzero(huge))
-        where = f"{field}[{line}]" if len(rows) > 1 else field
+        where = f"{field}[{line}]" if len(values) > 1 else field
         raise InputError(f"{where}: {values[line, col]:g} at position {col} is outside the float32 range (±3.4e38)")
     return values.astype(np.float32)
 
@@ -132,13 +137,17 @@ def deadline(headers: Mapping[str, str]) -> float | None:
     return value / 1000
 
 
-async def answer_search(state: AppState, scope: Scope, name: str,
-                        body: SearchRequest | BatchSearchRequest) -> Response:
-    """One search request, from parsed body to response (the routes and the ASGI fast path share it)."""
-    batch = isinstance(body, BatchSearchRequest)
-    field = "vectors" if batch else "vector"
-    vectors = to_matrix(body.vectors if isinstance(body, BatchSearchRequest) else [body.vector], field)
-    result = await state.searcher.search(state.registry.get(name), vectors, body.options(), field,
+def search_input(body: SearchRequest | BatchSearchRequest) -> tuple[np.ndarray, SearchOptions, bool]:
+    """Query matrix, options and whether it is a batch, from a validated search body."""
+    if isinstance(body, BatchSearchRequest):
+        return to_matrix(body.vectors, "vectors"), body.options(), True
+    return to_matrix([body.vector], "vector"), body.options(), False
+
+
+async def answer_search(state: AppState, scope: Scope, name: str, vectors: np.ndarray, options: SearchOptions,
+                        batch: bool) -> Response:
+    """One search request, from parsed input to response (the routes and the ASGI fast path share it)."""
+    result = await state.searcher.search(state.registry.get(name), vectors, options, "vectors" if batch else "vector",
                                          deadline(Headers(scope=scope)))
     scope.setdefault("state", {})["metric"] = result.metric
     hits = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
@@ -148,13 +157,13 @@ async def answer_search(state: AppState, scope: Scope, name: str,
 
 @router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=error_responses(*QUERY_ERRORS))
 async def search_one(name: str, body: SearchRequest, request: Request) -> Response:
-    return await answer_search(app_state(request), request.scope, name, body)
+    return await answer_search(app_state(request), request.scope, name, *search_input(body))
 
 
 @router.post("/v1/collections/{name}/search/batch", response_model=BatchSearchResponse,
              responses=error_responses(*QUERY_ERRORS))
 async def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
-    return await answer_search(app_state(request), request.scope, name, body)
+    return await answer_search(app_state(request), request.scope, name, *search_input(body))
 
 
 @router.post("/v1/collections/{name}/similar", response_model=SearchResponse, responses=error_responses(*QUERY_ERRORS))

@@ -41,9 +41,11 @@ class ReloadOutcome:
 class Registry:
     """Loaded versions by collection name, refreshed from the index root."""
 
-    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str], Served]) -> None:
+    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str], Served],
+                 settle: Callable[[], None] | None = None) -> None:
         self.root = root
         self.load = load
+        self.settle = settle
         self.observer = observer
         self.ready = threading.Event()
         self._versions: dict[str, Served] = {}
@@ -66,7 +68,10 @@ class Registry:
     def refresh(self) -> list[ReloadOutcome]:
         """Load every collection whose CURRENT changed; keep serving the old one on failure."""
         with self._refresh_lock:
-            return [self._refresh_one(name) for name in list_collections(self.root)]
+            outcomes = [self._refresh_one(name) for name in list_collections(self.root)]
+        if self.settle is not None and any(outcome.status == "loaded" for outcome in outcomes):
+            self.settle()
+        return outcomes
 
     def _refresh_one(self, name: str) -> ReloadOutcome:
         current = self._versions.get(name)
