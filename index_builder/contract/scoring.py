@@ -111,7 +111,9 @@ def _scores(space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales
             missing: np.ndarray | None) -> np.ndarray:
     safe = rows if missing is None else np.where(missing, 0, rows)
     p = space.queries_in_raw_space(queries)
-    scores = np.matmul(np.asarray(vectors[safe], dtype=np.float32), p[:, :, None])[:, :, 0]
+    # einsum computes every (query, row) product alone; a BLAS gemv would round a pair differently
+    # depending on its position among the candidates, and sharded answers must equal unsharded ones.
+    scores = np.einsum("qmd,qd->qm", np.asarray(vectors[safe], dtype=np.float32), p)
     scores *= scales[safe]
     if missing is not None:
         scores[missing] = -np.inf

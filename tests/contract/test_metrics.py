@@ -21,7 +21,7 @@ from index_builder.contract.metrics import (
     norm_range_of,
     row_norms,
 )
-from index_builder.contract.scoring import doc_scales, exact_topk
+from index_builder.contract.scoring import doc_scales, exact_topk, score_rows
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -156,3 +156,21 @@ def test_norm_ranges_cover_every_document_in_order(seed: int, ranges: int) -> No
     assert bounds == sorted(set(bounds)) and bounds[-1] == float(norms.max()) and len(bounds) <= ranges
     assert np.all(norms <= np.asarray(bounds)[which])
     assert np.all(norms[which > 0] > np.asarray(bounds)[which[which > 0] - 1])
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), metric=st.sampled_from(["dot", "cosine", "norm_pow:0.5"]),
+       candidates=st.integers(1, 64), queries=st.integers(1, 4))
+def test_a_rows_score_does_not_depend_on_the_other_candidates(seed: int, metric: str, candidates: int,
+                                                               queries: int) -> None:
+    """Sharded and unsharded answers, and exact and ANN ones, are equal to the bit only if scoring
+    a (query, row) pair gives the same float whatever else is in the candidate list."""
+    docs, q = skewed(seed, n=300, d=48)
+    s = space(metric, docs)
+    scales = doc_scales(s, docs, 64)
+    rows = np.random.default_rng(seed).integers(0, len(docs), (queries, candidates))
+    together = score_rows(s, q[:queries], docs, scales, rows)
+    for i in range(queries):
+        for j in range(candidates):
+            alone = score_rows(s, q[i : i + 1], docs, scales, rows[i : i + 1, j : j + 1])
+            assert together[i, j] == alone[0, 0]
