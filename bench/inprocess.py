@@ -80,17 +80,20 @@ def _qps(run: Callable[[], object], queries: int) -> float:
     return queries / (time.perf_counter() - start)
 
 
-def _time_ours(served: ServedIndex, queries: np.ndarray,
-               value: int | None) -> tuple[np.ndarray, np.ndarray, float, float]:
+def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None,
+               single_queries: int) -> tuple[np.ndarray, np.ndarray, float, float]:
     faiss.omp_set_num_threads(1)
-    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(len(queries))], len(queries))
+    n = min(single_queries, len(queries))
+    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(n)], n)
     faiss.omp_set_num_threads(THREADS)
     found: list[tuple[np.ndarray, np.ndarray]] = []
     batch = _qps(lambda: found.append(ann_topk(served, queries, K, value)), len(queries))
     return found[0][0], found[0][1], single, batch
 
 
-def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object]) -> list[dict]:
+def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object],
+               single_queries: int) -> list[dict]:
+    """Recall (all queries, batched) and QPS (the first `single_queries` one per call; all batched) per knob."""
     version = load_version(root, config, read_current(root, config))
     rows = []
     for metric, served in version.indexes.items():
@@ -100,7 +103,7 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
         files = [*entry.files_for(str(entry.file)), "vectors.npy"]
         size = sum((version.path / f).stat().st_size for f in files)
         for value in values:
-            scores, found, single, batch = _time_ours(served, queries, value)
+            scores, found, single, batch = _time_ours(served, queries, value, single_queries)
             rows.append({"impl": "dotcos", "config": config, "metric": metric, "param": served.param,
                          "value": value, "recall": round(recall_at_k(truth.scores[metric], scores, found), 4),
                          "qps_single": round(single, 1), "qps_batch": round(batch, 1),
@@ -109,28 +112,30 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
     return rows
 
 
-def faiss_reference(root: Path, config: str, queries: np.ndarray) -> dict[str, dict[str, float]]:
+def faiss_reference(root: Path, config: str, queries: np.ndarray, single_queries: int) -> dict[str, dict[str, float]]:
     """Raw FAISS on the same index at its default knob: one query per call, one thread; batched, all."""
     version = load_version(root, config, read_current(root, config))
     out = {}
     for metric, served in version.indexes.items():
         value = version.manifest.metrics[metric].index.search_params.get(served.param or "")
-        out[metric] = _raw_faiss(served, queries, value)
+        out[metric] = _raw_faiss(served, queries, value, single_queries)
     return out
 
 
-def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None) -> dict[str, float | int | None]:
+def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None,
+               single_queries: int) -> dict[str, float | int | None]:
     prepared = served.faiss_queries(queries)
     params = search_parameters(served.param, value)
     faiss.omp_set_num_threads(1)
+    n = min(single_queries, len(prepared))
     single = _qps(lambda: [index.search(prepared[i : i + 1], K, params=params)
-                           for i in range(len(prepared)) for index in served.searched], len(prepared))
+                           for i in range(n) for index in served.searched], n)
     faiss.omp_set_num_threads(THREADS)
     batch = _qps(lambda: [index.search(prepared, K, params=params) for index in served.searched], len(prepared))
     return {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
 
 
-def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth) -> list[dict]:
+def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth, single_queries: int) -> list[dict]:
     """hnswlib (ip, cosine) and usearch (ip, cos) with M=32, efConstruction=128 like dotcos's default."""
     docs = np.ascontiguousarray(data.docs, dtype=np.float32)
     rows: list[dict] = []
@@ -138,7 +143,7 @@ def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth) -> list[dict]:
         space = fit_metric_space(Metric.parse(metric), row_norms(docs), None)
         for impl, (index, build_s, size) in _peer_indexes(docs, metric).items():
             for ef in EF_VALUES:
-                single, batch, labels = _peer_run(impl, index, queries, ef)
+                single, batch, labels = _peer_run(impl, index, queries, ef, min(single_queries, len(queries)))
                 labels = labels.astype(np.int64)
                 scores = score_rows(space, queries, docs, truth.scales[metric], labels)
                 rows.append({"impl": impl, "config": "hnsw", "metric": metric, "param": "ef", "value": ef,
@@ -165,17 +170,16 @@ def _peer_indexes(docs: np.ndarray, metric: str) -> dict[str, tuple[object, floa
     return out
 
 
-def _peer_run(impl: str, index: object, queries: np.ndarray, ef: int) -> tuple[float, float, np.ndarray]:
+def _peer_run(impl: str, index: object, queries: np.ndarray, ef: int, n: int) -> tuple[float, float, np.ndarray]:
     found: list[np.ndarray] = []
     if impl == "hnswlib":
         index.set_ef(max(ef, K))  # type: ignore[attr-defined]
         single = _qps(lambda: [index.knn_query(queries[i : i + 1], K, num_threads=1)  # type: ignore[attr-defined]
-                               for i in range(len(queries))], len(queries))
+                               for i in range(n)], n)
         batch = _qps(lambda: found.append(index.knn_query(queries, K, num_threads=THREADS)[0]),  # type: ignore[attr-defined]
                      len(queries))
         return single, batch, found[0]
     index.expansion_search = max(ef, K)  # type: ignore[attr-defined]
-    single = _qps(lambda: [index.search(queries[i], K, threads=1) for i in range(len(queries))],  # type: ignore[attr-defined]
-                  len(queries))
+    single = _qps(lambda: [index.search(queries[i], K, threads=1) for i in range(n)], n)  # type: ignore[attr-defined]
     batch = _qps(lambda: found.append(index.search(queries, K, threads=THREADS).keys), len(queries))  # type: ignore[attr-defined]
     return single, batch, found[0]

@@ -30,8 +30,9 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--queries", type=Path)
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--workdir", type=Path, default=Path("bench/.work"))
-    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each wrk run")
-    parser.add_argument("--sweep-queries", type=int, default=500)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
+    parser.add_argument("--sweep-queries", type=int, default=500, help="queries for recall and batched QPS")
+    parser.add_argument("--single-queries", type=int, default=100, help="of those, timed one query per call")
     parser.add_argument("--configs", default=",".join(inprocess.CONFIGS))
     parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and usearch")
     parser.add_argument("--no-chroma", action="store_true", help="skip the Chroma server baseline")
@@ -137,15 +138,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for config in args.configs.split(","):
         built = inprocess.build(config, data, root)
-        rows += inprocess.sweep_ours(config, root, queries, truth, built)
+        rows += inprocess.sweep_ours(config, root, queries, truth, built, args.single_queries)
         print(f"{config}: built in {built['build_s']}s", flush=True)
     if not args.no_peers:
-        rows += inprocess.sweep_peers(data, queries, truth)
-    reference = {c: inprocess.faiss_reference(root, c, queries) for c in ("hnsw-ip", "flat")}
+        rows += inprocess.sweep_peers(data, queries, truth, args.single_queries)
+    reference = {c: inprocess.faiss_reference(root, c, queries, args.single_queries) for c in ("hnsw-ip", "flat")}
     assert build_main(["build", "--input", str(datasets.tiny(args.workdir / "data")), "--name", "tiny",
                        "--root", str(root), "--metrics", "dot", "--quiet"]) == 0
     service = _service_runs(root, data, args, reference)
     meta = {"docs": int(data.docs.shape[0]), "dim": int(data.docs.shape[1]), "queries": len(queries),
+            "single_queries": min(args.single_queries, len(queries)),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds,
             "blas_threshold": faiss.cvar.distance_compute_blas_threshold}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,6 +18,7 @@ from index_builder.contract.metrics import Metric, fit_metric_space, row_norms
 from index_builder.contract.scoring import doc_scales, exact_topk
 from index_builder.contract.search import ServedIndex, ann_topk
 from index_builder.evaluate import recall_at_k
+from index_builder.indexes import training_size
 from tests.builder.helpers import active_manifest
 from tests.conftest import Corpus, build
 
@@ -191,3 +193,11 @@ def test_norm_ranged_layout_splits_documents_by_norm(corpus: Corpus, tmp_path: P
     counts = [read_index(path / f).ntotal for f in files]
     assert sum(counts) == len(norms) and min(counts) >= len(norms) // 4 - 1
     assert not (path / "dot.faiss").exists() and set(files) <= set(manifest.files)
+
+
+def test_training_sample_gives_every_ivf_list_its_minimum() -> None:
+    ivf = faiss.index_factory(8, "IVF4000,Flat", faiss.METRIC_INNER_PRODUCT)
+    assert training_size(ivf, 100_000, 1_000_000) == 156_000
+    assert training_size(ivf, 200_000, 1_000_000) == 200_000
+    assert training_size(ivf, 100_000, 120_000) == 120_000
+    assert training_size(faiss.index_factory(8, "PQ4x8"), 1_000, 50_000) == 1_000
