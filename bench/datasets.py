@@ -47,5 +47,6 @@ def tiny(workdir: Path) -> Path:
     """1k documents: the fixed per-request cost shows when the search itself is nearly free."""
     path = workdir / "tiny-docs.npy"
     if not path.exists():
+        workdir.mkdir(parents=True, exist_ok=True)
         np.save(path, two_tower(TwoTowerSpec(docs=1_000, queries=10, dim=32, seed=2))[0])
     return path
