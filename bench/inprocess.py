@@ -83,8 +83,8 @@ def _qps(run: Callable[[], object], queries: int) -> float:
 def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None,
                single_queries: int) -> tuple[np.ndarray, np.ndarray, float, float]:
     faiss.omp_set_num_threads(1)
-    n = min(single_queries, len(queries))
-    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(n)], n)
+    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(single_queries)],
+                  single_queries)
     faiss.omp_set_num_threads(THREADS)
     found: list[tuple[np.ndarray, np.ndarray]] = []
     batch = _qps(lambda: found.append(ann_topk(served, queries, K, value)), len(queries))
@@ -93,7 +93,8 @@ def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None,
 
 def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object],
                single_queries: int) -> list[dict]:
-    """Recall (all queries, batched) and QPS (the first `single_queries` one per call; all batched) per knob."""
+    """Recall (all queries, batched) and QPS (the first `single_queries` one per call; all batched) per knob;
+    `single_queries` is at most len(queries), here and in the other timing functions."""
     version = load_version(root, config, read_current(root, config))
     rows = []
     for metric, served in version.indexes.items():
@@ -127,9 +128,8 @@ def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None,
     prepared = served.faiss_queries(queries)
     params = search_parameters(served.param, value)
     faiss.omp_set_num_threads(1)
-    n = min(single_queries, len(prepared))
     single = _qps(lambda: [index.search(prepared[i : i + 1], K, params=params)
-                           for i in range(n) for index in served.searched], n)
+                           for i in range(single_queries) for index in served.searched], single_queries)
     faiss.omp_set_num_threads(THREADS)
     batch = _qps(lambda: [index.search(prepared, K, params=params) for index in served.searched], len(prepared))
     return {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
@@ -143,7 +143,7 @@ def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth, single_queries
         space = fit_metric_space(Metric.parse(metric), row_norms(docs), None)
         for impl, (index, build_s, size) in _peer_indexes(docs, metric).items():
             for ef in EF_VALUES:
-                single, batch, labels = _peer_run(impl, index, queries, ef, min(single_queries, len(queries)))
+                single, batch, labels = _peer_run(impl, index, queries, ef, single_queries)
                 labels = labels.astype(np.int64)
                 scores = score_rows(space, queries, docs, truth.scales[metric], labels)
                 rows.append({"impl": impl, "config": "hnsw", "metric": metric, "param": "ef", "value": ef,

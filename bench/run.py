@@ -131,6 +131,7 @@ def main() -> None:
     name = args.docs.stem if args.docs else args.dataset
     data = datasets.load(name, args.workdir / "data", args.docs, args.queries)
     queries = data.queries[: args.sweep_queries]
+    single = min(args.single_queries, len(queries))
     root = args.workdir / f"indexes-{name}"
     shutil.rmtree(root, ignore_errors=True)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -138,16 +139,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for config in args.configs.split(","):
         built = inprocess.build(config, data, root)
-        rows += inprocess.sweep_ours(config, root, queries, truth, built, args.single_queries)
+        rows += inprocess.sweep_ours(config, root, queries, truth, built, single)
         print(f"{config}: built in {built['build_s']}s", flush=True)
     if not args.no_peers:
-        rows += inprocess.sweep_peers(data, queries, truth, args.single_queries)
-    reference = {c: inprocess.faiss_reference(root, c, queries, args.single_queries) for c in ("hnsw-ip", "flat")}
+        rows += inprocess.sweep_peers(data, queries, truth, single)
+    reference = {c: inprocess.faiss_reference(root, c, queries, single) for c in ("hnsw-ip", "flat")}
     assert build_main(["build", "--input", str(datasets.tiny(args.workdir / "data")), "--name", "tiny",
                        "--root", str(root), "--metrics", "dot", "--quiet"]) == 0
     service = _service_runs(root, data, args, reference)
     meta = {"docs": int(data.docs.shape[0]), "dim": int(data.docs.shape[1]), "queries": len(queries),
-            "single_queries": min(args.single_queries, len(queries)),
+            "single_queries": single,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds,
             "blas_threshold": faiss.cvar.distance_compute_blas_threshold}

@@ -233,10 +233,13 @@ class MetricSpace:
 
     def queries_in_raw_space(self, q: FloatArray) -> FloatArray:
         """p' (float32) with score = (p' . x) * doc_scale(x) for raw documents x."""
-        p = self.prepare_queries(q)
+        return self.raw_from_prepared(self.prepare_queries(q))
+
+    def raw_from_prepared(self, prepared: FloatArray) -> FloatArray:
+        """queries_in_raw_space of queries already prepared (for callers that need both forms)."""
         if self.metric.rule.whitened and self.stats.whitening is not None:
-            return (p.astype(np.float64) @ self.stats.whitening).astype(np.float32)
-        return p
+            return (prepared.astype(np.float64) @ self.stats.whitening).astype(np.float32)
+        return prepared
 
     def exact_scores(self, q: FloatArray, x: FloatArray, scale: FloatArray) -> FloatArray:
         """True scores of queries q (nq, d) against raw documents x (n, d) with their doc_scale."""

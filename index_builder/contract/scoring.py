@@ -84,7 +84,7 @@ def exact_topk(
     """Brute-force top-k rows per query among `candidates` (default: the metric's indexed rows).
 
     Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist. The
-    winners are rescored with `score_rows`, so exact and approximate answers agree to the bit.
+    winners are rescored as ANN answers are (`rescored_topk`), so exact and approximate answers agree to the bit.
     """
     pool = indexed_rows(space, scales) if candidates is None else np.asarray(candidates, np.int64)
     nq = len(queries)
@@ -103,14 +103,12 @@ def exact_topk(
     if best_s.shape[1] < k:
         pad = k - best_s.shape[1]
         best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=MISSING)
-    rows = best_r.astype(np.int64)
-    return rescored_topk(space, queries, vectors, scales, rows)
+    return rescored_topk(p, vectors, scales, best_r.astype(np.int64))
 
 
-def _scores(space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray,
+def _scores(p: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray,
             missing: np.ndarray | None) -> np.ndarray:
     safe = rows if missing is None else np.where(missing, 0, rows)
-    p = space.queries_in_raw_space(queries)
     # einsum computes every (query, row) product alone; a BLAS gemv would round a pair differently
     # depending on its position among the candidates, and sharded answers must equal unsharded ones.
     scores = np.einsum("qmd,qd->qm", np.asarray(vectors[safe], dtype=np.float32), p)
@@ -124,16 +122,17 @@ def score_rows(
     space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
 ) -> np.ndarray:
     """True score of query i against each row in rows[i] (shape (nq, m)); MISSING rows get -inf."""
-    return _scores(space, queries, vectors, scales, rows, _holes(rows))
+    return _scores(space.queries_in_raw_space(queries), vectors, scales, rows, _holes(rows))
 
 
 def rescored_topk(
-    space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
+    raw_queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate rows per query with their true scores, sorted as `sort_topk` sorts.
 
-    Every ANN answer goes through here, so it looks for MISSING rows once and, in the common
-    case of none, skips all masking.
+    Takes the queries already in raw space (`MetricSpace.queries_in_raw_space`), which every
+    caller has computed anyway. Every ANN answer goes through here, so it looks for MISSING rows
+    once and, in the common case of none, skips all masking.
     """
     missing = _holes(rows)
-    return _sorted(_scores(space, queries, vectors, scales, rows, missing), rows, missing)
+    return _sorted(_scores(raw_queries, vectors, scales, rows, missing), rows, missing)

@@ -61,8 +61,13 @@ class ServedIndex:
 
     def faiss_queries(self, queries: np.ndarray) -> np.ndarray:
         """Queries in the space the FAISS index was built in."""
+        return self.query_forms(queries)[0]
+
+    def query_forms(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(queries as the FAISS index takes them, queries in raw space for rescoring), prepared once."""
         prepared = self.space.prepare_queries(queries)
-        return augment_queries(prepared) if self.layout.augmented else prepared
+        searched = augment_queries(prepared) if self.layout.augmented else prepared
+        return searched, self.space.raw_from_prepared(prepared)
 
 
 def ann_topk(
@@ -77,10 +82,10 @@ def ann_topk(
     if served.param == EF_SEARCH:
         param_value = max(param_value or 0, fetch)
     params = search_parameters(served.param, param_value, selector)
-    prepared = served.faiss_queries(queries)
+    prepared, raw = served.query_forms(queries)
     found = [index.search(prepared, min(fetch, max(index.ntotal, 1)), params=params)[1] for index in served.searched]
     labels = found[0] if len(found) == 1 else np.concatenate(found, axis=1)
-    scores, rows = rescored_topk(served.space, queries, served.vectors, served.scales, labels)
+    scores, rows = rescored_topk(raw, served.vectors, served.scales, labels)
     if rows.shape[1] < k:
         pad = k - rows.shape[1]
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)

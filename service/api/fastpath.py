@@ -2,9 +2,9 @@
 
 FastAPI's middleware stack, routing, dependency solving and body handling cost about as much
 event-loop time as the search itself on small collections. This layer sits in front of all of
-it (see DotcosApp), parses the body with pydantic's Rust JSON validator and calls the same
-handler as the routes (`answer_search`), with the same error bodies; the FastAPI routes stay
-the documented interface (OpenAPI) and serve when it is off.
+it (see DotcosApp), parses plain bodies with orjson (anything else with the same pydantic models
+as the routes) and calls the same handler as the routes (`answer_search`), with the same error
+bodies; the FastAPI routes stay the documented interface (OpenAPI) and serve when it is off.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from index_builder.contract.errors import DotcosError
 from service.api.errors import dotcos_response, http_response, unexpected_response, validation_response
-from service.api.routes import answer_search, as_float32, search_input
+from service.api.routes import answer_search, as_float32, query_field, search_input
 from service.api.schemas import BatchSearchRequest, SearchRequest
 from service.api.state import AppState
 from service.core.search import SearchOptions
@@ -59,14 +59,14 @@ def plain_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions] |
     k, metric = doc.get("k", DEFAULT_K), doc.get("metric")
     if type(k) is not int or k < 1 or not (metric is None or type(metric) is str):
         return None
+    field = query_field(batch)
     try:
-        values = np.array(doc.get("vectors" if batch else "vector"))
+        values = np.array(doc.get(field))
     except ValueError:
         return None
     if values.dtype.kind not in "fi" or values.ndim != (2 if batch else 1) or 0 in values.shape:
         return None
-    matrix = as_float32(np.asarray(values if batch else values[None, :], dtype=np.float64),
-                        "vectors" if batch else "vector")
+    matrix = as_float32(np.asarray(values if batch else values[None, :], dtype=np.float64), field)
     return matrix, SearchOptions(k=k, metric=metric)
 
 
@@ -92,8 +92,8 @@ class SearchFastPath:
             body = await read_body(receive)
             parsed = plain_search(body, batch)
             if parsed is None:
-                vectors, options, _ = search_input((BatchSearchRequest if batch else SearchRequest)
-                                                   .model_validate_json(body))
+                vectors, options = search_input((BatchSearchRequest if batch else SearchRequest)
+                                                .model_validate_json(body))
             else:
                 vectors, options = parsed
             return await answer_search(self.state, scope, name, vectors, options, batch)

@@ -137,17 +137,22 @@ def deadline(headers: Mapping[str, str]) -> float | None:
     return value / 1000
 
 
-def search_input(body: SearchRequest | BatchSearchRequest) -> tuple[np.ndarray, SearchOptions, bool]:
-    """Query matrix, options and whether it is a batch, from a validated search body."""
+def query_field(batch: bool) -> str:
+    """The body field holding the query vectors, as error messages name it."""
+    return "vectors" if batch else "vector"
+
+
+def search_input(body: SearchRequest | BatchSearchRequest) -> tuple[np.ndarray, SearchOptions]:
+    """Query matrix and options from a validated search body."""
     if isinstance(body, BatchSearchRequest):
-        return to_matrix(body.vectors, "vectors"), body.options(), True
-    return to_matrix([body.vector], "vector"), body.options(), False
+        return to_matrix(body.vectors, query_field(True)), body.options()
+    return to_matrix([body.vector], query_field(False)), body.options()
 
 
 async def answer_search(state: AppState, scope: Scope, name: str, vectors: np.ndarray, options: SearchOptions,
                         batch: bool) -> Response:
     """One search request, from parsed input to response (the routes and the ASGI fast path share it)."""
-    result = await state.searcher.search(state.registry.get(name), vectors, options, "vectors" if batch else "vector",
+    result = await state.searcher.search(state.registry.get(name), vectors, options, query_field(batch),
                                          deadline(Headers(scope=scope)))
     scope.setdefault("state", {})["metric"] = result.metric
     hits = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
@@ -157,13 +162,13 @@ async def answer_search(state: AppState, scope: Scope, name: str, vectors: np.nd
 
 @router.post("/v1/collections/{name}/search", response_model=SearchResponse, responses=error_responses(*QUERY_ERRORS))
 async def search_one(name: str, body: SearchRequest, request: Request) -> Response:
-    return await answer_search(app_state(request), request.scope, name, *search_input(body))
+    return await answer_search(app_state(request), request.scope, name, *search_input(body), batch=False)
 
 
 @router.post("/v1/collections/{name}/search/batch", response_model=BatchSearchResponse,
              responses=error_responses(*QUERY_ERRORS))
 async def search_batch(name: str, body: BatchSearchRequest, request: Request) -> Response:
-    return await answer_search(app_state(request), request.scope, name, *search_input(body))
+    return await answer_search(app_state(request), request.scope, name, *search_input(body), batch=True)
 
 
 @router.post("/v1/collections/{name}/similar", response_model=SearchResponse, responses=error_responses(*QUERY_ERRORS))
