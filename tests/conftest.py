@@ -69,6 +69,13 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_log(self, *lines: str, timeout: float = 10) -> str:
+        """The log once it holds every line: request lines are written after the response is sent."""
+        deadline = time.monotonic() + timeout
+        while not all(line in (log := self.log()) for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
     """Poll /readyz until 200; fail with the process's exit if it dies first."""

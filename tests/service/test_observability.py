@@ -17,9 +17,11 @@ def test_debug_log_has_one_line_per_request(tmp_path: Path, serve) -> None:
     with server.client() as client:
         client.post("/v1/collections/c/search", json={"vector": corpus.queries[0].tolist(), "metric": "cosine"})
         client.get("/v1/collections/nope")
-    log = server.log()
-    assert "request method=POST route=/v1/collections/{name}/search metric=cosine status=200" in log
-    assert "request method=GET route=/v1/collections/{name} metric=- status=404" in log
+    post = "request method=POST route=/v1/collections/{name}/search metric=cosine status=200"
+    get = "request method=GET route=/v1/collections/{name} metric=- status=404"
+    log = server.wait_log(post, get)
+    assert post in log
+    assert get in log
 
 
 def test_healthz_answers_while_searches_run(tmp_path: Path, serve) -> None:
