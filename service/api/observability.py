@@ -27,6 +27,18 @@ class ServiceMetrics:
                              ["collection", "version"], registry=self.registry)
         self.reloads = Counter("dotcos_reloads_total", "Version loads by outcome",
                                ["collection", "outcome"], registry=self.registry)
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def request_done(self, route: str, metric: str, status: int, seconds: float) -> None:
+        """Count and time one request; the labelled children are looked up once per label set,
+        since `labels()` stringifies and locks on every call and this runs once per request."""
+        key = (route, metric, status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, metric, str(status)), self.latency.labels(route, metric))
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def loaded(self, collection: str, old: str | None, new: str) -> None:
         if old is not None:
@@ -70,8 +82,7 @@ class MetricsMiddleware:
         route: Any = scope.get("route")
         path = state.get("route") or getattr(route, "path", "unmatched")
         metric = state.get("metric", "")
-        self.metrics.requests.labels(path, metric, str(status)).inc()
-        self.metrics.latency.labels(path, metric).observe(elapsed)
+        self.metrics.request_done(path, metric, status, elapsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request method=%s route=%s metric=%s status=%d ms=%.2f", scope.get("method"),
                       path, metric or "-", status, elapsed * 1000)

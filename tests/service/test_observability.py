@@ -6,7 +6,9 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 
+from service.api.observability import ServiceMetrics
 from tests.conftest import build, make_corpus
 
 
@@ -61,3 +63,16 @@ def test_healthz_answers_while_searches_run(tmp_path: Path, serve) -> None:
         for worker in workers:
             worker.join()
     assert answered_during_search > 0
+
+
+def test_request_metrics_accumulate_per_label_set() -> None:
+    metrics = ServiceMetrics()
+    for seconds in (0.002, 0.004):
+        metrics.request_done("/v1/collections/{name}/search", "dot", 200, seconds)
+    metrics.request_done("/v1/collections/{name}/search", "cosine", 400, 0.001)
+    value = metrics.registry.get_sample_value
+    search = {"route": "/v1/collections/{name}/search"}
+    assert value("dotcos_requests_total", {**search, "metric": "dot", "status": "200"}) == 2
+    assert value("dotcos_requests_total", {**search, "metric": "cosine", "status": "400"}) == 1
+    assert value("dotcos_request_seconds_sum", {**search, "metric": "dot"}) == pytest.approx(0.006)
+    assert value("dotcos_request_seconds_count", {**search, "metric": "cosine"}) == 1
