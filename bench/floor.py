@@ -48,7 +48,8 @@ def main() -> None:
     root = args.workdir / "indexes-quick"
     queries = np.load(args.workdir / "data" / "quick-queries.npy")[:200]
     bodies = write_bodies(args.workdir / "bodies" / "floor-dot.jsonl", queries, {"k": 10, "metric": "dot"})
-    faiss_batch = inprocess.faiss_reference(root, "hnsw-ip", queries, len(queries))["dot"]["qps_batch"]
+    timing = inprocess.Timing(len(queries), 1.0)
+    faiss_batch = inprocess.faiss_reference(root, "hnsw-ip", queries, timing)["dot"]["qps_batch"]
     rows = []
     for workers in (1, 2):
         floor = _start_floor(workers, args.workdir / "floor.log")

@@ -1,7 +1,9 @@
 """In-process section: every index kind built by dotcos-build, its knob swept; peers on the same data.
 
 Recall@10 is tie-aware against exact search; QPS is measured single-query on one thread and
-batched on all threads, through dotcos's own search path (FAISS + exact rescoring).
+batched on all threads, through dotcos's own search path (FAISS + exact rescoring). Each QPS
+figure repeats its pass over the queries for a minimum duration, so fast indexes are not timed
+over a few milliseconds.
 """
 
 from __future__ import annotations
@@ -42,6 +44,14 @@ NPROBE_VALUES = (1, 4, 16, 64, 256)
 THREADS = os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How QPS is timed: the first `single_queries` one per call, every pass repeated for `min_seconds`."""
+
+    single_queries: int
+    min_seconds: float
+
+
 @dataclass
 class Truth:
     """Exact top-10 scores per metric, and what is needed to score any returned row."""
@@ -74,25 +84,30 @@ def build(config: str, data: Dataset, root: Path) -> dict[str, object]:
     return {"build_s": round(time.perf_counter() - start, 2), "build_peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def _qps(run: Callable[[], object], queries: int) -> float:
-    start = time.perf_counter()
-    run()
-    return queries / (time.perf_counter() - start)
+def _qps(run: Callable[[], object], queries: int, min_seconds: float) -> float:
+    """Queries per second of `run` (which answers `queries` queries), repeated until `min_seconds` passed."""
+    passes, start = 0, time.perf_counter()
+    while True:
+        run()
+        passes += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return passes * queries / elapsed
 
 
 def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None,
-               single_queries: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+               timing: Timing) -> tuple[np.ndarray, np.ndarray, float, float]:
     faiss.omp_set_num_threads(1)
-    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(single_queries)],
-                  single_queries)
+    n = timing.single_queries
+    single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(n)], n, timing.min_seconds)
     faiss.omp_set_num_threads(THREADS)
     found: list[tuple[np.ndarray, np.ndarray]] = []
-    batch = _qps(lambda: found.append(ann_topk(served, queries, K, value)), len(queries))
+    batch = _qps(lambda: found.append(ann_topk(served, queries, K, value)), len(queries), timing.min_seconds)
     return found[0][0], found[0][1], single, batch
 
 
 def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object],
-               single_queries: int) -> list[dict]:
+               timing: Timing) -> list[dict]:
     """Recall (all queries, batched) and QPS (the first `single_queries` one per call; all batched) per knob;
     `single_queries` is at most len(queries), here and in the other timing functions."""
     version = load_version(root, config, read_current(root, config))
@@ -104,7 +119,7 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
         files = [*entry.files_for(str(entry.file)), "vectors.npy"]
         size = sum((version.path / f).stat().st_size for f in files)
         for value in values:
-            scores, found, single, batch = _time_ours(served, queries, value, single_queries)
+            scores, found, single, batch = _time_ours(served, queries, value, timing)
             rows.append({"impl": "dotcos", "config": config, "metric": metric, "param": served.param,
                          "value": value, "recall": round(recall_at_k(truth.scores[metric], scores, found), 4),
                          "qps_single": round(single, 1), "qps_batch": round(batch, 1),
@@ -113,29 +128,31 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
     return rows
 
 
-def faiss_reference(root: Path, config: str, queries: np.ndarray, single_queries: int) -> dict[str, dict[str, float]]:
+def faiss_reference(root: Path, config: str, queries: np.ndarray, timing: Timing) -> dict[str, dict[str, float]]:
     """Raw FAISS on the same index at its default knob: one query per call, one thread; batched, all."""
     version = load_version(root, config, read_current(root, config))
     out = {}
     for metric, served in version.indexes.items():
         value = version.manifest.metrics[metric].index.search_params.get(served.param or "")
-        out[metric] = _raw_faiss(served, queries, value, single_queries)
+        out[metric] = _raw_faiss(served, queries, value, timing)
     return out
 
 
 def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None,
-               single_queries: int) -> dict[str, float | int | None]:
+               timing: Timing) -> dict[str, float | int | None]:
     prepared = served.faiss_queries(queries)
     params = search_parameters(served.param, value)
     faiss.omp_set_num_threads(1)
+    n = timing.single_queries
     single = _qps(lambda: [index.search(prepared[i : i + 1], K, params=params)
-                           for i in range(single_queries) for index in served.searched], single_queries)
+                           for i in range(n) for index in served.searched], n, timing.min_seconds)
     faiss.omp_set_num_threads(THREADS)
-    batch = _qps(lambda: [index.search(prepared, K, params=params) for index in served.searched], len(prepared))
+    batch = _qps(lambda: [index.search(prepared, K, params=params) for index in served.searched], len(prepared),
+                 timing.min_seconds)
     return {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
 
 
-def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth, single_queries: int) -> list[dict]:
+def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth, timing: Timing) -> list[dict]:
     """hnswlib (ip, cosine) and usearch (ip, cos) with M=32, efConstruction=128 like dotcos's default."""
     docs = np.ascontiguousarray(data.docs, dtype=np.float32)
     rows: list[dict] = []
@@ -143,7 +160,7 @@ def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth, single_queries
         space = fit_metric_space(Metric.parse(metric), row_norms(docs), None)
         for impl, (index, build_s, size) in _peer_indexes(docs, metric).items():
             for ef in EF_VALUES:
-                single, batch, labels = _peer_run(impl, index, queries, ef, single_queries)
+                single, batch, labels = _peer_run(impl, index, queries, ef, timing)
                 labels = labels.astype(np.int64)
                 scores = score_rows(space, queries, docs, truth.scales[metric], labels)
                 rows.append({"impl": impl, "config": "hnsw", "metric": metric, "param": "ef", "value": ef,
@@ -170,16 +187,18 @@ def _peer_indexes(docs: np.ndarray, metric: str) -> dict[str, tuple[object, floa
     return out
 
 
-def _peer_run(impl: str, index: object, queries: np.ndarray, ef: int, n: int) -> tuple[float, float, np.ndarray]:
+def _peer_run(impl: str, index: object, queries: np.ndarray, ef: int,
+              timing: Timing) -> tuple[float, float, np.ndarray]:
     found: list[np.ndarray] = []
+    n, seconds = timing.single_queries, timing.min_seconds
     if impl == "hnswlib":
         index.set_ef(max(ef, K))  # type: ignore[attr-defined]
         single = _qps(lambda: [index.knn_query(queries[i : i + 1], K, num_threads=1)  # type: ignore[attr-defined]
-                               for i in range(n)], n)
+                               for i in range(n)], n, seconds)
         batch = _qps(lambda: found.append(index.knn_query(queries, K, num_threads=THREADS)[0]),  # type: ignore[attr-defined]
-                     len(queries))
+                     len(queries), seconds)
         return single, batch, found[0]
     index.expansion_search = max(ef, K)  # type: ignore[attr-defined]
-    single = _qps(lambda: [index.search(queries[i], K, threads=1) for i in range(n)], n)  # type: ignore[attr-defined]
-    batch = _qps(lambda: found.append(index.search(queries, K, threads=THREADS).keys), len(queries))  # type: ignore[attr-defined]
+    single = _qps(lambda: [index.search(queries[i], K, threads=1) for i in range(n)], n, seconds)  # type: ignore[attr-defined]
+    batch = _qps(lambda: found.append(index.search(queries, K, threads=THREADS).keys), len(queries), seconds)  # type: ignore[attr-defined]
     return single, batch, found[0]

@@ -79,7 +79,8 @@ def write(out: Path, name: str, payload: dict[str, Any]) -> None:
     meta = payload["meta"]
     lines = [f"# dotcos benchmark: {name}", "",
              f"{meta['docs']} documents × {meta['dim']} dims, {meta['queries']} queries (one-query-per-call QPS "
-             f"timed on the first {meta.get('single_queries', meta['queries'])}); {meta['machine']}; "
+             f"timed on the first {meta.get('single_queries', meta['queries'])}; every QPS figure repeats its pass "
+             f"for at least {meta.get('min_seconds_per_qps', 0)} s); {meta['machine']}; "
              f"faiss {meta['faiss']}, run {meta['started']}. All ratios are measured in this run.", "",
              "## In-process: recall@10 against QPS", "", *_inprocess_table(payload["inprocess"]), "",
              "## Service under load (wrk)", "", *_service_table(payload["service"]), ""]

@@ -33,6 +33,8 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each wrk run")
     parser.add_argument("--sweep-queries", type=int, default=500, help="queries for recall and batched QPS")
     parser.add_argument("--single-queries", type=int, default=100, help="of those, timed one query per call")
+    parser.add_argument("--min-seconds", type=float, default=0.25,
+                        help="each in-process QPS figure repeats its pass over the queries at least this long")
     parser.add_argument("--configs", default=",".join(inprocess.CONFIGS))
     parser.add_argument("--no-peers", action="store_true", help="skip hnswlib and usearch")
     parser.add_argument("--no-chroma", action="store_true", help="skip the Chroma server baseline")
@@ -131,7 +133,7 @@ def main() -> None:
     name = args.docs.stem if args.docs else args.dataset
     data = datasets.load(name, args.workdir / "data", args.docs, args.queries)
     queries = data.queries[: args.sweep_queries]
-    single = min(args.single_queries, len(queries))
+    timing = inprocess.Timing(min(args.single_queries, len(queries)), args.min_seconds)
     root = args.workdir / f"indexes-{name}"
     shutil.rmtree(root, ignore_errors=True)
     started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -139,16 +141,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for config in args.configs.split(","):
         built = inprocess.build(config, data, root)
-        rows += inprocess.sweep_ours(config, root, queries, truth, built, single)
+        rows += inprocess.sweep_ours(config, root, queries, truth, built, timing)
         print(f"{config}: built in {built['build_s']}s", flush=True)
     if not args.no_peers:
-        rows += inprocess.sweep_peers(data, queries, truth, single)
-    reference = {c: inprocess.faiss_reference(root, c, queries, single) for c in ("hnsw-ip", "flat")}
+        rows += inprocess.sweep_peers(data, queries, truth, timing)
+    reference = {c: inprocess.faiss_reference(root, c, queries, timing) for c in ("hnsw-ip", "flat")}
     assert build_main(["build", "--input", str(datasets.tiny(args.workdir / "data")), "--name", "tiny",
                        "--root", str(root), "--metrics", "dot", "--quiet"]) == 0
     service = _service_runs(root, data, args, reference)
     meta = {"docs": int(data.docs.shape[0]), "dim": int(data.docs.shape[1]), "queries": len(queries),
-            "single_queries": single,
+            "single_queries": timing.single_queries, "min_seconds_per_qps": timing.min_seconds,
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
             "faiss": faiss.__version__, "started": started, "seconds_per_load_run": args.seconds,
             "blas_threshold": faiss.cvar.distance_compute_blas_threshold}
