@@ -24,6 +24,7 @@ from index_builder.faults import arm
 from index_builder.indexes import KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
+from index_builder.publish import check_writable
 from index_builder.readers import ParquetColumns, input_format, resolve_paths
 from index_builder.settings import BuilderSettings
 from index_builder.staging import InputSpec
@@ -146,8 +147,13 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     )
 
 
+WRITING_COMMANDS = ("build", "demo", "activate", "gc")
+
+
 def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
     root = args.root or settings.index_root
+    if args.command in WRITING_COMMANDS:
+        check_writable(root)
     if args.command == "build":
         threads = args.threads or settings.build_threads
         if threads:

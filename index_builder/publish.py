@@ -43,6 +43,25 @@ def new_version_name(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond:06d}Z"
 
 
+def check_writable(root: Path) -> None:
+    """Fail early, with what to do, when the index root cannot be written by this user.
+
+    A bind-mounted host directory or a fresh volume is often owned by root while the image runs
+    as an unprivileged user; FAISS and numpy would otherwise fail deep inside a build.
+    """
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        pass
+    if not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
+        uid, gid = os.getuid(), os.getgid()
+        raise InputError(
+            f"index root {root} is not writable by uid {uid} (gid {gid}): chown it to {uid}:{gid}, "
+            f"or run as its owner (docker --user, Kubernetes securityContext.fsGroup: {gid}), "
+            "or pick another --root"
+        )
+
+
 def new_staging_dir(root: Path, collection: str, version: str) -> Path:
     """A private directory on the same filesystem as versions/, for one build."""
     base = collection_dir(root, collection)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,20 @@ def test_zero_norm_documents_are_kept_for_dot_and_counted(tmp_path: Path, capsys
     assert manifest.norm_profile.zero_count == 2
     assert manifest.metrics["dot"].index.count == 100
     assert manifest.metrics["cosine"].index.count == 98
+
+
+
+@pytest.mark.parametrize("command", [["demo"], ["gc", "--name", "demo", "--keep", "1"]])
+def test_an_index_root_the_user_cannot_write_exits_2_saying_what_to_do(
+        tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """As root every directory is writable, so the refusal a non-root user gets is simulated here
+    (the container test meets the real one: uid 10001 on a root-owned bind mount)."""
+    root = tmp_path / "indexes"
+    root.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if Path(path) == root else real_access(path, mode))
+    assert main([*command, "--root", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"error: index root {root} is not writable by uid {os.getuid()}" in err
+    assert "fsGroup" in err and not any(root.iterdir())
