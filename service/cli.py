@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 import os
 import sys
+from typing import Any
 
 OPENMP_DEFAULTS = {
     # Idle OpenMP threads sleep instead of spinning: the event loop and the search threads share
@@ -33,8 +35,26 @@ def main() -> int:
         print("error: setting DOTCOS_WORKERS: must be 1 with DOTCOS_RAY_ADDRESS (shards scale with "
               "DOTCOS_RAY_REPLICAS)", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = logging_config(settings.log_level)
+    logging.config.dictConfig(config)
     uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_level=settings.log_level.lower(), access_log=False)
+                workers=settings.workers, log_config=config, log_level=settings.log_level.lower(),
+                access_log=False)
     return 0
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """One stderr handler on the root logger, for uvicorn's and dotcos's loggers alike.
+
+    Handed to uvicorn as its log_config, which it applies in every worker process too: a
+    configuration made only here would be lost in workers (DOTCOS_WORKERS > 1), and with it
+    the service's own lines (loaded, serving, reload).
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stderr"}},
+        "root": {"level": level.upper(), "handlers": ["stderr"]},
+        "loggers": {name: {"handlers": [], "propagate": True} for name in ("uvicorn", "uvicorn.error")},
+    }

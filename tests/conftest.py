@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,12 +15,18 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.service_load import free_port
 from index_builder.cli import main as build_main
 from index_builder.synthetic import TwoTowerSpec, two_tower
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -69,32 +76,34 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_log(self, *lines: str, timeout: float = 10) -> str:
-        """The log once it holds every line: request lines are written after the response is sent."""
+    def wait_log(self, *lines: str, timeout: float = 10, times: int = 1) -> str:
+        """The log once it holds every line (`times` times): request lines are written after the
+        response is sent."""
         deadline = time.monotonic() + timeout
-        while not all(line in (log := self.log()) for line in lines) and time.monotonic() < deadline:
+        while not all((log := self.log()).count(line) >= times for line in lines) and time.monotonic() < deadline:
             time.sleep(0.05)
         return log
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Poll /readyz until 200; fail with the process's exit if it dies first."""
+def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60, path: str = "/readyz") -> None:
+    """Poll `path` (/readyz) until 200; fail with the process's exit if it dies first."""
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=url, timeout=2) as client:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited with {process.returncode}")
             try:
-                if client.get("/readyz").status_code == 200:
+                if client.get(path).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
-    raise TimeoutError(f"{url}/readyz not ready after {timeout}s")
+    raise TimeoutError(f"{url}{path} not ready after {timeout}s")
 
 
-def start_server(root: Path, log_path: Path, **env: str) -> Server:
-    """Start the real `dotcos-serve` console script on a free 127.0.0.1 port."""
+def start_server(root: Path, log_path: Path, wait_for: str = "/readyz", **env: str) -> Server:
+    """Start the real `dotcos-serve` console script on a free 127.0.0.1 port; return once
+    `wait_for` answers 200."""
     port = free_port()
     environment = {**os.environ, "DOTCOS_INDEX_ROOT": str(root), "DOTCOS_PORT": str(port),
                    "DOTCOS_HOST": "127.0.0.1", "DOTCOS_RELOAD_INTERVAL": "0.2", **env}
@@ -103,7 +112,7 @@ def start_server(root: Path, log_path: Path, **env: str) -> Server:
                                    stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process)
+        wait_ready(url, process, path=wait_for)
     except Exception:
         process.kill()
         raise
@@ -123,8 +132,8 @@ def serve(tmp_path: Path) -> Iterator[callable]:
     """Factory fixture: serve(root, **env) starts a server that is stopped after the test."""
     servers: list[Server] = []
 
-    def _start(root: Path, **env: str) -> Server:
-        server = start_server(root, tmp_path / f"server-{len(servers)}.log", **env)
+    def _start(root: Path, wait_for: str = "/readyz", **env: str) -> Server:
+        server = start_server(root, tmp_path / f"server-{len(servers)}.log", wait_for, **env)
         servers.append(server)
         return server
 
