@@ -44,7 +44,8 @@ class ServiceSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     ray_address: str | None = Field(default=None, description="serve shards on Ray Serve; 'local' starts a cluster")
     ray_replicas: int = Field(default=1, ge=1)
-    ray_replica_cpus: float = Field(default=1.0, ge=0)
+    ray_replica_cpus: float = Field(default=0.25, ge=0, description="CPUs each shard replica reserves; "
+                                    "a quarter lets one small machine hold several collections' shards")
     ray_retries: int = Field(default=3, ge=0)
     ray_drain_s: float = Field(default=30.0, ge=0)
     ray_deploy_timeout_s: float = Field(default=300.0, gt=0)

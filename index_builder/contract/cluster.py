@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from index_builder.contract.errors import DotcosError
 
 LOCAL = "local"
+OBJECT_STORE_CAP = 512 << 20
+OBJECT_STORE_MIN = 80 << 20
+
+
+def local_object_store_bytes(shm: str = "/dev/shm") -> int:
+    """The object store of a local cluster: what dotcos passes through it is small (shard answers,
+    task results), so at most 512 MiB, and never more than /dev/shm can hold. Ray's own default
+    (30% of RAM) overflows a container's /dev/shm and falls back to a slow store in /tmp."""
+    try:
+        free = shutil.disk_usage(shm).free
+    except OSError:
+        return OBJECT_STORE_CAP
+    return max(OBJECT_STORE_MIN, min(OBJECT_STORE_CAP, int(free * 0.8)))
 
 
 def ray_init(address: str) -> None:
@@ -18,7 +32,8 @@ def ray_init(address: str) -> None:
 
     if address == LOCAL:
         ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 _node_ip_address="127.0.0.1", configure_logging=False)
+                 object_store_memory=local_object_store_bytes(), _node_ip_address="127.0.0.1",
+                 configure_logging=False)
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
 

@@ -82,6 +82,11 @@ async def readyz(request: Request) -> Response:
     state = app_state(request)
     if not state.registry.ready.is_set():
         return error_response(503, "not_ready", "still loading collections", {"Retry-After": "1"})
+    unserved = state.registry.unserved()
+    if unserved:
+        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(unserved.items()))
+        return error_response(503, "not_ready", f"not serving every published collection: {why}",
+                              {"Retry-After": "1"})
     served = {v.collection: v.version for v in state.registry.all()}
     return JSONBytes({"status": "ready", "collections": served})
 

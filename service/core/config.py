@@ -38,7 +38,7 @@ class RaySettings:
 
     address: str
     replicas: int = 1
-    replica_cpus: float = 1.0
+    replica_cpus: float = 0.25
     retries: int = 3
     retry_backoff_s: float = 0.2
     faiss_threads: int = 1

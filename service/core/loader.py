@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +84,8 @@ def load_version(root: Path, collection: str, version: str, mmap: bool = True) -
 
 
 Served = LoadedVersion | ShardedVersion
+Note = Callable[[str], None]
+"""How a loader says, while it works, why a version is not served yet (e.g. waiting for resources)."""
 
 
 class Loader(Protocol):
@@ -90,7 +93,7 @@ class Loader(Protocol):
 
     def start(self) -> None: ...
 
-    def __call__(self, collection: str, version: str) -> Served: ...
+    def __call__(self, collection: str, version: str, note: Note) -> Served: ...
 
     def close(self) -> None: ...
 
@@ -104,7 +107,7 @@ class LocalLoader:
     def start(self) -> None:
         return None
 
-    def __call__(self, collection: str, version: str) -> Served:
+    def __call__(self, collection: str, version: str, note: Note) -> Served:
         manifest, path = read_version(self.root, collection, version)
         if not manifest.sharded:
             return _load_unsharded(manifest, path, self.mmap)

@@ -35,7 +35,7 @@ from index_builder.contract.errors import ArtifactError, DotcosError
 from service.core.config import RaySettings
 from service.core.errors import Unavailable
 from service.core.gather import ShardedVersion
-from service.core.loader import configure_runtime, load_part, read_version
+from service.core.loader import Note, configure_runtime, load_part, read_version
 from service.core.shard_ops import OPS
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,11 @@ class RayLoader:
             self.started = self.settings.address == LOCAL
         serve.start(proxy_location="Disabled")
 
-    def __call__(self, collection: str, version: str) -> ShardedVersion:
+    def __call__(self, collection: str, version: str, note: Note) -> ShardedVersion:
         start = time.perf_counter()
         manifest, path = read_version(self.root, collection, version)
         apps = [f"{self.prefix}-{collection}-{version}-{shard}" for shard in range(len(manifest.parts()))]
+        self._check_room(collection, version, len(apps), note)
         deployment = SHARD_DEPLOYMENT.options(num_replicas=self.settings.replicas,
                                               max_ongoing_requests=self.settings.max_ongoing,
                                               ray_actor_options={"num_cpus": self.settings.replica_cpus})
@@ -156,6 +157,21 @@ class RayLoader:
         return ShardedVersion(collection, manifest, path, RayShards(collection, handles, apps, self.settings),
                               elapsed, datetime.now(UTC))
 
+    def _check_room(self, collection: str, version: str, shards: int, note: Note) -> None:
+        """Say at once, in the log and to the registry, when the cluster lacks the CPUs the shard
+        replicas ask for: Serve would otherwise wait for them silently until the deploy timeout."""
+        needed = shards * self.settings.replicas * self.settings.replica_cpus
+        free = float(ray.available_resources().get("CPU", 0.0))
+        if needed <= free + 1e-9:
+            return
+        total = float(ray.cluster_resources().get("CPU", 0.0))
+        why = (f"{collection}/{version} waits for {needed:g} CPUs on Ray ({shards} shards x "
+               f"DOTCOS_RAY_REPLICAS={self.settings.replicas} x DOTCOS_RAY_REPLICA_CPUS={self.settings.replica_cpus:g}); "
+               f"the cluster has {free:g} free of {total:g}: lower those settings or add nodes "
+               f"(gives up after DOTCOS_RAY_DEPLOY_TIMEOUT_S={self.settings.deploy_timeout_s:g}s)")
+        log.warning("%s", why)
+        note(why)
+
     def _wait_running(self, apps: list[str]) -> None:
         """Block until every shard application runs; fail on a failed deploy or after the timeout."""
         deadline = time.monotonic() + self.settings.deploy_timeout_s
@@ -167,8 +183,9 @@ class RayLoader:
             if all(a in statuses and statuses[a].status == ApplicationStatus.RUNNING for a in apps):
                 return
             if time.monotonic() > deadline:
-                raise ArtifactError(f"shards not running after {self.settings.deploy_timeout_s:g}s (not enough "
-                                    "CPUs for DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard?)")
+                free = float(ray.available_resources().get("CPU", 0.0))
+                raise ArtifactError(f"shards not running after {self.settings.deploy_timeout_s:g}s with {free:g} "
+                                    "CPUs free on Ray (DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard)")
             time.sleep(0.1)
 
     def close(self) -> None:

@@ -16,8 +16,9 @@ from typing import Protocol
 
 from index_builder.contract.errors import DotcosError, NotFoundError
 from index_builder.contract.layout import list_collections, read_current
+from service.core.errors import Unavailable
 from service.core.gather import ShardedVersion
-from service.core.loader import Served
+from service.core.loader import Note, Served
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class ReloadOutcome:
 class Registry:
     """Loaded versions by collection name, refreshed from the index root."""
 
-    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str], Served],
+    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str, Note], Served],
                  settle: Callable[[], None] | None = None) -> None:
         self.root = root
         self.load = load
@@ -50,6 +51,7 @@ class Registry:
         self.ready = threading.Event()
         self._versions: dict[str, Served] = {}
         self._refused: dict[str, str] = {}
+        self._unserved: dict[str, str] = {}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -58,12 +60,18 @@ class Registry:
         """The version serving `name` right now; NotFoundError naming the served ones."""
         loaded = self._versions.get(name)
         if loaded is None:
+            if name in self._unserved:
+                raise Unavailable(f"collection {name!r} is not served yet: {self._unserved[name]}")
             served = ", ".join(sorted(self._versions)) or "none"
             raise NotFoundError(f"collection {name!r} not found (served: {served})")
         return loaded
 
     def all(self) -> list[Served]:
         return [self._versions[name] for name in sorted(self._versions)]
+
+    def unserved(self) -> dict[str, str]:
+        """Collections published under the root that serve no version, and why (loading, refused)."""
+        return dict(self._unserved)
 
     def refresh(self) -> list[ReloadOutcome]:
         """Load every collection whose CURRENT changed; keep serving the old one on failure."""
@@ -83,22 +91,32 @@ class Registry:
             return ReloadOutcome(name, wanted, "unchanged")
         if self._refused.get(name) == wanted:
             return ReloadOutcome(name, wanted, "refused", "refused earlier; publish a new version")
+        if current is None:
+            self._unserved[name] = f"version {wanted} is loading"
         try:
-            loaded = self.load(name, wanted)
+            loaded = self.load(name, wanted, lambda why: self._note(name, why))
         except (DotcosError, OSError, ValueError) as exc:
             return self._refuse(name, wanted, str(exc))
         self._versions = {**self._versions, name: loaded}
         self._refused.pop(name, None)
+        self._unserved.pop(name, None)
         if isinstance(current, ShardedVersion):
             current.shards.retire()
         self.observer.loaded(name, current.version if current else None, wanted)
         log.info("serving %s version %s (was %s)", name, wanted, current.version if current else "none")
         return ReloadOutcome(name, wanted, "loaded")
 
+    def _note(self, name: str, why: str) -> None:
+        """A loader's word on why a collection that serves nothing yet is still not served."""
+        if name not in self._versions:
+            self._unserved[name] = why
+
     def _refuse(self, name: str, version: str | None, reason: str) -> ReloadOutcome:
         if version is not None:
             self._refused[name] = version
         serving = self._versions.get(name)
+        if serving is None:
+            self._unserved[name] = f"version {version} was refused: {reason}"
         log.error("refused %s version %s: %s (still serving %s)", name, version, reason,
                   serving.version if serving else "nothing")
         self.observer.refused(name, version or "unknown", reason)

@@ -267,3 +267,24 @@ def test_a_version_with_a_corrupt_shard_is_refused_on_ray(corpus: Corpus, tmp_pa
         assert _refused(client)
     assert {status for status, _ in outcomes} == {200} and {v for _, v in outcomes} == {"v1"}
     assert "refused items version v2" in server.log() and "dot.s001.faiss" in server.log()
+
+
+def test_a_collection_ray_cannot_place_is_an_error_a_person_sees(corpus: Corpus, tmp_path: Path, serve) -> None:
+    cpus = os.cpu_count() or 1
+    assert build(tmp_path, corpus, "fits", "--metrics", "dot", "--version", "v1") == 0
+    assert build(tmp_path, corpus, "toobig", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
+    server = serve(tmp_path, wait_for="/healthz", DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICA_CPUS=str(cpus / 2),
+                   DOTCOS_RAY_REPLICAS="1", DOTCOS_RAY_DEPLOY_TIMEOUT_S="20")
+    with server.client() as client:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "toobig" not in client.get("/readyz").text:
+            time.sleep(0.25)
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "toobig" in ready.json()["error"]["message"]
+        blocked = client.post("/v1/collections/toobig/search", json={"vector": corpus.queries[0].tolist()})
+        assert blocked.status_code == 503
+        assert "collection 'toobig' is not served yet" in blocked.json()["error"]["message"]
+        assert "CPUs" in blocked.json()["error"]["message"]
+        assert client.post("/v1/collections/fits/search", json={"vector": corpus.queries[0].tolist()}).status_code == 200
+    log = server.wait_log("toobig/v1 waits for", timeout=60)
+    assert f"waits for {cpus:g} CPUs on Ray (2 shards x DOTCOS_RAY_REPLICAS=1" in log
