@@ -1,17 +1,23 @@
-# syntax=docker/dockerfile:1
 # One image for both roles: `dotcos-serve` (default) and `dotcos-build` (the batch job).
+# Reproducible: every package comes from the pinned set in docker/constraints.txt (see README).
 
 FROM python:3.11.11-slim-bookworm AS wheels
 # --build-arg DOTCOS_EXTRAS=ray adds Ray (sharded builds on a cluster, shards on Ray Serve).
 ARG DOTCOS_EXTRAS=""
+# Behind a TLS-intercepting proxy: --build-arg EXTRA_CA_CERTS="$(cat proxy-ca.pem)". Used by pip in
+# this stage only; the published stage below never sees it.
+ARG EXTRA_CA_CERTS=""
 WORKDIR /src
-RUN apt-get update \
- && apt-get install -y --no-install-recommends gcc \
- && rm -rf /var/lib/apt/lists/*
-COPY pyproject.toml README.md ./
+COPY docker/constraints.txt pyproject.toml README.md ./
 COPY index_builder ./index_builder
 COPY service ./service
-RUN pip wheel --no-cache-dir --wheel-dir /wheels ".${DOTCOS_EXTRAS:+[$DOTCOS_EXTRAS]}"
+RUN if [ -n "$EXTRA_CA_CERTS" ]; then \
+      cat /etc/ssl/certs/ca-certificates.crt > /tmp/ca.pem && printf '%s\n' "$EXTRA_CA_CERTS" >> /tmp/ca.pem; \
+      export PIP_CERT=/tmp/ca.pem; \
+    fi \
+ && pip wheel --no-cache-dir --only-binary :all: --constraint constraints.txt --wheel-dir /wheels \
+      ".${DOTCOS_EXTRAS:+[$DOTCOS_EXTRAS]}" \
+ && rm -f /tmp/ca.pem
 
 FROM python:3.11.11-slim-bookworm AS runtime
 ARG DOTCOS_EXTRAS=""
@@ -21,8 +27,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DOTCOS_HOST=0.0.0.0 \
     DOTCOS_PORT=8000 \
     OMP_WAIT_POLICY=PASSIVE
-RUN groupadd --system --gid 10001 dotcos \
- && useradd --system --uid 10001 --gid dotcos --home-dir /home/dotcos --create-home dotcos \
+RUN groupadd --gid 10001 dotcos \
+ && useradd --uid 10001 --gid dotcos --home-dir /home/dotcos --create-home --shell /usr/sbin/nologin dotcos \
  && mkdir -p /indexes /data \
  && chown dotcos:dotcos /indexes
 COPY --from=wheels /wheels /wheels

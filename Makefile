@@ -7,7 +7,7 @@ EXTRAS ?= dev,ray
 DOTCOS_INDEX_ROOT ?= ./indexes
 export DOTCOS_INDEX_ROOT
 
-.PHONY: install test run lint fuzz bench bench-full bench-install demo clean
+.PHONY: install test test-containers constraints run lint fuzz bench bench-full bench-install demo clean
 
 install: $(STAMP)
 
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml
 
 test: install
 	$(BIN)/python -m pytest -q
+
+test-containers: install
+	bash .ci/containers/run-test.sh
+
+# The image installs exactly this set (the one `make test` passed with); refresh after changing dependencies.
+constraints: install
+	{ echo "# Every package the image may install, pinned to the set \`make test\` passed with."; \
+	  echo "# Refresh: make constraints (after make install and make test)."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v '^dotcos'; } > docker/constraints.txt
 
 fuzz: install
 	DOTCOS_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/service/test_fuzz.py -q -p no:cacheprovider \

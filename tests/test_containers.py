@@ -17,7 +17,12 @@ import yaml
 
 from tests.conftest import BIN, REPO, free_port, wait_ready
 
-COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+def interpolated(text: str) -> str:
+    """Compose's `${NAME:-default}` with every variable unset, as on a fresh machine."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
+
+
+COMPOSE = yaml.safe_load(interpolated((REPO / "docker-compose.yml").read_text()))
 DOCKERFILE = (REPO / "Dockerfile").read_text()
 
 
@@ -39,9 +44,13 @@ def test_compose_has_a_one_shot_builder_and_a_service_sharing_the_index_volume()
     assert "indexes:/indexes" in services["builder"]["volumes"]
     assert "indexes:/indexes:ro" in services["service"]["volumes"]
     assert "./data:/data:ro" in services["builder"]["volumes"]
+    assert "build" in services["builder"] and "build" not in services["service"], "the image is built once"
+    assert services["service"]["image"] == services["builder"]["image"]
     assert services["builder"]["restart"] == "no"
     assert services["service"]["depends_on"]["builder"]["condition"] == "service_completed_successfully"
-    assert "8000:8000" in services["service"]["ports"]
+    assert services["service"]["ports"] == ["127.0.0.1:8000:8000"]
+    assert "/home/dotcos:uid=10001,gid=10001,mode=0700" in services["service"]["tmpfs"], "Ray writes ~/.ray"
+    assert services["service"]["shm_size"] == "1gb", "Ray's object store lives in /dev/shm"
     health = services["service"]["healthcheck"]["test"]
     assert health[0] == "CMD" and health[1:] == exec_form(instructions("HEALTHCHECK")[0].split("CMD", 1)[1].strip())
     assert services["service"]["read_only"] is True
@@ -63,7 +72,8 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_a_health_check() -> None:
 
 def container_env(service: str, root: Path, port: int) -> dict[str, str]:
     """The compose environment of a service, with host paths and a free port substituted."""
-    env = {**os.environ, **{k: str(v) for k, v in COMPOSE["services"][service].get("environment", {}).items()}}
+    env = {**os.environ, **{k: str(v) for k, v in COMPOSE["services"][service].get("environment", {}).items()
+                            if v not in (None, "")}}
     env.update(DOTCOS_INDEX_ROOT=str(root), DOTCOS_HOST="127.0.0.1", DOTCOS_PORT=str(port),
                DOTCOS_RELOAD_INTERVAL="0.2", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
     env.pop("DOTCOS_ADMIN_TOKEN", None)
