@@ -13,7 +13,7 @@ import numpy as np
 from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
 from index_builder.contract.manifest import NormProfile, SelfCheck, SweepPoint
 from index_builder.contract.metrics import MetricSpace
-from index_builder.contract.scoring import MISSING, exact_topk, indexed_rows
+from index_builder.contract.scoring import MISSING, Prepared, exact_topk, indexed_rows
 from index_builder.contract.search import ServedIndex, ann_topk
 
 log = logging.getLogger(__name__)
@@ -45,23 +45,27 @@ def _sweep_values(param: str | None, nlist: int) -> list[int | None]:
     return [None]
 
 
-SearchAt = Callable[[np.ndarray, int, int | None], tuple[np.ndarray, np.ndarray]]
+SearchAt = Callable[[Prepared, int, int | None], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
 class Checked:
-    """What a self-check measures: a search at a knob value, the knob and its range."""
+    """What a self-check measures: a search at a knob value under a metric, the knob and its range."""
 
-    name: str
+    space: MetricSpace
     search: SearchAt
     param: str | None
     nlist: int
+
+    @property
+    def name(self) -> str:
+        return self.space.name
 
 
 def served_check(served: ServedIndex) -> Checked:
     """The self-check of one index searched exactly as the service searches it."""
     ivf = faiss.try_extract_index_ivf(served.index)
-    return Checked(served.space.name, partial(ann_topk, served), served.param, ivf.nlist if ivf is not None else 0)
+    return Checked(served.space, partial(ann_topk, served), served.param, ivf.nlist if ivf is not None else 0)
 
 
 def self_check(
@@ -74,11 +78,12 @@ def self_check(
     """
     k = truth.shape[1]
     param = checked.param
+    prepared = Prepared.of(checked.space, queries)
     sweep: list[SweepPoint] = []
     recall = 0.0
     chosen: int | None = None
     for value in _sweep_values(param, checked.nlist):
-        scores, rows = checked.search(queries, k, value)
+        scores, rows = checked.search(prepared, k, value)
         recall, chosen = recall_at_k(truth, scores, rows), value
         if value is not None:
             sweep.append(SweepPoint(value=value, recall_at_10=round(recall, 4)))

@@ -28,7 +28,7 @@ from index_builder.contract.faiss_index import read_index
 from index_builder.contract.integrity import verify_shapes
 from index_builder.contract.manifest import SHARDED_SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, ShardEntry
 from index_builder.contract.metrics import Layout, MetricKind, MetricSpace, fit_metric_space, row_norms
-from index_builder.contract.scoring import doc_scales, exact_topk, indexed_rows
+from index_builder.contract.scoring import Prepared, doc_scales, exact_topk, indexed_rows
 from index_builder.contract.search import ServedIndex, ann_topk
 from index_builder.contract.sharding import SHARD_KEY, merge_parts, shard_name, shard_of
 from index_builder.evaluate import RECALL_K, Checked, norm_bias, served_check
@@ -267,10 +267,10 @@ def _merged_check(space: MetricSpace, layout_at: int, results: list[ShardResult]
                                      result.scales[space.name]))
     one = served_check(served[0])
 
-    def search(queries: np.ndarray, k: int, value: int | None) -> tuple[np.ndarray, np.ndarray]:
+    def search(queries: Prepared, k: int, value: int | None) -> tuple[np.ndarray, np.ndarray]:
         return merge_parts([ann_topk(s, queries, k, value) for s in served], offsets, k)
 
-    return Checked(space.name, search, one.param, one.nlist)
+    return Checked(space, search, one.param, one.nlist)
 
 
 def _finish_metric(space: MetricSpace, request: BuildRequest, results: list[ShardResult], staging: Path,

@@ -38,7 +38,6 @@ class ServiceSettings(BaseSettings):
     blas_threshold: int = Field(default=16, ge=1)
     max_pending: int = Field(default=512, ge=0, description="0 sheds every search: drain mode")
     switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
-    fast_path: bool = True
     gc_freeze: bool = Field(default=True, description="freeze the heap after each load (see service.core.heap)")
     default_deadline_ms: float | None = Field(default=None, gt=0)
     cors_origins: list[str] = Field(default_factory=list)

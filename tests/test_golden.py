@@ -9,9 +9,8 @@ import numpy as np
 from index_builder.contract.integrity import verify_version
 from index_builder.contract.layout import read_current, version_dir
 from index_builder.contract.manifest import read_manifest
-from service.core.config import Limits
-from service.core.loader import load_version
-from service.core.search import SearchOptions, search
+from service.core.query import SearchOptions
+from tests.core_calls import load, search
 
 ROOT = Path(__file__).parent / "golden" / "schema-v1"
 
@@ -21,11 +20,11 @@ def test_schema_v1_artifact_verifies_and_answers_like_numpy() -> None:
     manifest = read_manifest(path)
     assert manifest.schema_version == 1
     verify_version(manifest, path)
-    version = load_version(ROOT, "golden", manifest.version)
+    version = load(ROOT, "golden")
     docs = np.load(path / "vectors.npy")
     query = np.array([[0.3, -1.0, 0.5, 2.0]], dtype=np.float32)
     for metric in ("dot", "cosine", "norm_pow:0.5", "covariance"):
-        result = search(version, query, SearchOptions(k=5, metric=metric, exact=True), Limits())
+        result = search(version, query, SearchOptions(k=5, metric=metric, exact=True))
         space = manifest.metric_space(metric, path)
         expected = space.exact_scores(query, docs, space.doc_scale(docs))[0]
         got = [expected[int(hit.id[1:])] for hit in result.hits[0]]

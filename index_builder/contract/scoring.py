@@ -7,12 +7,54 @@ returned scores are the true metric values).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 
 from index_builder.contract.metrics import MetricSpace
 
 MISSING = -1
 LAST_ROW = np.iinfo(np.int64).max
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Query vectors under one metric, transformed once per request: `prepared` as the index takes
+    them (normalized when the metric normalizes; zero rows stay zero) and `raw` for exact scoring
+    against raw documents (score = raw . x * doc_scale(x))."""
+
+    prepared: np.ndarray
+    raw: np.ndarray
+
+    @classmethod
+    def of(cls, space: MetricSpace, queries: np.ndarray) -> Prepared:
+        prepared = space.prepare_queries(queries)
+        return cls(prepared, space.raw_from_prepared(prepared))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Prepared]) -> Prepared:
+        if len(parts) == 1:
+            return parts[0]
+        return cls(np.concatenate([p.prepared for p in parts]), np.concatenate([p.raw for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.prepared)
+
+    def row(self, i: int) -> Prepared:
+        return Prepared(self.prepared[i : i + 1], self.raw[i : i + 1])
+
+    def zero_rows(self) -> np.ndarray:
+        """Queries that are all zeros once prepared (no cosine-like score exists for them)."""
+        return ~np.any(self.prepared, axis=1)
+
+
+Queries = np.ndarray | Prepared
+"""Query vectors as given, or already prepared for the metric (the service prepares them once)."""
+
+
+def prepare(space: MetricSpace, queries: Queries) -> Prepared:
+    return queries if isinstance(queries, Prepared) else Prepared.of(space, queries)
 
 
 def doc_scales(space: MetricSpace, vectors: np.ndarray, block_rows: int) -> np.ndarray:
@@ -41,41 +83,44 @@ def _block_topk(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarra
     return np.take_along_axis(scores, part, axis=1), rows[part]
 
 
-def _merge_topk(
-    best_s: np.ndarray, best_r: np.ndarray, new_s: np.ndarray, new_r: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    scores = np.concatenate([best_s, new_s], axis=1)
-    rows = np.concatenate([best_r, new_r], axis=1)
-    if scores.shape[1] > k:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        scores = np.take_along_axis(scores, part, axis=1)
-        rows = np.take_along_axis(rows, part, axis=1)
-    return scores, rows
-
-
 def _holes(rows: np.ndarray) -> np.ndarray | None:
     """Where rows are MISSING, or None when none are (the common case, spared the masking)."""
     missing = rows == MISSING
     return missing if missing.any() else None
 
 
-def _sorted(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _order(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray | None) -> np.ndarray:
     if missing is None:
-        order = np.lexsort((rows, -scores), axis=1)
-    else:
-        order = np.lexsort((np.where(missing, LAST_ROW, rows), np.where(missing, np.inf, -scores)), axis=1)
-    line = np.arange(len(rows))[:, None]
-    return scores[line, order], rows[line, order]
+        return np.lexsort((rows, -scores), axis=1)
+    return np.lexsort((np.where(missing, LAST_ROW, rows), np.where(missing, np.inf, -scores)), axis=1)
 
 
-def sort_topk(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each query's results by score descending, then row ascending; MISSING rows last."""
-    return _sorted(scores, rows, _holes(rows))
+def _sorted(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    order = _order(scores, rows, missing)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def merge_order(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k best columns of candidate (scores, rows) arrays, best first.
+
+    The one top-k merge and its tie rule, for blocks of an exact scan, the parts of a version,
+    the builder's merged self-check and the service alike: score descending, equal scores by row
+    ascending, MISSING rows last. (The service then orders equal scores by id when it makes hits.)
+    """
+    return _order(scores, rows, _holes(rows))[:, :k]
+
+
+def merge_topk(scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, rows) over candidate blocks of the same queries (see `merge_order`)."""
+    all_scores = np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
+    all_rows = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
+    order = merge_order(all_scores, all_rows, k)
+    return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_rows, order, axis=1)
 
 
 def exact_topk(
     space: MetricSpace,
-    queries: np.ndarray,
+    queries: Queries,
     vectors: np.ndarray,
     scales: np.ndarray,
     k: int,
@@ -83,14 +128,14 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k rows per query among `candidates` (default: the metric's indexed rows).
 
-    Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist. The
+    `queries` may come prepared (see `Prepared`). Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist. The
     winners are rescored as ANN answers are (`rescored_topk`), so exact and approximate answers agree to the bit.
     """
     pool = indexed_rows(space, scales) if candidates is None else np.asarray(candidates, np.int64)
     nq = len(queries)
     best_s = np.empty((nq, 0), dtype=np.float32)
     best_r = np.empty((nq, 0), dtype=np.int64)
-    p = space.queries_in_raw_space(queries)
+    p = prepare(space, queries).raw
     contiguous = candidates is None and len(pool) == len(vectors)
     block_rows = int(np.clip(SCORE_BUDGET_BYTES // (12 * max(nq, 1)), 1024, 262144))
     for start in range(0, len(pool), block_rows):
@@ -99,7 +144,7 @@ def exact_topk(
         scores = (np.asarray(block, dtype=np.float32) @ p.T).T
         scores *= scales[rows][None, :]
         top_s, top_r = _block_topk(scores, rows, k)
-        best_s, best_r = _merge_topk(best_s, best_r, top_s, top_r, k)
+        best_s, best_r = merge_topk([best_s, top_s], [best_r, np.asarray(top_r, np.int64)], k)
     if best_s.shape[1] < k:
         pad = k - best_s.shape[1]
         best_r = np.pad(best_r, ((0, 0), (0, pad)), constant_values=MISSING)
@@ -119,16 +164,16 @@ def _scores(p: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.nda
 
 
 def score_rows(
-    space: MetricSpace, queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
+    space: MetricSpace, queries: Queries, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
 ) -> np.ndarray:
     """True score of query i against each row in rows[i] (shape (nq, m)); MISSING rows get -inf."""
-    return _scores(space.queries_in_raw_space(queries), vectors, scales, rows, _holes(rows))
+    return _scores(prepare(space, queries).raw, vectors, scales, rows, _holes(rows))
 
 
 def rescored_topk(
     raw_queries: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate rows per query with their true scores, sorted as `sort_topk` sorts.
+    """Candidate rows per query with their true scores, sorted as `merge_order` orders them.
 
     Takes the queries already in raw space (`MetricSpace.queries_in_raw_space`), which every
     caller has computed anyway. Every ANN answer goes through here, so it looks for MISSING rows

@@ -14,7 +14,7 @@ import numpy as np
 
 from index_builder.contract.faiss_index import EF_SEARCH, search_parameters, tuning_param
 from index_builder.contract.metrics import Layout, MetricSpace, augment_queries
-from index_builder.contract.scoring import MISSING, rescored_topk
+from index_builder.contract.scoring import MISSING, Prepared, Queries, prepare, rescored_topk
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,14 @@ class ServedIndex:
         """A flat index with uncompressed codes: FAISS's own answer is the exact one."""
         return self.param is None and self.refine_factor == 1
 
-    def faiss_queries(self, queries: np.ndarray) -> np.ndarray:
+    def faiss_queries(self, queries: Prepared) -> np.ndarray:
         """Queries in the space the FAISS index was built in."""
-        return self.query_forms(queries)[0]
-
-    def query_forms(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(queries as the FAISS index takes them, queries in raw space for rescoring), prepared once."""
-        prepared = self.space.prepare_queries(queries)
-        searched = augment_queries(prepared) if self.layout.augmented else prepared
-        return searched, self.space.raw_from_prepared(prepared)
+        return augment_queries(queries.prepared) if self.layout.augmented else queries.prepared
 
 
 def ann_topk(
     served: ServedIndex,
-    queries: np.ndarray,
+    queries: Queries,
     k: int,
     param_value: int | None,
     selector: faiss.IDSelector | None = None,
@@ -82,10 +76,11 @@ def ann_topk(
     if served.param == EF_SEARCH:
         param_value = max(param_value or 0, fetch)
     params = search_parameters(served.param, param_value, selector)
-    prepared, raw = served.query_forms(queries)
-    found = [index.search(prepared, min(fetch, max(index.ntotal, 1)), params=params)[1] for index in served.searched]
+    queries = prepare(served.space, queries)
+    searched = served.faiss_queries(queries)
+    found = [index.search(searched, min(fetch, max(index.ntotal, 1)), params=params)[1] for index in served.searched]
     labels = found[0] if len(found) == 1 else np.concatenate(found, axis=1)
-    scores, rows = rescored_topk(raw, served.vectors, served.scales, labels)
+    scores, rows = rescored_topk(queries.raw, served.vectors, served.scales, labels)
     if rows.shape[1] < k:
         pad = k - rows.shape[1]
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)

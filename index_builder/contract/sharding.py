@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from index_builder.contract.scoring import MISSING, sort_topk
+from index_builder.contract.scoring import MISSING, merge_topk
 
 SHARD_KEY = "blake2b64(utf-8 id) mod shards"
 
@@ -36,8 +36,5 @@ def merge_parts(
     Shard i's local row r becomes offsets[i] + r; MISSING stays MISSING. Exact per-shard
     answers merge into the exact global answer, because every shard scores in true units.
     """
-    scores = np.concatenate([s for s, _ in parts], axis=1)
-    rows = np.concatenate([np.where(r == MISSING, MISSING, r + offset) for (_, r), offset in
-                           zip(parts, offsets, strict=True)], axis=1)
-    scores, rows = sort_topk(scores, rows)
-    return scores[:, :k], rows[:, :k]
+    rows = [np.where(r == MISSING, MISSING, r + offset) for (_, r), offset in zip(parts, offsets, strict=True)]
+    return merge_topk([s for s, _ in parts], rows, k)

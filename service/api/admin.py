@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 
 from service.api.errors import error_responses
 from service.api.schemas import ReloadItem, ReloadReport
-from service.api.state import app_state
+from service.api.routes import app_state
 
 
 def require_admin(request: Request) -> None:

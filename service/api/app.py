@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -16,12 +15,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api import admin, routes
 from service.api.admission import AdmissionGate
 from service.api.errors import install_error_handlers
-from service.api.fastpath import SearchFastPath
+from service.api.front import QueryFront
+from service.api.handlers import ROUTES
 from service.api.limits import BodySizeLimit
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
 from service.core import heap
-from service.core.collection import LoadedVersion
 from service.core.loader import Loader, LocalLoader, configure_runtime
 from service.core.registry import Registry
 from service.core.searcher import Searcher
@@ -39,45 +38,52 @@ def _log_example(settings: ServiceSettings, registry: Registry) -> None:
         return
     first = versions[0]
     dim = first.manifest.dim
-    vector = first.vectors[0] if isinstance(first, LoadedVersion) else np.full(dim, dim**-0.5)
-    body = json.dumps({"vector": [round(float(x), 4) for x in vector], "k": 5, "metric": first.default_metric})
+    body = json.dumps({"vector": [round(dim**-0.5, 4)] * dim, "k": 5, "metric": first.default_metric})
     log.info("ready: curl -s http://%s:%d/v1/collections/%s/search -H 'Content-Type: application/json' "
              "-d '%s'", settings.host, settings.port, first.collection, body)
 
 
-def publish_reachable_statuses(app: FastAPI) -> None:
-    """Drop FastAPI's automatic 422 from operations without a body: their only parameters are
-    string path segments, which cannot fail validation, and the published document should list
-    only statuses a client can actually get."""
+def published_openapi(app: FastAPI) -> None:
+    """The published document: the query routes' body models (their doors read the body raw, so
+    FastAPI does not list them itself), and no automatic 422 on operations without a body (their
+    only parameters are string path segments, which cannot fail validation)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
         schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for route in ROUTES.values():
+            body = route.model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[route.model.__name__] = body
         for operations in schema["paths"].values():
             for operation in operations.values():
                 if "requestBody" not in operation:
                     operation["responses"].pop("422", None)
+        app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
 def version_loader(settings: ServiceSettings, searcher: Searcher) -> Loader:
-    """Shards on Ray Serve when DOTCOS_RAY_ADDRESS is set, else everything in this process."""
+    """Parts on Ray Serve when DOTCOS_RAY_ADDRESS is set, else every part in this process."""
     if settings.ray_address:
-        from service.core.ray_shards import RayLoader
+        from service.core.ray_parts import RayLoader
 
         return RayLoader(settings.index_root, settings.ray)
-    return LocalLoader(settings.index_root, searcher.executor, settings.mmap)
+    return LocalLoader(settings.index_root, searcher.coalescer, settings.mmap)
 
 
 class DotcosApp(FastAPI):
-    """FastAPI behind dotcos's own ASGI layers (metrics, admission, body limit, CORS, search fast path).
+    """FastAPI behind dotcos's own ASGI layers (metrics, CORS, admission, body limit, query front).
 
     The layers run in front of FastAPI's middleware stack rather than inside it: FastAPI wraps
     every request in its error, telemetry and body-limit middleware before user middleware runs,
-    and on the hot search routes that cost more event-loop time than the search. Everything the
-    fast path does not answer goes on to FastAPI unchanged.
+    and on the hot query routes that cost more event-loop time than the search. Everything the
+    front does not answer goes on to FastAPI unchanged.
     """
 
     def __init__(self, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
@@ -89,11 +95,10 @@ class DotcosApp(FastAPI):
 
 
 def front_layers(settings: ServiceSettings, state: AppState) -> Callable[[ASGIApp], ASGIApp]:
-    """Our ASGI layers around an app, outermost first: metrics, CORS, admission, body limit, fast path."""
+    """Our ASGI layers around an app, outermost first: metrics, CORS, admission, body limit, query front."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
-        if settings.fast_path:
-            app = SearchFastPath(app, state)
+        app = QueryFront(app, state)
         app = AdmissionGate(BodySizeLimit(app, max_bytes=settings.max_body_bytes), searcher=state.searcher)
         if settings.cors_origins:
             app = CORSMiddleware(app, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -131,5 +136,5 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     if settings.admin_enabled:
         app.include_router(admin.router)
     install_error_handlers(app)
-    publish_reachable_statuses(app)
+    published_openapi(app)
     return app

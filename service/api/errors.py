@@ -1,9 +1,14 @@
-"""The one place errors become HTTP: status codes and the JSON error body."""
+"""The one place errors become HTTP: status codes and the JSON error body.
+
+`Reply` is a finished HTTP answer without any framework in it; the handlers, the ASGI front and
+the FastAPI exception handlers all build their answers (and every error body) here.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +31,25 @@ ERROR_DESCRIPTIONS = {400: "bad input", 401: "admin token missing", 403: "admin 
                       404: "unknown collection or id", 413: "too large", 422: "malformed body",
                       503: "unavailable"}
 QUERY_ERRORS = (400, 404, 413, 422, 503)
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Status, JSON body and extra headers of an answer; `metric` labels the request's metrics."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+    metric: str = ""
+
+    @classmethod
+    def json(cls, content: object, status: int = 200, headers: dict[str, str] | None = None,
+             metric: str = "") -> Reply:
+        return cls(status, orjson.dumps(content), headers, metric)
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type=JSON, headers=self.headers)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -33,9 +57,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]} for status in statuses}
 
 
+def error_reply(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply.json({"error": {"code": code, "message": message}}, status, headers)
+
+
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+    return error_reply(status, code, message, headers).response()
 
 
 def _field(loc: tuple[object, ...]) -> str:
@@ -46,52 +73,49 @@ def _field(loc: tuple[object, ...]) -> str:
     return text or "body"
 
 
-def validation_response(errors: Sequence[Any]) -> Response:
+def validation_reply(errors: Sequence[Any]) -> Reply:
     """422 naming the first field pydantic rejected, with what came."""
     first = errors[0]
     message = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
     if "input" in first and first.get("type") != "missing":
         message += f" (got {str(first['input'])[:80]!r})"
-    return error_response(422, "validation_error", message)
+    return error_reply(422, "validation_error", message)
+
+
+def dotcos_reply(exc: DotcosError) -> Reply:
+    """The status and body of a DotcosError."""
+    status = next((s for kind, s in STATUS_BY_ERROR if isinstance(exc, kind)), 500)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    return error_reply(status, exc.code, str(exc), headers)
+
+
+def unexpected_reply(method: str, path: str) -> Reply:
+    """500 for a bug: the traceback goes to the log (call inside the except block), not to the client."""
+    log.exception("unhandled error on %s %s", method, path)
+    return error_reply(500, "internal_error", "internal error; the server log has the details")
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden", 413: "too_large"}
 
 
 def _validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    return validation_response(exc.errors())
-
-
-def dotcos_response(exc: DotcosError) -> Response:
-    """The status and body of a DotcosError."""
-    status = next((s for kind, s in STATUS_BY_ERROR if isinstance(exc, kind)), 500)
-    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
-    return error_response(status, exc.code, str(exc), headers)
+    return validation_reply(exc.errors()).response()
 
 
 def _dotcos(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DotcosError)
-    return dotcos_response(exc)
-
-
-def http_response(exc: HTTPException) -> Response:
-    code = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden",
-            413: "too_large"}
-    return error_response(exc.status_code, code.get(exc.status_code, "http_error"), str(exc.detail),
-                          dict(exc.headers) if exc.headers else None)
+    return dotcos_reply(exc).response()
 
 
 def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return http_response(exc)
-
-
-def unexpected_response(method: str, path: str) -> Response:
-    """500 for a bug: the traceback goes to the log (call inside the except block), not to the client."""
-    log.exception("unhandled error on %s %s", method, path)
-    return error_response(500, "internal_error", "internal error; the server log has the details")
+    return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
+                          dict(exc.headers) if exc.headers else None)
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:
-    return unexpected_response(request.method, request.url.path)
+    return unexpected_reply(request.method, request.url.path).response()
 
 
 def install_error_handlers(app: FastAPI) -> None:

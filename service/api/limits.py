@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.errors import error_response
+from service.api.errors import dotcos_reply
+from service.core.errors import TooLarge
 
 
 class BodySizeLimit:
-    """413 for a Content-Length over the limit, or as soon as a streamed body crosses it."""
+    """413 for a Content-Length over the limit, or as soon as a streamed body crosses it (the
+    reader of the body gets TooLarge, which every door maps to the same 413)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _message(self, size: int) -> str:
-        return f"body: {size} bytes exceed the limit of {self.max_bytes} (DOTCOS_MAX_BODY_BYTES)"
+    def _error(self, size: int) -> TooLarge:
+        return TooLarge(f"body: {size} bytes exceed the limit of {self.max_bytes} (DOTCOS_MAX_BODY_BYTES)")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -24,7 +25,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            response = error_response(413, "too_large", self._message(int(declared)))
+            response = dotcos_reply(self._error(int(declared))).response()
             await response(scope, receive, send)
             return
         seen = 0
@@ -34,7 +35,7 @@ class BodySizeLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise HTTPException(413, self._message(seen))
+                raise self._error(seen)
             return message
 
         await self.app(scope, counted, send)

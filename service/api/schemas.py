@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.core.search import SearchOptions
+from service.core.query import SearchOptions
 
 
 class _Body(BaseModel):

@@ -16,17 +16,20 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-import numpy as np
+from index_builder.contract.scoring import Prepared
+from service.core.query import Answer, Query
 
-BatchResult = tuple[np.ndarray, np.ndarray]
-BatchFn = Callable[[np.ndarray, int], BatchResult]
+BatchFn = Callable[[Query], Answer]
 
 
 @dataclass
 class _Item:
-    vectors: np.ndarray
-    k: int
-    future: asyncio.Future[BatchResult]
+    query: Query
+    future: asyncio.Future[Answer]
+
+    @property
+    def rows(self) -> int:
+        return len(self.query.queries)
 
 
 @dataclass
@@ -37,24 +40,24 @@ class _Lane:
     timer: asyncio.TimerHandle | None = None
 
     def pending_rows(self) -> int:
-        return sum(len(item.vectors) for item in self.pending)
+        return sum(item.rows for item in self.pending)
 
 
 class Coalescer:
-    """Groups concurrent calls by key and runs each group as one batched call in an executor."""
+    """Groups concurrent queries by key and runs each group as one batched call in an executor."""
 
-    def __init__(self, executor: Executor, max_batch: int, window_s: float = 0.0, in_flight: int = 1) -> None:
+    def __init__(self, executor: Executor, max_batch: int, window_s: float, in_flight: int) -> None:
         self.executor = executor
         self.max_batch = max_batch
         self.window_s = window_s
         self.in_flight = in_flight
         self._lanes: dict[Hashable, _Lane] = {}
 
-    async def run(self, key: Hashable, vectors: np.ndarray, k: int, fn: BatchFn) -> BatchResult:
-        """(scores, rows) of shape (len(vectors), k) for these queries, computed with others."""
+    async def run(self, key: Hashable, query: Query, fn: BatchFn) -> Answer:
+        """fn's answer to this query, computed in one call with the others of its lane."""
         loop = asyncio.get_running_loop()
         lane = self._lanes.setdefault(key, _Lane(fn))
-        item = _Item(vectors, k, loop.create_future())
+        item = _Item(query, loop.create_future())
         lane.pending.append(item)
         if lane.running < self.in_flight:
             if self.window_s > 0 and lane.pending_rows() < self.max_batch:
@@ -70,35 +73,33 @@ class Coalescer:
             lane.timer = None
         items: list[_Item] = []
         rows = 0
-        while lane.pending and (not items or rows + len(lane.pending[0].vectors) <= self.max_batch):
+        while lane.pending and (not items or rows + lane.pending[0].rows <= self.max_batch):
             item = lane.pending.pop(0)
             if not item.future.done():
                 items.append(item)
-                rows += len(item.vectors)
+                rows += item.rows
         if not items:
             self._settle(key, lane)
             return
         lane.running += 1
-        stacked = np.concatenate([item.vectors for item in items]) if len(items) > 1 else items[0].vectors
-        call = asyncio.get_running_loop().run_in_executor(self.executor, lane.fn, stacked,
-                                                          max(item.k for item in items))
+        first = items[0].query
+        batch = first if len(items) == 1 else first.batched(
+            Prepared.concat([item.query.queries for item in items]), max(item.query.options.k for item in items))
+        call = asyncio.get_running_loop().run_in_executor(self.executor, lane.fn, batch)
         call.add_done_callback(lambda done: self._finished(key, lane, items, done))
 
-    def _finished(self, key: Hashable, lane: _Lane, items: list[_Item], done: asyncio.Future[BatchResult]) -> None:
+    def _finished(self, key: Hashable, lane: _Lane, items: list[_Item], done: asyncio.Future[Answer]) -> None:
         lane.running -= 1
         error = done.exception()
-        offset = 0
-        for item in items:
+        answers = [] if error is not None else done.result().split([item.rows for item in items],
+                                                                   [item.query.options.k for item in items])
+        for at, item in enumerate(items):
             if item.future.done():
-                offset += len(item.vectors)
                 continue
             if error is not None:
                 item.future.set_exception(error)
             else:
-                scores, rows = done.result()
-                end = offset + len(item.vectors)
-                item.future.set_result((scores[offset:end, : item.k], rows[offset:end, : item.k]))
-            offset += len(item.vectors)
+                item.future.set_result(answers[at])
         self._settle(key, lane)
 
     def _settle(self, key: Hashable, lane: _Lane) -> None:

@@ -45,5 +45,6 @@ class RaySettings:
     blas_threshold: int = 16
     mmap: bool = True
     drain_s: float = 30.0
+    switch_interval_ms: float = 1.0
     deploy_timeout_s: float = 300.0
     max_ongoing: int = 64

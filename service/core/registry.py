@@ -1,6 +1,6 @@
 """The set of served versions and hot swap: poll CURRENT, load in the background, swap atomically.
 
-Readers take a reference to a Served and keep it for the whole request; a swap
+Readers take a reference to a Version and keep it for the whole request; a swap
 only replaces the dictionary entry, so in-flight requests finish on the old version,
 new ones see the new one, and the old one is freed when its last request ends.
 """
@@ -17,8 +17,8 @@ from typing import Protocol
 from index_builder.contract.errors import DotcosError, NotFoundError
 from index_builder.contract.layout import list_collections, read_current
 from service.core.errors import Unavailable
-from service.core.gather import ShardedVersion
-from service.core.loader import Note, Served
+from service.core.loader import Note
+from service.core.version import Version
 
 log = logging.getLogger(__name__)
 
@@ -42,21 +42,21 @@ class ReloadOutcome:
 class Registry:
     """Loaded versions by collection name, refreshed from the index root."""
 
-    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str, Note], Served],
+    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str, Note], Version],
                  settle: Callable[[], None] | None = None) -> None:
         self.root = root
         self.load = load
         self.settle = settle
         self.observer = observer
         self.ready = threading.Event()
-        self._versions: dict[str, Served] = {}
+        self._versions: dict[str, Version] = {}
         self._refused: dict[str, str] = {}
         self._unserved: dict[str, str] = {}
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def get(self, name: str) -> Served:
+    def get(self, name: str) -> Version:
         """The version serving `name` right now; NotFoundError naming the served ones."""
         loaded = self._versions.get(name)
         if loaded is None:
@@ -66,7 +66,7 @@ class Registry:
             raise NotFoundError(f"collection {name!r} not found (served: {served})")
         return loaded
 
-    def all(self) -> list[Served]:
+    def all(self) -> list[Version]:
         return [self._versions[name] for name in sorted(self._versions)]
 
     def unserved(self) -> dict[str, str]:
@@ -100,8 +100,8 @@ class Registry:
         self._versions = {**self._versions, name: loaded}
         self._refused.pop(name, None)
         self._unserved.pop(name, None)
-        if isinstance(current, ShardedVersion):
-            current.shards.retire()
+        if current is not None:
+            current.parts.retire()
         self.observer.loaded(name, current.version if current else None, wanted)
         log.info("serving %s version %s (was %s)", name, wanted, current.version if current else "none")
         return ReloadOutcome(name, wanted, "loaded")

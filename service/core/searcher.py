@@ -1,29 +1,58 @@
-"""Where searches run: off the event loop, in one executor, unfiltered ones coalesced."""
+"""The core's entry for every query route: admission and deadlines, then the version's parts.
+
+A request is checked once (`Version.query`), handed to its version's parts (local parts run in
+the executor, coalesced; Ray parts remotely), and comes back as one merged `Answer` that
+becomes hits here, once.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import numpy as np
 
-from service.core import gather
+from index_builder.contract.errors import InputError
 from service.core.batching import Coalescer
 from service.core.config import ExecutionSettings, Limits
-from service.core.errors import Unavailable
-from service.core.gather import ShardedVersion
-from service.core.items import ScoreQuery, SimilarQuery, score, similar
-from service.core.loader import Served
-from service.core.search import Hit, SearchOptions, SearchResult, run_search, to_hits, validate
+from service.core.errors import TooLarge, Unavailable
+from service.core.query import Hit, SearchOptions, check_batch, to_hits
+from service.core.version import Version
 
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class SearchResult:
+    collection: str
+    version: str
+    metric: str
+    hits: list[list[Hit]]
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    """Neighbours of a stored document (`doc_id`) or, when it is None, of a document `vector`."""
+
+    doc_id: str | None
+    vector: np.ndarray | None
+    options: SearchOptions
+
+
+@dataclass(frozen=True)
+class ScoreQuery:
+    """One candidate list per query vector; `metric` None means the collection's first."""
+
+    vectors: np.ndarray
+    ids: list[list[str]]
+    metric: str | None
+
+
 class Searcher:
-    """Owns the executor FAISS work runs in and the coalescer that batches it."""
+    """Owns the executor FAISS work runs in and the coalescer that batches it, and admits requests."""
 
     def __init__(self, limits: Limits, execution: ExecutionSettings) -> None:
         self.limits = limits
@@ -40,7 +69,7 @@ class Searcher:
         return (f"overloaded: {self.pending} searches already waiting "
                 f"(DOTCOS_MAX_PENDING={self.execution.max_pending}); retry shortly")
 
-    async def _admitted(self, start: Callable[[], Awaitable[T]], deadline_s: float | None) -> T:
+    async def _admitted(self, work: Callable[[], Awaitable[T]], deadline_s: float | None) -> T:
         """Bounded waiting: refuse at once beyond max_pending, give up at the deadline.
 
         `pending` is only touched on the event loop, so it needs no lock. A request that
@@ -51,52 +80,50 @@ class Searcher:
         budget = deadline_s if deadline_s is not None else self.execution.default_deadline_s
         self.pending += 1
         try:
-            work = start()
-            return await (work if budget is None else asyncio.wait_for(work, budget))
+            return await (work() if budget is None else asyncio.wait_for(work(), budget))
         except TimeoutError:
             raise Unavailable(f"deadline of {(budget or 0) * 1000:g} ms passed before the answer was ready; "
                               "retry, or allow more time with X-Deadline-Ms") from None
         finally:
             self.pending -= 1
 
-    async def call(self, fn: Callable[..., T], *args: object, deadline_s: float | None = None) -> T:
-        """Run blocking work (FAISS, large numpy) in the search executor, admitted like a search."""
-        loop = asyncio.get_running_loop()
-        return await self._admitted(lambda: loop.run_in_executor(self.executor, fn, *args), deadline_s)
+    async def search(self, version: Version, vectors: np.ndarray, options: SearchOptions, field: str,
+                     deadline_s: float | None = None) -> SearchResult:
+        """Top-k per query under the request's metric and filters; errors surface as DotcosError."""
+        query = version.query(vectors, options, self.limits, field)
 
-    async def search(self, version: Served, vectors: np.ndarray, options: SearchOptions,
-                     field_name: str, deadline_s: float | None = None) -> SearchResult:
-        """Validate on the loop, search in the executor, shape hits; errors surface as DotcosError."""
-        if isinstance(version, ShardedVersion):
-            return await self._admitted(lambda: gather.search(version, vectors, options, self.limits, field_name),
-                                        deadline_s)
-        served = validate(version, vectors, options, self.limits, field_name)
-        if options.exclude or options.include is not None:
-            scores, rows = await self.call(run_search, version, served, vectors, options, self.limits,
-                                           deadline_s=deadline_s)
-        else:
-            key = (id(version), served.space.name, options.exact, options.nprobe, options.ef_search)
+        async def work() -> SearchResult:
+            if options.include:
+                await version.check_known(options.include, "include")
+            answer = await version.parts.search(query)
+            return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 
-            def batch(stacked: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-                return run_search(version, served, stacked, replace(options, k=k), self.limits)
+        return await self._admitted(work, deadline_s)
 
-            scores, rows = await self._admitted(lambda: self.coalescer.run(key, vectors, options.k, batch),
-                                                deadline_s)
-        hits = to_hits(version, scores, rows)
-        return SearchResult(version.collection, version.version, served.space.name, hits)
+    async def similar(self, version: Version, query: SimilarQuery, deadline_s: float | None = None) -> SearchResult:
+        """The k most similar documents under the metric, never the document itself."""
+        if query.doc_id is None:
+            assert query.vector is not None
+            return await self.search(version, query.vector, query.options, "vector", deadline_s)
+        doc_id = query.doc_id
+        vector = await self._admitted(lambda: version.vector_of(doc_id), deadline_s)
+        options = replace(query.options, exclude=[*query.options.exclude, doc_id])
+        return await self.search(version, vector, options, "id", deadline_s)
 
-    async def similar(self, version: Served, query: SimilarQuery, deadline_s: float | None = None) -> SearchResult:
-        """Neighbours of a stored document or a document vector (see items.similar)."""
-        if isinstance(version, ShardedVersion):
-            return await self._admitted(lambda: gather.similar(version, query, self.limits), deadline_s)
-        return await self.call(similar, version, query, self.limits, deadline_s=deadline_s)
-
-    async def score(self, version: Served, query: ScoreQuery,
+    async def score(self, version: Version, query: ScoreQuery,
                     deadline_s: float | None = None) -> tuple[str, list[list[Hit]]]:
-        """Exact scores of given candidates (see items.score)."""
-        if isinstance(version, ShardedVersion):
-            return await self._admitted(lambda: gather.score(version, query, self.limits), deadline_s)
-        return await self.call(score, version, query, self.limits, deadline_s=deadline_s)
+        """The exact score of every candidate, in the order given; zero vectors score 0, never NaN."""
+        if len(query.ids) != len(query.vectors):
+            raise InputError(f"ids: {len(query.vectors)} candidate lists expected (one per vector), "
+                             f"got {len(query.ids)}")
+        check_batch(len(query.vectors), self.limits)
+        total = sum(len(candidates) for candidates in query.ids)
+        if total > self.limits.max_filter_ids:
+            raise TooLarge(f"ids: {total} candidates exceed the limit of {self.limits.max_filter_ids}")
+        metric, queries = version.prepare(query.vectors, query.metric, "vectors", zero_has_score=True)
+        scored = await self._admitted(lambda: version.score(metric, queries, query.ids), deadline_s)
+        return metric, [[Hit(c, s) for c, s in zip(ids, values, strict=True)]
+                        for ids, values in zip(query.ids, scored, strict=True)]
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -2,54 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import numpy as np
 
-from index_builder.contract.layout import read_current
-from service.core import gather
-from service.core.config import Limits
-from service.core.gather import ShardedVersion
-from service.core.items import ScoreQuery, SimilarQuery, score, similar
-from service.core.loader import LocalLoader, Served
-from service.core.search import SearchOptions, search
+from service.core.query import SearchOptions
+from service.core.searcher import ScoreQuery, SimilarQuery
+from service.core.version import Version
+from tests.core_calls import load, score, search, similar
 
-EXECUTOR = ThreadPoolExecutor(2)
-LIMITS = Limits()
+__all__ = ["load", "top_k", "assert_same_answers"]
 
 
-def load(root: Path, name: str) -> Served:
-    return LocalLoader(root, EXECUTOR)(name, read_current(root, name))
-
-
-def top_k(version: Served, queries: np.ndarray, options: SearchOptions) -> list[list[tuple[str, float]]]:
+def top_k(version: Version, queries: np.ndarray, options: SearchOptions) -> list[list[tuple[str, float]]]:
     """(id, score) lists per query, through the same code paths the HTTP routes use."""
-    if isinstance(version, ShardedVersion):
-        hits = asyncio.run(gather.search(version, queries, options, LIMITS, "vectors")).hits
-    else:
-        hits = search(version, queries, options, LIMITS, "vectors").hits
-    return [[(h.id, h.score) for h in row] for row in hits]
+    return [[(h.id, h.score) for h in row] for row in search(version, queries, options, field="vectors").hits]
 
 
-def neighbours(version: Served, query: SimilarQuery) -> list[tuple[str, float]]:
-    if isinstance(version, ShardedVersion):
-        hits = asyncio.run(gather.similar(version, query, LIMITS)).hits[0]
-    else:
-        hits = similar(version, query, LIMITS).hits[0]
-    return [(h.id, h.score) for h in hits]
+def neighbours(version: Version, query: SimilarQuery) -> list[tuple[str, float]]:
+    return [(h.id, h.score) for h in similar(version, query).hits[0]]
 
 
-def scores(version: Served, query: ScoreQuery) -> list[list[tuple[str, float]]]:
-    if isinstance(version, ShardedVersion):
-        _, lists = asyncio.run(gather.score(version, query, LIMITS))
-    else:
-        _, lists = score(version, query, LIMITS)
-    return [[(h.id, h.score) for h in row] for row in lists]
-
-
-def assert_same_answers(sharded: Served, single: Served, queries: np.ndarray, metric: str, ids: list[str]) -> None:
+def assert_same_answers(sharded: Version, single: Version, queries: np.ndarray, metric: str, ids: list[str]) -> None:
     """Unfiltered, excluded, included, exact, /similar and /score answers are identical."""
     excluded = ids[::7]
     included = ids[::11]
@@ -61,4 +33,4 @@ def assert_same_answers(sharded: Served, single: Served, queries: np.ndarray, me
                   SimilarQuery(doc_id=None, vector=queries[:1], options=SearchOptions(k=5, metric=metric))):
         assert neighbours(sharded, query) == neighbours(single, query)
     candidates = ScoreQuery(vectors=queries[:2], ids=[ids[:30:3], ids[-5:]], metric=metric)
-    assert scores(sharded, candidates) == scores(single, candidates)
+    assert score(sharded, candidates) == score(single, candidates)

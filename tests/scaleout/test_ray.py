@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from index_builder.contract.layout import list_versions, read_current
-from service.core.search import SearchOptions
+from service.core.query import SearchOptions
 from tests.builder.helpers import active_manifest
 from tests.conftest import BIN, Corpus, build
 from tests.scaleout.answers import assert_same_answers, load, top_k
@@ -65,7 +65,7 @@ def test_ray_sharded_mips_build_equals_unsharded(corpus: Corpus, tmp_path: Path)
 def test_ray_sharded_hnsw_merged_recall_matches_its_manifest(corpus: Corpus, tmp_path: Path) -> None:
     done = ray_build(tmp_path, corpus, "hnsw", "--metrics", "dot,cosine", "--index", "hnsw", "--shards", "2")
     assert done.returncode == 0, done.stderr[-2000:]
-    from service.core.search import SearchOptions
+    from service.core.query import SearchOptions
     from tests.scaleout.answers import top_k
 
     version = load(tmp_path, "hnsw")

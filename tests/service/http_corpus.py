@@ -9,6 +9,7 @@ of the interface, with `python -m tests.service.http_corpus`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import time
@@ -192,13 +193,16 @@ async def replay(client: httpx.AsyncClient, request: Request) -> dict[str, Any]:
     return {"status": response.status_code, "body": _mask(response.json())}
 
 
-async def _replay_all(root: Path, sent: list[Request]) -> list[dict[str, Any]]:
+async def _replay_all(root: Path, sent: list[Request], door: str) -> list[dict[str, Any]]:
+    from fastapi import FastAPI
+
     from service.api.app import create_app
     from service.settings import ServiceSettings
 
     app = create_app(ServiceSettings(index_root=root, reload_interval=0, admin_token=TOKEN))
+    entry = app if door == "front" else functools.partial(FastAPI.__call__, app)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=entry)
         async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
             deadline = time.monotonic() + 60
             while (await client.get("/readyz")).status_code != 200:
@@ -207,15 +211,16 @@ async def _replay_all(root: Path, sent: list[Request]) -> list[dict[str, Any]]:
             return [await replay(client, r) for r in sent]
 
 
-def answers(tmp: Path) -> tuple[list[Request], list[dict[str, Any]]]:
+def answers(tmp: Path, door: str = "front") -> tuple[list[Request], list[dict[str, Any]]]:
     """Build the corpus collections under tmp, serve them in-process (ASGI, with the lifespan) and
-    replay every request; returns the requests and their responses."""
+    replay every request through a door: "front" (the whole app, as served) or "routes" (FastAPI's
+    own routes, behind no front layer); returns the requests and their responses."""
     corpus = make_corpus(tmp / "data")
     users = tmp / "users.npy"
     np.save(users, np.random.default_rng(11).standard_normal((400, 24)).astype(np.float32))
     build_collections(tmp / "root", corpus, users)
     sent = requests(corpus)
-    return sent, asyncio.run(_replay_all(tmp / "root", sent))
+    return sent, asyncio.run(_replay_all(tmp / "root", sent, door))
 
 
 def record(tmp: Path) -> None:

@@ -6,12 +6,10 @@ import numpy as np
 import pytest
 
 from index_builder.contract.errors import InputError, InvalidMetric, NotFoundError
-from index_builder.contract.layout import read_current
-from service.core.config import Limits
 from service.core.errors import TooLarge
-from service.core.loader import load_version
-from service.core.search import SearchOptions, search
+from service.core.query import SearchOptions
 from tests.conftest import Corpus, build
+from tests.core_calls import load, new_searcher, search
 from tests.service.oracle import assert_matches, top_k, true_scores
 
 
@@ -19,14 +17,14 @@ from tests.service.oracle import assert_matches, top_k, true_scores
 def version(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("core")
     assert build(root, corpus, "c", "--index", "hnsw", "--hnsw-m", "8") == 0
-    return load_version(root, "c", read_current(root, "c"))
+    return load(root, "c")
 
 
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 def test_small_include_sets_are_scored_exactly(metric: str, version, corpus: Corpus) -> None:
     allowed = np.random.default_rng(4).choice(len(corpus.docs), 300, replace=False)
     options = SearchOptions(k=10, metric=metric, include=[corpus.ids[r] for r in allowed])
-    result = search(version, corpus.queries[:4], options, Limits())
+    result = search(version, corpus.queries[:4], options)
     for query, hits in zip(corpus.queries[:4], result.hits, strict=True):
         scores = true_scores(metric, query, corpus.docs)
         assert_matches([h._asdict() for h in hits], scores, corpus.ids, top_k(scores, 10, allowed))
@@ -37,7 +35,7 @@ def test_selective_ann_filter_falls_back_to_exact(version, corpus: Corpus) -> No
     allowed = np.random.default_rng(5).choice(len(corpus.docs), 12, replace=False)
     options = SearchOptions(k=10, metric="cosine", include=[corpus.ids[r] for r in allowed],
                             ef_search=16)
-    result = search(version, corpus.queries[:16], options, Limits(exact_filter_threshold=0))
+    result = search(version, corpus.queries[:16], options, new_searcher(exact_filter_threshold=0))
     for query, hits in zip(corpus.queries[:16], result.hits, strict=True):
         scores = true_scores("cosine", query, corpus.docs)
         assert_matches([h._asdict() for h in hits], scores, corpus.ids, top_k(scores, 10, allowed))
@@ -45,8 +43,7 @@ def test_selective_ann_filter_falls_back_to_exact(version, corpus: Corpus) -> No
 
 def test_ties_are_broken_by_id(version, corpus: Corpus) -> None:
     result = search(version, np.zeros((1, corpus.docs.shape[1]), np.float32),
-                    SearchOptions(k=5, metric="dot"),
-                    Limits())
+                    SearchOptions(k=5, metric="dot"))
     ids = [h.id for h in result.hits[0]]
     assert ids == sorted(ids)
     assert {h.score for h in result.hits[0]} == {0.0}
@@ -62,7 +59,7 @@ def test_ties_are_broken_by_id(version, corpus: Corpus) -> None:
 def test_bad_requests_name_the_field(options, batch, error, message, version, corpus: Corpus) -> None:
     vectors = np.ones((batch, corpus.docs.shape[1]), np.float32)
     with pytest.raises(error) as info:
-        search(version, vectors, options, Limits(), "vectors")
+        search(version, vectors, options, field="vectors")
     assert message in str(info.value)
 
 
@@ -70,11 +67,10 @@ def test_non_finite_and_wrong_dimension_vectors_are_refused(version, corpus: Cor
     bad = np.ones((3, corpus.docs.shape[1]), np.float32)
     bad[2, 1] = np.inf
     with pytest.raises(InputError, match=r"vectors\[2\]: holds NaN or Inf"):
-        search(version, bad, SearchOptions(), Limits(), "vectors")
+        search(version, bad, SearchOptions(), field="vectors")
     with pytest.raises(InputError, match="dimension 24 expected by collection 'c', got 5"):
-        search(version, np.ones((1, 5), np.float32), SearchOptions(), Limits())
+        search(version, np.ones((1, 5), np.float32), SearchOptions())
 
 
 def test_default_metric_is_the_first_built(version) -> None:
     assert version.default_metric == "dot"
-    assert version.rows_by_id["doc-00007"] == 7

@@ -1,4 +1,4 @@
-"""dotcos's ASGI layers in front of FastAPI: the plain-body parser, CORS, and errors on the fast path."""
+"""dotcos's ASGI layers in front of FastAPI and the one body parser: its plain lane, CORS, errors."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api import fastpath
+from service.api import handlers
 from service.api.app import create_app
-from service.api.fastpath import plain_search
-from service.api.routes import search_input
-from service.api.schemas import BatchSearchRequest, SearchRequest
+from service.api.handlers import model_search, plain_search
 from service.settings import ServiceSettings
 from tests.conftest import Corpus, build
 
@@ -33,7 +31,7 @@ def test_plain_bodies_parse_like_the_model(vectors: list[list[float]], fields: d
     body = json.dumps(doc).encode()
     expected: object
     try:
-        vectors_in, options = search_input((BatchSearchRequest if batch else SearchRequest).model_validate_json(body))
+        vectors_in, options = model_search(body, batch)
         expected = (vectors_in.tolist(), options)
     except Exception as exc:  # noqa: BLE001 - the same error type and text is what is compared
         expected = (type(exc), str(exc))
@@ -62,7 +60,7 @@ def test_irregular_batches_are_left_to_the_model(body: bytes) -> None:
     assert plain_search(body, batch=True) is None
 
 
-def test_cors_headers_on_the_fast_path_and_preflight(corpus: Corpus, tmp_path, serve) -> None:
+def test_cors_headers_on_the_front_and_preflight(corpus: Corpus, tmp_path, serve) -> None:
     assert build(tmp_path, corpus, "c") == 0
     origin = "http://app.example"
     server = serve(tmp_path, DOTCOS_CORS_ORIGINS=json.dumps([origin]))
@@ -81,11 +79,11 @@ def test_cors_headers_on_the_fast_path_and_preflight(corpus: Corpus, tmp_path, s
         assert "access-control-allow-origin" not in other.headers
 
 
-def test_a_bug_on_the_fast_path_is_a_json_500_and_counted(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    async def broken(*args: object) -> None:
+def test_a_bug_behind_the_front_is_a_json_500_and_counted(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    def broken(*args: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(fastpath, "answer_search", broken)
+    monkeypatch.setattr(handlers, "parse_search", broken)
 
     async def send() -> tuple[httpx.Response, str]:
         transport = httpx.ASGITransport(app=create_app(ServiceSettings(index_root=tmp_path)))

@@ -1,4 +1,4 @@
-"""Shards on Ray Serve: one Serve application per shard of each served version.
+"""Parts on Ray Serve: one Serve application per part (shard) of each served version.
 
 `dotcos-serve` stays the HTTP front (same app, paths, bodies and errors); with
 DOTCOS_RAY_ADDRESS set it deploys every shard of a version as a Serve deployment whose
@@ -20,9 +20,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
 from ray import serve
@@ -34,20 +33,23 @@ from index_builder.contract.cluster import LOCAL, dotcos_cause, ray_init
 from index_builder.contract.errors import ArtifactError, DotcosError
 from service.core.config import RaySettings
 from service.core.errors import Unavailable
-from service.core.gather import ShardedVersion
-from service.core.loader import Note, configure_runtime, load_part, read_version
-from service.core.shard_ops import OPS
+from service.core.loader import Note, configure_runtime, new_version, read_version
+from service.core.part import OPS, load_parts, search_part
+from service.core.query import Answer, Query
+from service.core.version import Version
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
 
 class ShardServer:
-    """One replica serving one shard of one version."""
+    """One replica serving one part of one version."""
 
     def __init__(self, root: str, collection: str, version: str, shard: int, settings: RaySettings) -> None:
-        configure_runtime(settings.faiss_threads, settings.blas_threshold, switch_interval_ms=1.0)
+        configure_runtime(settings.faiss_threads, settings.blas_threshold, settings.switch_interval_ms)
         manifest, path = read_version(Path(root), collection, version)
-        self.part = load_part(manifest, path, manifest.parts()[shard], settings.mmap)
+        (self.part,) = load_parts(manifest, path, settings.mmap, only=shard)
 
     def run(self, op: str, *args: Any) -> Any:
         return OPS[op](self.part, *args)
@@ -56,15 +58,18 @@ class ShardServer:
 SHARD_DEPLOYMENT = serve.deployment(name="shard")(ShardServer)
 
 
-class RayShards:
-    """The deployment handles of one version's shards, with retries and drain-then-delete."""
+class RayParts:
+    """The deployment handles of one version's parts, with retries and drain-then-delete."""
 
     def __init__(self, collection: str, handles: list[Any], apps: list[str], settings: RaySettings) -> None:
         self.collection = collection
         self.handles, self.apps, self.settings = handles, apps, settings
         self.in_flight = 0
 
-    async def scatter(self, op: Callable[..., Any], *args: Any) -> list[Any]:
+    async def search(self, query: Query) -> Answer:
+        return Answer.merge(await self.each(search_part, query), query.options.k)
+
+    async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
         self.in_flight += 1
         try:
             return list(await asyncio.gather(*(self._call(i, op.__name__, args) for i in range(len(self.handles)))))
@@ -133,7 +138,7 @@ class RayLoader:
             self.started = self.settings.address == LOCAL
         serve.start(proxy_location="Disabled")
 
-    def __call__(self, collection: str, version: str, note: Note) -> ShardedVersion:
+    def __call__(self, collection: str, version: str, note: Note) -> Version:
         start = time.perf_counter()
         manifest, path = read_version(self.root, collection, version)
         apps = [f"{self.prefix}-{collection}-{version}-{shard}" for shard in range(len(manifest.parts()))]
@@ -151,11 +156,10 @@ class RayLoader:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"{collection}/{version} did not start on Ray Serve: {first}") from None
         self.apps.extend(apps)
-        elapsed = time.perf_counter() - start
+        loaded = new_version(manifest, path, RayParts(collection, handles, apps, self.settings), start)
         log.info("deployed %s version %s on Ray Serve (%d shards x %d replicas) in %.2fs", collection, version,
-                 len(apps), self.settings.replicas, elapsed)
-        return ShardedVersion(collection, manifest, path, RayShards(collection, handles, apps, self.settings),
-                              elapsed, datetime.now(UTC))
+                 len(apps), self.settings.replicas, loaded.load_seconds)
+        return loaded
 
     def _check_room(self, collection: str, version: str, shards: int, note: Note) -> None:
         """Say at once, in the log and to the registry, when the cluster lacks the CPUs the shard

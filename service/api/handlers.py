@@ -1,0 +1,188 @@
+"""The query routes, framework-free: request bytes in, a `Reply` out.
+
+Both doors call these handlers: the raw ASGI front (`service.api.front`, which answers the
+query routes in front of FastAPI's per-request machinery) and the FastAPI routes (the
+documented OpenAPI interface). Each body is parsed once, here: the common search body of plain
+numbers with `k`/`metric` by orjson straight into an array, anything else by the pydantic
+models, which also produce every validation error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from index_builder.contract.errors import DotcosError, InputError
+from service.api.errors import Reply, dotcos_reply, unexpected_reply, validation_reply
+from service.api.schemas import BatchSearchRequest, ScoreRequest, SearchRequest, SimilarRequest
+from service.api.state import AppState
+from service.core.query import Hit, SearchOptions
+from service.core.searcher import ScoreQuery, SearchResult, SimilarQuery
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+DEFAULT_K = SearchRequest.model_fields["k"].default
+
+
+def as_float32(values: np.ndarray, field: str) -> np.ndarray:
+    """Float32 copy of a float64 (n, d) array, naming the first finite number float32 cannot hold
+    (NaN and Inf are left to the collection's own check)."""
+    huge = (np.abs(values) > FLOAT32_MAX) & np.isfinite(values)
+    if huge.any():
+        line, col = (int(x[0]) for x in np.nonzero(huge))
+        where = f"{field}[{line}]" if len(values) > 1 else field
+        raise InputError(f"{where}: {values[line, col]:g} at position {col} is outside the float32 range (±3.4e38)")
+    return values.astype(np.float32)
+
+
+def to_matrix(rows: list[list[float]], field: str) -> np.ndarray:
+    """Float32 (n, d) array from JSON lists, naming the first row whose length differs."""
+    width = len(rows[0])
+    for i, row in enumerate(rows):
+        if len(row) != width:
+            raise InputError(f"{field}[{i}]: dimension {width} expected (as {field}[0]), got {len(row)}")
+    values = np.fromiter(rows[0], np.float64, width)[None, :] if len(rows) == 1 else np.array(rows, np.float64)
+    return as_float32(values, field)
+
+
+def plain_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions] | None:
+    """The query matrix and options of a body holding only numbers, `k` and `metric`, or None when
+    it holds anything else (or anything the pydantic model would refuse or convert)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    field = query_field(batch)
+    if type(doc) is not dict or not doc.keys() <= {field, "k", "metric"}:
+        return None
+    k, metric = doc.get("k", DEFAULT_K), doc.get("metric")
+    if type(k) is not int or k < 1 or not (metric is None or type(metric) is str):
+        return None
+    try:
+        values = np.array(doc.get(field))
+    except ValueError:
+        return None
+    if values.dtype.kind not in "fi" or values.ndim != (2 if batch else 1) or 0 in values.shape:
+        return None
+    matrix = as_float32(np.asarray(values if batch else values[None, :], dtype=np.float64), field)
+    return matrix, SearchOptions(k=k, metric=metric)
+
+
+def query_field(batch: bool) -> str:
+    """The body field holding the query vectors, as error messages name it."""
+    return "vectors" if batch else "vector"
+
+
+def parse_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions]:
+    """Query matrix and options of a search body; ValidationError or InputError for a bad one."""
+    return plain_search(body, batch) or model_search(body, batch)
+
+
+def model_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions]:
+    """A search body validated by its pydantic model (every body plain_search declines)."""
+    field = query_field(batch)
+    if batch:
+        many = BatchSearchRequest.model_validate_json(body)
+        return to_matrix(many.vectors, field), many.options()
+    one = SearchRequest.model_validate_json(body)
+    return to_matrix([one.vector], field), one.options()
+
+
+def deadline(headers: Mapping[str, str]) -> float | None:
+    """The client's time budget in seconds from X-Deadline-Ms, if it sent one."""
+    text = headers.get("x-deadline-ms")
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise InputError(f"X-Deadline-Ms: expected a positive number of milliseconds, got {text[:40]!r}")
+    return value / 1000
+
+
+def _hits(hits: list[Hit]) -> list[dict[str, object]]:
+    return [{"id": h.id, "score": h.score} for h in hits]
+
+
+def _result(result: SearchResult, batch: bool) -> Reply:
+    results = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
+    return Reply.json({"collection": result.collection, "version": result.version, "metric": result.metric,
+                       "results": results}, metric=result.metric)
+
+
+async def search(state: AppState, name: str, body: bytes, headers: Mapping[str, str], batch: bool) -> Reply:
+    vectors, options = parse_search(body, batch)
+    result = await state.searcher.search(state.registry.get(name), vectors, options, query_field(batch),
+                                         deadline(headers))
+    return _result(result, batch)
+
+
+async def similar(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+    """The k documents most similar to a stored document (by id) or to a document vector."""
+    request = SimilarRequest.model_validate_json(body)
+    vector = to_matrix([request.vector], "vector") if request.vector is not None else None
+    query = SimilarQuery(doc_id=request.id, vector=vector, options=request.options())
+    return _result(await state.searcher.similar(state.registry.get(name), query, deadline(headers)), batch=False)
+
+
+async def score(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+    """Exact scores of given candidates, in the order given (re-ranking)."""
+    request = ScoreRequest.model_validate_json(body)
+    version = state.registry.get(name)
+    single = request.vector is not None
+    rows = [request.vector] if request.vector is not None else request.vectors or []
+    vectors = to_matrix(rows, "vector" if single else "vectors")
+    ids = [[str(i) for i in request.ids]] if single else [[str(i) for i in group] for group in request.ids]
+    metric, lists = await state.searcher.score(version, ScoreQuery(vectors=vectors, ids=ids, metric=request.metric),
+                                               deadline(headers))
+    results = _hits(lists[0]) if single else [_hits(h) for h in lists]
+    return Reply.json({"collection": version.collection, "version": version.version, "metric": metric,
+                       "results": results}, metric=metric)
+
+
+Handler = Callable[[AppState, str, bytes, Mapping[str, str]], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A query route: its path template (as metrics label it), handler and body model (for OpenAPI)."""
+
+    suffix: str
+    handler: Handler
+    model: type[BaseModel]
+
+    @property
+    def template(self) -> str:
+        return f"/v1/collections/{{name}}/{self.suffix}"
+
+
+async def _search_one(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+    return await search(state, name, body, headers, batch=False)
+
+
+async def _search_batch(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+    return await search(state, name, body, headers, batch=True)
+
+
+ROUTES = {route.suffix: route for route in (
+    Route("search", _search_one, SearchRequest), Route("search/batch", _search_batch, BatchSearchRequest),
+    Route("similar", similar, SimilarRequest), Route("score", score, ScoreRequest),
+)}
+
+
+async def answer(route: Route, state: AppState, name: str, body: bytes, headers: Mapping[str, str],
+                 where: str) -> Reply:
+    """A route's reply, every failure included (the one error mapping of the query routes)."""
+    try:
+        return await route.handler(state, name, body, headers)
+    except ValidationError as exc:
+        return validation_reply(exc.errors())
+    except DotcosError as exc:
+        return dotcos_reply(exc)
+    except Exception:
+        return unexpected_reply("POST", where)

@@ -1,0 +1,112 @@
+"""One loaded part of a version (the whole version when unsharded) and what a part answers.
+
+A part holds its documents' ids, raw vectors and one index per metric; its rows are numbered
+from `offset`, its place in the version's row order. The functions here are all a part does for
+a request: they run in this process for local parts and inside a Ray Serve replica for remote
+ones, so both answer identically. Each is lenient about ids the part does not hold; the version
+decides whether an id is unknown to the whole collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from index_builder.contract.integrity import open_indexes, open_vectors, read_ids, verify_checksums
+from index_builder.contract.manifest import Manifest, ShardEntry
+from index_builder.contract.scoring import MISSING, Prepared, doc_scales, score_rows
+from index_builder.contract.search import ServedIndex
+from service.core.query import Answer, Query, run_search
+
+log = logging.getLogger(__name__)
+
+SCALE_BLOCK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class Part:
+    """Immutable once loaded: a request holds its version for its whole life, so a swap never tears it."""
+
+    ids: np.ndarray
+    rows_by_id: dict[str, int]
+    vectors: np.ndarray
+    indexes: dict[str, ServedIndex]
+    offset: int
+
+    def known_rows(self, ids: list[str]) -> np.ndarray:
+        """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
+        rows = [self.rows_by_id[i] for i in ids if i in self.rows_by_id]
+        return np.unique(np.asarray(rows, dtype=np.int64))
+
+    def labels(self, rows: np.ndarray) -> np.ndarray:
+        """Ids of local rows (None for MISSING)."""
+        out = np.full(rows.shape, None, dtype=object)
+        found = rows != MISSING
+        out[found] = self.ids[rows[found]]
+        return out
+
+
+def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool) -> Part:
+    """Load one part after checking its files' checksums (FAISS may crash on a corrupt file)."""
+    verify_checksums(manifest, path, entry)
+    vectors = open_vectors(manifest, path, entry)
+    ids = read_ids(path, entry)
+    indexes = {}
+    for name, metric in manifest.metrics.items():
+        space = manifest.metric_space(name, path)
+        scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
+        indexes[name] = ServedIndex.of(open_indexes(manifest, path, entry, name, mmap), space, metric.index.layout,
+                                       metric.index.refine_factor, vectors, scales)
+    return Part(ids=np.array(ids, dtype=object), rows_by_id={doc_id: row for row, doc_id in enumerate(ids)},
+                vectors=vectors, indexes=indexes, offset=offset)
+
+
+def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = None) -> list[Part]:
+    """Every part of a version in row order (or just part `only`, as a Ray replica loads its shard)."""
+    start = time.perf_counter()
+    entries = manifest.parts()
+    offsets = np.cumsum([0, *[entry.count for entry in entries]])
+    chosen = range(len(entries)) if only is None else [only]
+    parts = [load_part(manifest, path, entries[i], int(offsets[i]), mmap) for i in chosen]
+    log.debug("loaded %d part(s) of %s/%s in %.2fs", len(parts), manifest.collection, manifest.version,
+              time.perf_counter() - start)
+    return parts
+
+
+def search_part(part: Part, query: Query) -> Answer:
+    """This part's top-k per query with version-wide rows and their ids."""
+    include = None if query.options.include is None else part.known_rows(query.options.include)
+    scores, rows = run_search(part.indexes[query.metric], query, part.known_rows(query.options.exclude), include)
+    labels = part.labels(rows)
+    return Answer(scores, np.where(rows == MISSING, MISSING, rows + part.offset), labels)
+
+
+def known_ids(part: Part, ids: list[str]) -> list[str]:
+    """The ids this part holds, in the order given."""
+    return [i for i in ids if i in part.rows_by_id]
+
+
+def vector_of(part: Part, doc_id: str) -> np.ndarray | None:
+    """A stored document's vector as a (1, d) float32 array, or None when another part holds it."""
+    row = part.rows_by_id.get(doc_id)
+    return None if row is None else np.asarray(part.vectors[row : row + 1], dtype=np.float32)
+
+
+def score_part(part: Part, metric: str, queries: Prepared, ids: list[list[str]]) -> list[list[float | None]]:
+    """Exact scores of the candidates this part holds, in the order given (None for the others)."""
+    served = part.indexes[metric]
+    out: list[list[float | None]] = []
+    for i, candidates in enumerate(ids):
+        known = [c for c in candidates if c in part.rows_by_id]
+        rows = np.fromiter((part.rows_by_id[c] for c in known), dtype=np.int64, count=len(known))
+        scores = score_rows(served.space, queries.row(i), served.vectors, served.scales, rows[None, :])
+        by_id = dict(zip(known, scores[0].tolist(), strict=True))
+        out.append([by_id.get(c) for c in candidates])
+    return out
+
+
+OPS = {fn.__name__: fn for fn in (search_part, known_ids, vector_of, score_part)}

@@ -1,0 +1,159 @@
+"""A served version: its manifest's facts and the parts that answer for it.
+
+Every version is N parts (one when unsharded) behind the `Parts` interface: `LocalParts` are
+loaded in this process, searched in the search executor and coalesced across requests;
+Ray parts (service.core.ray_parts) are Serve replicas reached remotely. Either way each part
+answers with arrays in true units, and the answers merge by score (`Answer.merge`), so a
+sharded version answers exactly as the unsharded one would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+from index_builder.contract.errors import InvalidMetric, NotFoundError
+from index_builder.contract.manifest import Manifest
+from index_builder.contract.metrics import Metric, MetricSpace
+from index_builder.contract.scoring import Prepared
+from service.core.batching import Coalescer
+from service.core.config import Limits
+from service.core.part import Part, known_ids, score_part, search_part, vector_of
+from service.core.query import Answer, Query, SearchOptions, check_finite, check_options, check_zero
+
+T = TypeVar("T")
+MAX_NAMED_IDS = 5
+
+
+def unknown_ids(field: str, collection: str, missing: list[str]) -> NotFoundError:
+    """The error for ids a collection does not hold, naming the first few."""
+    shown = ", ".join(repr(i) for i in missing[:MAX_NAMED_IDS])
+    more = f" and {len(missing) - MAX_NAMED_IDS} more" if len(missing) > MAX_NAMED_IDS else ""
+    return NotFoundError(f"{field}: unknown id(s) in collection {collection!r}: {shown}{more}")
+
+
+class Parts(Protocol):
+    """How a version's parts are reached; every method covers all parts and merges their answers."""
+
+    async def search(self, query: Query) -> Answer: ...
+
+    async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
+        """op(part, *args) on every part, in part order."""
+        ...
+
+    def retire(self) -> None:
+        """Release the parts once no request uses them any more (after a swap)."""
+        ...
+
+
+class LocalParts:
+    """Parts loaded in this process: their work runs in the search executor, unfiltered searches
+    coalesced across concurrent requests into one call over every part."""
+
+    def __init__(self, parts: list[Part], executor: Executor, coalescer: Coalescer) -> None:
+        self.parts, self.executor, self.coalescer = parts, executor, coalescer
+
+    def answer(self, query: Query) -> Answer:
+        """Every part's answer, merged (runs in the executor)."""
+        return Answer.merge([search_part(part, query) for part in self.parts], query.options.k)
+
+    async def search(self, query: Query) -> Answer:
+        if query.options.filtered:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.answer, query)
+        options = query.options
+        key: Hashable = (id(self), query.metric, options.exact, options.nprobe, options.ef_search)
+        return await self.coalescer.run(key, query, self.answer)
+
+    async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
+        loop = asyncio.get_running_loop()
+        return list(await asyncio.gather(*(loop.run_in_executor(self.executor, op, part, *args)
+                                           for part in self.parts)))
+
+    def retire(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Version:
+    """Immutable once loaded: a request holds one for its whole life, so a swap never tears it."""
+
+    collection: str
+    manifest: Manifest
+    path: Path
+    spaces: dict[str, MetricSpace]
+    parts: Parts
+    load_seconds: float
+    loaded_at: datetime
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def default_metric(self) -> str:
+        return next(iter(self.manifest.metrics))
+
+    def metric_name(self, metric: str | None) -> str:
+        """A built metric's canonical name (default: the first built), or an error naming the built ones."""
+        if metric is None:
+            return self.default_metric
+        name = Metric.parse(metric).name
+        if name not in self.manifest.metrics:
+            built = ", ".join(self.manifest.metrics)
+            raise InvalidMetric(f"metric {name!r} is not built for collection {self.collection!r}; built: {built}")
+        return name
+
+    def prepare(self, vectors: np.ndarray, metric: str | None, field: str,
+                zero_has_score: bool = False) -> tuple[str, Prepared]:
+        """Checked and prepared query vectors under a built metric. A zero-norm query is refused
+        under normalizing metrics, unless the caller scores it as 0 (`/score`)."""
+        check_finite(vectors, self.dim, self.collection, field)
+        name = self.metric_name(metric)
+        space = self.spaces[name]
+        queries = Prepared.of(space, vectors)
+        check_zero(queries, name, space.normalizes_queries and not zero_has_score, field)
+        return name, queries
+
+    def query(self, vectors: np.ndarray, options: SearchOptions, limits: Limits, field: str) -> Query:
+        """Every check a search needs before any part runs (once per request)."""
+        check_options(options, len(vectors), limits)
+        name, queries = self.prepare(vectors, options.metric, field)
+        return Query(name, queries, options, self.manifest.metrics[name].index.search_params, limits)
+
+    async def check_known(self, ids: list[str], field: str) -> None:
+        """NotFoundError naming the ids no part holds."""
+        held = {i for found in await self.parts.each(known_ids, ids) for i in found}
+        missing = [i for i in ids if i not in held]
+        if missing:
+            raise unknown_ids(field, self.collection, missing)
+
+    async def vector_of(self, doc_id: str) -> np.ndarray:
+        found = [v for v in await self.parts.each(vector_of, doc_id) if v is not None]
+        if not found:
+            raise unknown_ids("id", self.collection, [doc_id])
+        return found[0]
+
+    async def score(self, metric: str, queries: Prepared, ids: list[list[str]]) -> list[list[float]]:
+        """Exact scores of candidates held anywhere in the collection, in the order given."""
+        combined: list[list[float | None]] = [[None] * len(c) for c in ids]
+        for scores in await self.parts.each(score_part, metric, queries, ids):
+            for merged, found in zip(combined, scores, strict=True):
+                for j, value in enumerate(found):
+                    if value is not None:
+                        merged[j] = value
+        for i, (candidates, values) in enumerate(zip(ids, combined, strict=True)):
+            missing = [c for c, v in zip(candidates, values, strict=True) if v is None]
+            if missing:
+                raise unknown_ids(f"ids[{i}]" if len(ids) > 1 else "ids", self.collection, missing)
+        return [[float(v) for v in values if v is not None] for values in combined]
