@@ -1,4 +1,8 @@
-"""Builder settings from the environment (prefix DOTCOS_); CLI flags override them."""
+"""Builder settings from the environment (prefix DOTCOS_); CLI flags override them.
+
+Every setting is an environment variable `DOTCOS_<NAME>`; the README's settings table is this
+model (tests/test_settings_docs.py keeps the two equal).
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ class BuilderSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DOTCOS_", extra="ignore")
 
-    index_root: Path = Path("./indexes")
-    build_threads: int | None = Field(default=None, ge=1)
-    block_mb: int = Field(default=32, ge=1)
-    crash_at: str | None = None
-    log_level: str = "INFO"
+    index_root: Path = Field(Path("./indexes"), description="where versions are published (--root overrides)")
+    build_threads: int | None = Field(None, ge=1, description="FAISS threads of a build (--threads overrides; "
+                                      "default: all cores)")
+    block_mb: int = Field(32, ge=1, description="memory budget of one streamed block of vectors, in MiB")
+    crash_at: str | None = Field(None, description="test hook: the build step at which to kill the process")
+    log_level: str = Field("info", description="debug, info, warning or error (--quiet: warning)")

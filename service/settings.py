@@ -1,4 +1,9 @@
-"""Service settings: one typed object read from the environment (prefix DOTCOS_)."""
+"""Service settings: one typed object read from the environment (prefix DOTCOS_).
+
+Every setting is an environment variable `DOTCOS_<NAME>`; the README's settings table is this
+model (tests/test_settings_docs.py keeps the two equal). The core's dataclasses are filled from
+here and have no defaults of their own.
+"""
 
 from __future__ import annotations
 
@@ -16,46 +21,46 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="DOTCOS_", extra="ignore")
 
-    index_root: Path = Path("./indexes")
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    workers: int = Field(default=1, ge=1)
-    log_level: str = "info"
-    reload_interval: float = Field(default=2.0, ge=0)
-    admin_token: SecretStr | None = None
-    max_k: int = Field(default=1000, ge=1)
-    max_batch: int = Field(default=1024, ge=1)
-    max_body_bytes: int = Field(default=16 << 20, ge=1024)
-    max_filter_ids: int = Field(default=100_000, ge=1)
-    exact_filter_threshold: int = Field(default=20_000, ge=0)
-    max_ef_search: int = Field(default=4096, ge=1)
-    mmap: bool = True
-    omp_threads: int | None = Field(default=None, ge=1)
-    search_threads: int | None = Field(default=None, ge=1)
-    coalesce_max_batch: int = Field(default=256, ge=1)
-    coalesce_window_ms: float = Field(default=0.0, ge=0)
-    coalesce_in_flight: int = Field(default=1, ge=1)
-    blas_threshold: int = Field(default=16, ge=1)
-    max_pending: int = Field(default=512, ge=0, description="0 sheds every search: drain mode")
-    switch_interval_ms: float = Field(default=1.0, gt=0, le=100)
-    gc_freeze: bool = Field(default=True, description="freeze the heap after each load (see service.core.heap)")
-    default_deadline_ms: float | None = Field(default=None, gt=0)
-    cors_origins: list[str] = Field(default_factory=list)
-    ray_address: str | None = Field(default=None, description="serve shards on Ray Serve; 'local' starts a cluster")
-    ray_replicas: int = Field(default=1, ge=1)
-    ray_replica_cpus: float = Field(default=0.25, ge=0, description="CPUs each shard replica reserves; "
-                                    "a quarter lets one small machine hold several collections' shards")
-    ray_retries: int = Field(default=3, ge=0)
-    ray_drain_s: float = Field(default=30.0, ge=0)
-    ray_deploy_timeout_s: float = Field(default=300.0, gt=0)
-    ray_max_ongoing: int = Field(default=64, ge=1, description="requests a shard replica takes at once; "
-                                 "Serve's router backs off when every replica is full")
+    index_root: Path = Field(Path("./indexes"), description="where published collections are read from")
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="port to listen on")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every collection)")
+    log_level: str = Field("info", description="debug, info, warning or error")
+    reload_interval: float = Field(2.0, ge=0, description="seconds between checks of every CURRENT; 0: never")
+    admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes; unset: no admin routes")
+    max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
+    max_batch: int = Field(1024, ge=1, description="most query vectors in one request")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body (413 beyond)")
+    max_filter_ids: int = Field(100_000, ge=1, description="most ids in include, exclude or a /score request")
+    exact_filter_threshold: int = Field(20_000, ge=0, description="include sets up to this size are scored exactly")
+    max_ef_search: int = Field(4096, ge=1, description="largest efSearch a request (or a filter) may use")
+    mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
+    omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
+    search_threads: int | None = Field(None, ge=1, description="executor threads for FAISS work (default: max(2, cores))")
+    coalesce_max_batch: int = Field(256, ge=1, description="most query rows coalesced into one FAISS call")
+    coalesce_window_ms: float = Field(0.0, ge=0, description="how long a lone search waits for company (0: not at all)")
+    coalesce_in_flight: int = Field(1, ge=1, description="coalesced FAISS calls running at once per lane")
+    blas_threshold: int = Field(16, ge=1, description="flat searches of this many queries or more use BLAS")
+    max_pending: int = Field(512, ge=0, description="searches that may wait; more get 503 (0 sheds all: drain)")
+    switch_interval_ms: float = Field(1.0, gt=0, le=100, description="the GIL switch interval")
+    gc_freeze: bool = Field(True, description="freeze the heap after each load (see service.core.heap)")
+    default_deadline_ms: float | None = Field(None, gt=0, description="deadline of requests without X-Deadline-Ms")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    ray_address: str | None = Field(None, description="serve parts on Ray Serve; 'local' starts a cluster")
+    ray_replicas: int = Field(1, ge=1, description="Serve replicas per part")
+    ray_replica_cpus: float = Field(0.25, ge=0, description="CPUs each part replica reserves (a quarter lets one "
+                                    "small machine hold several collections' parts)")
+    ray_retries: int = Field(3, ge=0, description="retries of a call to a part whose replica did not answer")
+    ray_retry_backoff_s: float = Field(0.2, ge=0, description="wait before retry n is n times this")
+    ray_drain_s: float = Field(30.0, ge=0, description="how long a replaced version's parts drain before deletion")
+    ray_deploy_timeout_s: float = Field(300.0, gt=0, description="how long a version's parts may take to start")
+    ray_max_ongoing: int = Field(64, ge=1, description="requests a part replica takes at once (Serve's router "
+                                 "backs off when every replica is full)")
 
     @property
     def limits(self) -> Limits:
         return Limits(max_k=self.max_k, max_batch=self.max_batch, max_filter_ids=self.max_filter_ids,
-                      exact_filter_threshold=self.exact_filter_threshold,
-                      max_ef_search=self.max_ef_search)
+                      exact_filter_threshold=self.exact_filter_threshold, max_ef_search=self.max_ef_search)
 
     @property
     def execution(self) -> ExecutionSettings:
@@ -69,8 +74,9 @@ class ServiceSettings(BaseSettings):
     def ray(self) -> RaySettings:
         assert self.ray_address is not None
         return RaySettings(address=self.ray_address, replicas=self.ray_replicas, replica_cpus=self.ray_replica_cpus,
-                           retries=self.ray_retries, faiss_threads=max(1, int(self.ray_replica_cpus) or 1),
-                           blas_threshold=self.blas_threshold, mmap=self.mmap, drain_s=self.ray_drain_s,
+                           retries=self.ray_retries, retry_backoff_s=self.ray_retry_backoff_s,
+                           faiss_threads=max(1, int(self.ray_replica_cpus) or 1), blas_threshold=self.blas_threshold,
+                           switch_interval_ms=self.switch_interval_ms, mmap=self.mmap, drain_s=self.ray_drain_s,
                            deploy_timeout_s=self.ray_deploy_timeout_s, max_ongoing=self.ray_max_ongoing)
 
     @property

@@ -1,7 +1,9 @@
 """The core's configuration values, as plain dataclasses filled from ServiceSettings.
 
-Kept free of FAISS and numpy imports so that reading settings (the container health check
-does it every few seconds) stays cheap.
+They have no defaults of their own: every value comes from the one settings model
+(service.settings), so what the core runs with is what was deployed. Kept free of FAISS and
+numpy imports so that reading settings (the container health check does it every few seconds)
+stays cheap.
 """
 
 from __future__ import annotations
@@ -11,40 +13,40 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits and tuning thresholds, from settings."""
+    """Request limits and tuning thresholds."""
 
-    max_k: int = 1000
-    max_batch: int = 1024
-    max_filter_ids: int = 100_000
-    exact_filter_threshold: int = 20_000
-    max_ef_search: int = 4096
+    max_k: int
+    max_batch: int
+    max_filter_ids: int
+    exact_filter_threshold: int
+    max_ef_search: int
 
 
 @dataclass(frozen=True)
 class ExecutionSettings:
-    """How FAISS work is scheduled (from service settings)."""
+    """How FAISS work is scheduled."""
 
-    threads: int = 2
-    max_batch: int = 256
-    window_s: float = 0.0
-    in_flight: int = 1
-    max_pending: int = 512
-    default_deadline_s: float | None = None
+    threads: int
+    max_batch: int
+    window_s: float
+    in_flight: int
+    max_pending: int
+    default_deadline_s: float | None
 
 
 @dataclass(frozen=True)
 class RaySettings:
-    """How shards are deployed on Ray Serve (from DOTCOS_RAY_* settings)."""
+    """How parts are deployed on Ray Serve."""
 
     address: str
-    replicas: int = 1
-    replica_cpus: float = 0.25
-    retries: int = 3
-    retry_backoff_s: float = 0.2
-    faiss_threads: int = 1
-    blas_threshold: int = 16
-    mmap: bool = True
-    drain_s: float = 30.0
-    switch_interval_ms: float = 1.0
-    deploy_timeout_s: float = 300.0
-    max_ongoing: int = 64
+    replicas: int
+    replica_cpus: float
+    retries: int
+    retry_backoff_s: float
+    faiss_threads: int
+    blas_threshold: int
+    switch_interval_ms: float
+    mmap: bool
+    drain_s: float
+    deploy_timeout_s: float
+    max_ongoing: int
