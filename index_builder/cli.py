@@ -47,7 +47,7 @@ def _positive(text: str) -> int:
     return value
 
 
-def _add_build(sub: argparse._SubParsersAction) -> None:
+def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("build", help="build and publish a new version of a collection")
     p.add_argument("--input", required=True, help=".npy/.parquet/.fvecs file, directory or glob")
     p.add_argument("--ids", help="ids file(s), one id per line (default: parquet id column or row numbers)")

@@ -48,4 +48,4 @@ def whitening_matrix(cov: np.ndarray) -> np.ndarray:
     if top <= 0:
         raise InputError("--users vectors are all identical; their covariance is zero")
     values = np.where(values > top * EIGEN_FLOOR, values, 0.0)
-    return (vectors * np.sqrt(values)) @ vectors.T
+    return np.asarray((vectors * np.sqrt(values)) @ vectors.T)

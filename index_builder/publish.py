@@ -9,6 +9,7 @@ readers and removed by `gc`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -49,10 +50,8 @@ def check_writable(root: Path) -> None:
     A bind-mounted host directory or a fresh volume is often owned by root while the image runs
     as an unprivileged user; FAISS and numpy would otherwise fail deep inside a build.
     """
-    try:
+    with contextlib.suppress(PermissionError):
         root.mkdir(parents=True, exist_ok=True)
-    except PermissionError:
-        pass
     if not (root.is_dir() and os.access(root, os.W_OK | os.X_OK)):
         uid, gid = os.getuid(), os.getgid()
         raise InputError(

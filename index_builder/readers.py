@@ -248,7 +248,7 @@ class ParquetFile:
         if values.null_count:
             raise InputError(f"{self.path}: a vector near row {start} holds a null value")
         flat = values.to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32, copy=False).reshape(len(column), self._dim)
+        return np.asarray(flat.astype(np.float32, copy=False).reshape(len(column), self._dim))
 
 
 Reader = NpyFile | FvecsFile | ParquetFile

@@ -48,7 +48,7 @@ class StagedCorpus:
         """Vectors of sorted row numbers: a memory-mapped view when they are consecutive."""
         if len(chunk) and int(chunk[-1]) - int(chunk[0]) + 1 == len(chunk):
             return self.vectors[int(chunk[0]) : int(chunk[-1]) + 1]
-        return self.vectors[chunk]
+        return np.asarray(self.vectors[chunk])
 
     @property
     def dim(self) -> int:

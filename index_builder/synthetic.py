@@ -27,7 +27,7 @@ def _mixture(rng: np.random.Generator, centers: np.ndarray, axes: np.ndarray, we
     labels = rng.choice(len(centers), size=n, p=weights)
     z = rng.standard_normal((n, centers.shape[1]))
     points = centers[labels] + noise * z * axes[labels]
-    return points / np.linalg.norm(points, axis=1, keepdims=True)
+    return np.asarray(points / np.linalg.norm(points, axis=1, keepdims=True))
 
 
 def two_tower(spec: TwoTowerSpec) -> tuple[np.ndarray, np.ndarray]:

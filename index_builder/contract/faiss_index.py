@@ -56,10 +56,10 @@ def _knob_parameters(param: str | None, value: int | None) -> faiss.SearchParame
 
 def _new_parameters(param: str | None, value: int | None) -> faiss.SearchParameters:
     if param == EF_SEARCH:
-        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        hnsw = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
         if value is not None:
-            params.efSearch = int(value)
-        return params
+            hnsw.efSearch = int(value)
+        return hnsw  # type: ignore[no-any-return]
     if param == NPROBE:
         params = faiss.SearchParametersIVF()
         if value is not None:

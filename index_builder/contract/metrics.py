@@ -171,7 +171,7 @@ def parse_metric_list(text: str) -> list[Metric]:
 
 def row_norms(x: FloatArray) -> FloatArray:
     """L2 norm of each row, accumulated in float64 (without a float64 copy of x)."""
-    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+    return np.asarray(np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64)))
 
 
 def _safe_inverse(values: FloatArray) -> FloatArray:
@@ -207,7 +207,7 @@ class MetricSpace:
         if self.metric.rule.whitened:
             if w is None:
                 raise InvalidMetric(f"metric {self.name!r} needs its whitening matrix")
-            return (np.asarray(x, dtype=np.float64) @ w.T).astype(np.float32)
+            return np.asarray((np.asarray(x, dtype=np.float64) @ w.T).astype(np.float32))
         return np.asarray(x, dtype=np.float32)
 
     def doc_scale(self, x: FloatArray) -> FloatArray:
@@ -217,7 +217,7 @@ class MetricSpace:
             return np.ones(len(x), dtype=np.float64)
         mapped_norms = row_norms(self._linear(x))
         weight = rule.doc_weight(mapped_norms, self.metric.alpha, self.stats)
-        return weight * _safe_inverse(mapped_norms)
+        return np.asarray(weight * _safe_inverse(mapped_norms))
 
     def prepare_documents(self, x: FloatArray) -> FloatArray:
         """Documents as stored in the inner-product index (a new float32 array)."""
@@ -238,14 +238,14 @@ class MetricSpace:
     def raw_from_prepared(self, prepared: FloatArray) -> FloatArray:
         """queries_in_raw_space of queries already prepared (for callers that need both forms)."""
         if self.metric.rule.whitened and self.stats.whitening is not None:
-            return (prepared.astype(np.float64) @ self.stats.whitening).astype(np.float32)
+            return np.asarray((prepared.astype(np.float64) @ self.stats.whitening).astype(np.float32))
         return prepared
 
     def exact_scores(self, q: FloatArray, x: FloatArray, scale: FloatArray) -> FloatArray:
         """True scores of queries q (nq, d) against raw documents x (n, d) with their doc_scale."""
         p = self.queries_in_raw_space(q)
         raw = np.asarray(x, dtype=np.float32) @ p.T
-        return (raw.T * scale.astype(np.float32)[None, :]).astype(np.float32)
+        return np.asarray((raw.T * scale.astype(np.float32)[None, :]).astype(np.float32))
 
 
 def fit_metric_space(metric: Metric, norms: FloatArray, whitening: FloatArray | None) -> MetricSpace:
@@ -294,4 +294,4 @@ def augment_queries(p: FloatArray) -> FloatArray:
 
 def l2_to_inner_product(sq_dist: FloatArray, query_sqnorm: FloatArray, max_norm: float) -> FloatArray:
     """Undo the augmentation: p.y = (|p|^2 + M^2 - |p'-y'|^2) / 2."""
-    return (query_sqnorm[:, None] + max_norm * max_norm - sq_dist) / 2.0
+    return np.asarray((query_sqnorm[:, None] + max_norm * max_norm - sq_dist) / 2.0)

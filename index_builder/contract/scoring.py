@@ -46,7 +46,7 @@ class Prepared:
 
     def zero_rows(self) -> np.ndarray:
         """Queries that are all zeros once prepared (no cosine-like score exists for them)."""
-        return ~np.any(self.prepared, axis=1)
+        return np.asarray(~np.any(self.prepared, axis=1))
 
 
 Queries = np.ndarray | Prepared
@@ -110,7 +110,9 @@ def merge_order(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return _order(scores, rows, _holes(rows))[:, :k]
 
 
-def merge_topk(scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(
+    scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) over candidate blocks of the same queries (see `merge_order`)."""
     all_scores = np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
     all_rows = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
@@ -156,7 +158,7 @@ def _scores(p: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.nda
     safe = rows if missing is None else np.where(missing, 0, rows)
     # einsum computes every (query, row) product alone; a BLAS gemv would round a pair differently
     # depending on its position among the candidates, and sharded answers must equal unsharded ones.
-    scores = np.einsum("qmd,qd->qm", np.asarray(vectors[safe], dtype=np.float32), p)
+    scores: np.ndarray = np.einsum("qmd,qd->qm", np.asarray(vectors[safe], dtype=np.float32), p)
     scores *= scales[safe]
     if missing is not None:
         scores[missing] = -np.inf

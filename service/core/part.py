@@ -25,6 +25,8 @@ from service.core.query import Answer, Query, run_search
 log = logging.getLogger(__name__)
 
 SCALE_BLOCK_ROWS = 65536
+NO_ROWS = np.empty(0, dtype=np.int64)
+NO_ROWS.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Part:
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
+        if not ids:
+            return NO_ROWS
         rows = [self.rows_by_id[i] for i in ids if i in self.rows_by_id]
         return np.unique(np.asarray(rows, dtype=np.int64))
 
@@ -82,7 +86,9 @@ def search_part(part: Part, query: Query) -> Answer:
     include = None if query.options.include is None else part.known_rows(query.options.include)
     scores, rows = run_search(part.indexes[query.metric], query, part.known_rows(query.options.exclude), include)
     labels = part.labels(rows)
-    return Answer(scores, np.where(rows == MISSING, MISSING, rows + part.offset), labels)
+    if part.offset:
+        rows = np.where(rows == MISSING, MISSING, rows + part.offset)
+    return Answer(scores, rows, labels)
 
 
 def known_ids(part: Part, ids: list[str]) -> list[str]:

@@ -60,8 +60,10 @@ class Query:
 
     def knob(self, param: str | None) -> int | None:
         """efSearch or nprobe for this search: the request's own, else the tuned default."""
-        requested = {EF_SEARCH: self.options.ef_search, NPROBE: self.options.nprobe}.get(param or "")
-        return requested if requested is not None else self.defaults.get(param or "")
+        if param is None:
+            return None
+        requested = self.options.ef_search if param == EF_SEARCH else self.options.nprobe if param == NPROBE else None
+        return requested if requested is not None else self.defaults.get(param)
 
 
 class Answer(NamedTuple):
@@ -85,6 +87,8 @@ class Answer(NamedTuple):
 
     def split(self, sizes: list[int], ks: list[int]) -> list[Answer]:
         """Consecutive row blocks of `sizes` queries, each cut to its own k (undoes a coalesced batch)."""
+        if len(sizes) == 1 and ks[0] >= self.scores.shape[1]:
+            return [self]
         out, start = [], 0
         for size, k in zip(sizes, ks, strict=True):
             end = start + size

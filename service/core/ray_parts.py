@@ -113,6 +113,11 @@ def _failure(status: ApplicationStatusOverview) -> str:
     return status.message
 
 
+def _cpus(resources: Callable[[], dict[str, float]]) -> float:
+    """CPUs in ray.available_resources() or ray.cluster_resources()."""
+    return float(resources().get("CPU", 0.0))
+
+
 def delete_apps(apps: list[str]) -> None:
     for app in apps:
         try:
@@ -165,10 +170,10 @@ class RayLoader:
         """Say at once, in the log and to the registry, when the cluster lacks the CPUs the shard
         replicas ask for: Serve would otherwise wait for them silently until the deploy timeout."""
         needed = shards * self.settings.replicas * self.settings.replica_cpus
-        free = float(ray.available_resources().get("CPU", 0.0))
+        free = _cpus(ray.available_resources)
         if needed <= free + 1e-9:
             return
-        total = float(ray.cluster_resources().get("CPU", 0.0))
+        total = _cpus(ray.cluster_resources)
         why = (f"{collection}/{version} waits for {needed:g} CPUs on Ray ({shards} shards x "
                f"DOTCOS_RAY_REPLICAS={self.settings.replicas} x DOTCOS_RAY_REPLICA_CPUS={self.settings.replica_cpus:g}); "
                f"the cluster has {free:g} free of {total:g}: lower those settings or add nodes "
@@ -187,7 +192,7 @@ class RayLoader:
             if all(a in statuses and statuses[a].status == ApplicationStatus.RUNNING for a in apps):
                 return
             if time.monotonic() > deadline:
-                free = float(ray.available_resources().get("CPU", 0.0))
+                free = _cpus(ray.available_resources)
                 raise ArtifactError(f"shards not running after {self.settings.deploy_timeout_s:g}s with {free:g} "
                                     "CPUs free on Ray (DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard)")
             time.sleep(0.1)
