@@ -42,7 +42,8 @@ run: demo
 
 lint: install
 	$(BIN)/ruff check index_builder service tests bench
-	$(BIN)/mypy index_builder service
+	$(BIN)/ruff format --check index_builder service tests bench
+	$(BIN)/mypy --strict index_builder service
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

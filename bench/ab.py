@@ -34,8 +34,22 @@ ROWS = [("tiny", "tiny", 1, 1), ("hnsw", "hnsw", 16, 10), ("hnsw", "hnsw", 64, 1
 
 
 def _build(root: Path, docs: Path, name: str, *extra: str) -> None:
-    argv = [str(BIN / "dotcos-build"), "build", "--input", str(docs), "--name", name, "--root", str(root),
-            "--metrics", "dot,cosine", "--quiet", "--version", "v1", *extra]
+    argv = [
+        str(BIN / "dotcos-build"),
+        "build",
+        "--input",
+        str(docs),
+        "--name",
+        name,
+        "--root",
+        str(root),
+        "--metrics",
+        "dot,cosine",
+        "--quiet",
+        "--version",
+        "v1",
+        *extra,
+    ]
     subprocess.run(argv, check=True, capture_output=True)
 
 
@@ -49,13 +63,21 @@ def _collections(work: Path, docs: int, dim: int) -> tuple[Path, dict[str, Path]
         _build(root, work / "tiny.npy", "tiny", "--index", "flat")
         _build(root, work / "big.npy", "hnsw", "--index", "hnsw")
         _build(root, work / "big.npy", "sharded4", "--index", "hnsw", "--shards", "4")
-    bodies = {k: write_bodies(work / f"bodies-{name}-k{k}.jsonl", q, {"k": k, "metric": "dot"})
-              for name, q, k in (("tiny", tiny_q, 1), ("big", big_q, 10))}
+    bodies = {
+        k: write_bodies(work / f"bodies-{name}-k{k}.jsonl", q, {"k": k, "metric": "dot"})
+        for name, q, k in (("tiny", tiny_q, 1), ("big", big_q, 10))
+    }
     return root, {"tiny": bodies[1], "hnsw": bodies[10], "sharded": bodies[10]}
 
 
-def _measure(tree: str, before: Path | None, root: Path, work: Path, bodies: dict[str, Path], seconds: float,
-             ) -> list[dict[str, Any]]:
+def _measure(
+    tree: str,
+    before: Path | None,
+    root: Path,
+    work: Path,
+    bodies: dict[str, Path],
+    seconds: float,
+) -> list[dict[str, Any]]:
     env = {"PYTHONPATH": str(before)} if before is not None else {}
     server = start_dotcos(root, work / f"server-{tree}.log", env)
     try:
@@ -80,9 +102,14 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in dict.fromkeys(r["row"] for r in runs):
         before = [r for r in runs if r["row"] == row and r["tree"] == "before"]
         after = [r for r in runs if r["row"] == row and r["tree"] == "after"]
-        entry = {"row": row, "before_qps": _median(before, "qps"), "after_qps": _median(after, "qps"),
-                 "before_p50_ms": _median(before, "p50_ms"), "after_p50_ms": _median(after, "p50_ms"),
-                 "errors": sum(r["errors"] for r in before + after)}
+        entry = {
+            "row": row,
+            "before_qps": _median(before, "qps"),
+            "after_qps": _median(after, "qps"),
+            "before_p50_ms": _median(before, "p50_ms"),
+            "after_p50_ms": _median(after, "p50_ms"),
+            "errors": sum(r["errors"] for r in before + after),
+        }
         entry["qps_after_over_before"] = round(entry["after_qps"] / max(entry["before_qps"], 1e-9), 3)
         entry["p50_after_over_before"] = round(entry["after_p50_ms"] / max(entry["before_p50_ms"], 1e-9), 3)
         table.append(entry)
@@ -90,7 +117,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for tree in ("before", "after"):
         sharded, plain = by_row["sharded4 @16"], by_row["hnsw @16 (beside sharded)"]
         by_row["sharded4 @16"][f"{tree}_sharded_over_unsharded"] = round(
-            sharded[f"{tree}_qps"] / max(plain[f"{tree}_qps"], 1e-9), 3)
+            sharded[f"{tree}_qps"] / max(plain[f"{tree}_qps"], 1e-9), 3
+        )
     return table
 
 
@@ -99,19 +127,28 @@ def write(out: Path, name: str, meta: dict[str, Any], runs: list[dict[str, Any]]
 
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "runs": runs, "table": table}, indent=1) + "\n")
-    lines = [f"# dotcos before/after: {name}", "",
-             f"{meta['docs']} x {meta['dim']} two-tower-like documents (HNSW32, dot), tiny = 1k x 32 flat (k=1); "
-             f"before = `{meta['before']}`, after = `{meta['after']}`; {meta['rounds']} alternating rounds of "
-             f"{meta['seconds']} s per row, medians; wrk on the same 2 cores as the server; {meta['started']}.", "",
-             "| row | QPS before | QPS after | after/before | p50 ms before | p50 ms after | p50 after/before |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# dotcos before/after: {name}",
+        "",
+        f"{meta['docs']} x {meta['dim']} two-tower-like documents (HNSW32, dot), tiny = 1k x 32 flat (k=1); "
+        f"before = `{meta['before']}`, after = `{meta['after']}`; {meta['rounds']} alternating rounds of "
+        f"{meta['seconds']} s per row, medians; wrk on the same 2 cores as the server; {meta['started']}.",
+        "",
+        "| row | QPS before | QPS after | after/before | p50 ms before | p50 ms after | p50 after/before |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for e in table:
-        lines.append(f"| {e['row']} | {e['before_qps']:.0f} | {e['after_qps']:.0f} | {e['qps_after_over_before']:.2f} "
-                     f"| {e['before_p50_ms']:.2f} | {e['after_p50_ms']:.2f} | {e['p50_after_over_before']:.2f} |")
+        lines.append(
+            f"| {e['row']} | {e['before_qps']:.0f} | {e['after_qps']:.0f} | {e['qps_after_over_before']:.2f} "
+            f"| {e['before_p50_ms']:.2f} | {e['after_p50_ms']:.2f} | {e['p50_after_over_before']:.2f} |"
+        )
     sharded = next(e for e in table if e["row"] == "sharded4 @16")
-    lines += ["", f"Sharded (4 parts, one process) over unsharded at 16 clients: before "
-              f"{sharded['before_sharded_over_unsharded']:.2f}x, after {sharded['after_sharded_over_unsharded']:.2f}x.",
-              ""]
+    lines += [
+        "",
+        f"Sharded (4 parts, one process) over unsharded at 16 clients: before "
+        f"{sharded['before_sharded_over_unsharded']:.2f}x, after {sharded['after_sharded_over_unsharded']:.2f}x.",
+        "",
+    ]
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = [e["row"] for e in table]
@@ -144,10 +181,18 @@ def main() -> None:
         runs += _measure("before", args.before.resolve(), root, args.workdir, bodies, args.seconds)
         runs += _measure("after", None, root, args.workdir, bodies, args.seconds)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    base = subprocess.run(["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True).stdout.strip()
-    meta = {"docs": args.docs, "dim": args.dim, "rounds": args.rounds, "seconds": args.seconds,
-            "before": base, "after": head, "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    base = subprocess.run(
+        ["git", "-C", str(args.before), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    meta = {
+        "docs": args.docs,
+        "dim": args.dim,
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "before": base,
+        "after": head,
+        "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     table = summarize(runs)
     write(args.out, args.name, meta, runs, table)
     print((args.out / f"{args.name}.md").read_text())

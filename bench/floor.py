@@ -26,8 +26,17 @@ CORES = os.cpu_count() or 1
 
 def _start_floor(workers: int, log: Path) -> Server:
     port = free_port()
-    argv = [str(BIN / "uvicorn"), "bench.floor_app:app", "--port", str(port), "--log-level", "warning",
-            "--workers", str(workers), "--no-access-log"]
+    argv = [
+        str(BIN / "uvicorn"),
+        "bench.floor_app:app",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+        "--no-access-log",
+    ]
     return start("floor", argv, {}, port, "/", log)
 
 
@@ -59,26 +68,40 @@ def main() -> None:
             floor.stop()
         dotcos = start_dotcos(root, args.workdir / "dotcos-floor.log", {"DOTCOS_WORKERS": str(workers)})
         try:
-            rows.append({"server": f"dotcos ({workers} workers)",
-                         **_measured(dotcos, "/v1/collections/hnsw-ip/search", bodies, args.seconds)})
+            rows.append(
+                {
+                    "server": f"dotcos ({workers} workers)",
+                    **_measured(dotcos, "/v1/collections/hnsw-ip/search", bodies, args.seconds),
+                }
+            )
         finally:
             dotcos.stop()
     floor_cpu = min(r["server_cpu_us"] for r in rows if r["server"].startswith("floor"))
     faiss_cpu = CORES / faiss_batch * 1e6
     bound = CORES / ((floor_cpu + faiss_cpu) / 1e6)
-    result = {"faiss_batched_qps": faiss_batch, "faiss_cpu_us_per_query": round(faiss_cpu, 1),
-              "floor_cpu_us_per_request": floor_cpu, "bound_qps": round(bound), "rows": rows}
+    result = {
+        "faiss_batched_qps": faiss_batch,
+        "faiss_cpu_us_per_query": round(faiss_cpu, 1),
+        "floor_cpu_us_per_request": floor_cpu,
+        "bound_qps": round(bound),
+        "rows": rows,
+    }
     (args.out / "floor.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# dotcos next to the Python HTTP floor (100k × 384 HNSW, dot, 64 clients)", "",
-             f"In-process FAISS batched: {faiss_batch:,.0f} QPS ({faiss_cpu:.0f} µs of CPU per query on {CORES} "
-             f"cores). Floor app: {floor_cpu:.0f} µs of server CPU per request. Bound if a request cost only "
-             f"both: **{bound:,.0f} QPS = {bound / faiss_batch:.2f}× batched FAISS**.", "",
-             "| server | QPS | × batched FAISS | × bound | p50 ms | p99 ms | server CPU µs/request "
-             "| client CPU share |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['server']} | {r['qps']:,.0f} | {r['qps'] / faiss_batch:.2f} | {r['qps'] / bound:.2f} | "
-              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cpu_us']:.0f} | {r['client_cpu_share']:.0%} |"
-              for r in rows]
+    lines = [
+        "# dotcos next to the Python HTTP floor (100k × 384 HNSW, dot, 64 clients)",
+        "",
+        f"In-process FAISS batched: {faiss_batch:,.0f} QPS ({faiss_cpu:.0f} µs of CPU per query on {CORES} "
+        f"cores). Floor app: {floor_cpu:.0f} µs of server CPU per request. Bound if a request cost only "
+        f"both: **{bound:,.0f} QPS = {bound / faiss_batch:.2f}× batched FAISS**.",
+        "",
+        "| server | QPS | × batched FAISS | × bound | p50 ms | p99 ms | server CPU µs/request | client CPU share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['server']} | {r['qps']:,.0f} | {r['qps'] / faiss_batch:.2f} | {r['qps'] / bound:.2f} | "
+        f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_cpu_us']:.0f} | {r['client_cpu_share']:.0%} |"
+        for r in rows
+    ]
     (args.out / "floor.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -11,8 +11,14 @@ import numpy as np
 import orjson
 from starlette.types import Receive, Scope, Send
 
-ANSWER = orjson.dumps({"collection": "floor", "version": "0", "metric": "dot",
-                       "results": [{"id": f"doc-{i}", "score": 1.0 - i / 10} for i in range(10)]})
+ANSWER = orjson.dumps(
+    {
+        "collection": "floor",
+        "version": "0",
+        "metric": "dot",
+        "results": [{"id": f"doc-{i}", "score": 1.0 - i / 10} for i in range(10)],
+    }
+)
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
 
 

@@ -73,9 +73,26 @@ def ground_truth(data: Dataset, queries: np.ndarray) -> Truth:
 def build(config: str, data: Dataset, root: Path) -> dict[str, object]:
     """Run dotcos-build as a child process; wall time and the child's peak resident memory."""
     flags, metrics = CONFIGS[config]
-    argv = [sys.executable, "-m", "index_builder", "build", "--input", str(data.docs_path), "--name", config,
-            "--root", str(root), "--metrics", ",".join(metrics), "--queries", str(data.queries_path),
-            "--selfcheck-queries", "300", "--quiet", *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "index_builder",
+        "build",
+        "--input",
+        str(data.docs_path),
+        "--name",
+        config,
+        "--root",
+        str(root),
+        "--metrics",
+        ",".join(metrics),
+        "--queries",
+        str(data.queries_path),
+        "--selfcheck-queries",
+        "300",
+        "--quiet",
+        *flags,
+    ]
     start = time.perf_counter()
     child = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(child.pid, 0)
@@ -95,8 +112,9 @@ def _qps(run: Callable[[], object], queries: int, min_seconds: float) -> float:
             return passes * queries / elapsed
 
 
-def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None,
-               timing: Timing) -> tuple[np.ndarray, np.ndarray, float, float]:
+def _time_ours(
+    served: ServedIndex, queries: np.ndarray, value: int | None, timing: Timing
+) -> tuple[np.ndarray, np.ndarray, float, float]:
     faiss.omp_set_num_threads(1)
     n = timing.single_queries
     single = _qps(lambda: [ann_topk(served, queries[i : i + 1], K, value) for i in range(n)], n, timing.min_seconds)
@@ -106,8 +124,9 @@ def _time_ours(served: ServedIndex, queries: np.ndarray, value: int | None,
     return found[0][0], found[0][1], single, batch
 
 
-def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object],
-               timing: Timing) -> list[dict]:
+def sweep_ours(
+    config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object], timing: Timing
+) -> list[dict]:
     """Recall (all queries, batched) and QPS (the first `single_queries` one per call; all batched) per knob;
     `single_queries` is at most len(queries), here and in the other timing functions."""
     version = load_version(root, config, read_current(root, config))
@@ -120,11 +139,21 @@ def sweep_ours(config: str, root: Path, queries: np.ndarray, truth: Truth, built
         size = sum((version.path / f).stat().st_size for f in files)
         for value in values:
             scores, found, single, batch = _time_ours(served, queries, value, timing)
-            rows.append({"impl": "dotcos", "config": config, "metric": metric, "param": served.param,
-                         "value": value, "recall": round(recall_at_k(truth.scores[metric], scores, found), 4),
-                         "qps_single": round(single, 1), "qps_batch": round(batch, 1),
-                         "bytes_per_vector": round(size / version.manifest.count, 1),
-                         "default": value == entry.search_params.get(served.param or "", None), **built})
+            rows.append(
+                {
+                    "impl": "dotcos",
+                    "config": config,
+                    "metric": metric,
+                    "param": served.param,
+                    "value": value,
+                    "recall": round(recall_at_k(truth.scores[metric], scores, found), 4),
+                    "qps_single": round(single, 1),
+                    "qps_batch": round(batch, 1),
+                    "bytes_per_vector": round(size / version.manifest.count, 1),
+                    "default": value == entry.search_params.get(served.param or "", None),
+                    **built,
+                }
+            )
     return rows
 
 
@@ -138,17 +167,24 @@ def faiss_reference(root: Path, config: str, queries: np.ndarray, timing: Timing
     return out
 
 
-def _raw_faiss(served: ServedIndex, queries: np.ndarray, value: int | None,
-               timing: Timing) -> dict[str, float | int | None]:
+def _raw_faiss(
+    served: ServedIndex, queries: np.ndarray, value: int | None, timing: Timing
+) -> dict[str, float | int | None]:
     prepared = served.faiss_queries(queries)
     params = search_parameters(served.param, value)
     faiss.omp_set_num_threads(1)
     n = timing.single_queries
-    single = _qps(lambda: [index.search(prepared[i : i + 1], K, params=params)
-                           for i in range(n) for index in served.searched], n, timing.min_seconds)
+    single = _qps(
+        lambda: [index.search(prepared[i : i + 1], K, params=params) for i in range(n) for index in served.searched],
+        n,
+        timing.min_seconds,
+    )
     faiss.omp_set_num_threads(THREADS)
-    batch = _qps(lambda: [index.search(prepared, K, params=params) for index in served.searched], len(prepared),
-                 timing.min_seconds)
+    batch = _qps(
+        lambda: [index.search(prepared, K, params=params) for index in served.searched],
+        len(prepared),
+        timing.min_seconds,
+    )
     return {"qps_single": round(single, 1), "qps_batch": round(batch, 1), "value": value}
 
 
@@ -163,10 +199,20 @@ def sweep_peers(data: Dataset, queries: np.ndarray, truth: Truth, timing: Timing
                 single, batch, labels = _peer_run(impl, index, queries, ef, timing)
                 labels = labels.astype(np.int64)
                 scores = score_rows(space, queries, docs, truth.scales[metric], labels)
-                rows.append({"impl": impl, "config": "hnsw", "metric": metric, "param": "ef", "value": ef,
-                             "recall": round(recall_at_k(truth.scores[metric], scores, labels), 4),
-                             "qps_single": round(single, 1), "qps_batch": round(batch, 1),
-                             "build_s": round(build_s, 2), "bytes_per_vector": round(size / len(docs), 1)})
+                rows.append(
+                    {
+                        "impl": impl,
+                        "config": "hnsw",
+                        "metric": metric,
+                        "param": "ef",
+                        "value": ef,
+                        "recall": round(recall_at_k(truth.scores[metric], scores, labels), 4),
+                        "qps_single": round(single, 1),
+                        "qps_batch": round(batch, 1),
+                        "build_s": round(build_s, 2),
+                        "bytes_per_vector": round(size / len(docs), 1),
+                    }
+                )
     return rows
 
 
@@ -187,16 +233,26 @@ def _peer_indexes(docs: np.ndarray, metric: str) -> dict[str, tuple[object, floa
     return out
 
 
-def _peer_run(impl: str, index: object, queries: np.ndarray, ef: int,
-              timing: Timing) -> tuple[float, float, np.ndarray]:
+def _peer_run(
+    impl: str, index: object, queries: np.ndarray, ef: int, timing: Timing
+) -> tuple[float, float, np.ndarray]:
     found: list[np.ndarray] = []
     n, seconds = timing.single_queries, timing.min_seconds
     if impl == "hnswlib":
         index.set_ef(max(ef, K))  # type: ignore[attr-defined]
-        single = _qps(lambda: [index.knn_query(queries[i : i + 1], K, num_threads=1)  # type: ignore[attr-defined]
-                               for i in range(n)], n, seconds)
-        batch = _qps(lambda: found.append(index.knn_query(queries, K, num_threads=THREADS)[0]),  # type: ignore[attr-defined]
-                     len(queries), seconds)
+        single = _qps(
+            lambda: [
+                index.knn_query(queries[i : i + 1], K, num_threads=1)  # type: ignore[attr-defined]
+                for i in range(n)
+            ],
+            n,
+            seconds,
+        )
+        batch = _qps(
+            lambda: found.append(index.knn_query(queries, K, num_threads=THREADS)[0]),  # type: ignore[attr-defined]
+            len(queries),
+            seconds,
+        )
         return single, batch, found[0]
     index.expansion_search = max(ef, K)  # type: ignore[attr-defined]
     single = _qps(lambda: [index.search(queries[i], K, threads=1) for i in range(n)], n, seconds)  # type: ignore[attr-defined]

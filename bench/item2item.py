@@ -91,19 +91,29 @@ def main(out: Path = Path("bench/results"), seed: int = 0) -> None:
         before = neighbours(metric, items, users)
         after = neighbours(metric, moved_items, moved_users)
         stable = float(np.mean([len(set(b) & set(c)) / K for b, c in zip(before, after, strict=True)]))
-        results[metric] = {"before": quality(before, truth, groups), "after": quality(after, truth, groups),
-                           "neighbours_kept": round(stable, 3)}
-    lines = ["# Item-to-item neighbours: which metric recovers shared-user structure", "",
-             f"{matrix.shape[0]} users × {matrix.shape[1]} items, {groups.max() + 1} taste groups, rank-"
-             f"{items.shape[1]} factorization; reparametrization with singular values e^±1.5 "
-             f"(largest user-item score change {drift:.1e}).", "",
-             "| metric | same group @10 | co-occurrence recall @10 | after A: same group | after A: recall "
-             "| neighbours kept after A |", "|---|---|---|---|---|---|"]
+        results[metric] = {
+            "before": quality(before, truth, groups),
+            "after": quality(after, truth, groups),
+            "neighbours_kept": round(stable, 3),
+        }
+    lines = [
+        "# Item-to-item neighbours: which metric recovers shared-user structure",
+        "",
+        f"{matrix.shape[0]} users × {matrix.shape[1]} items, {groups.max() + 1} taste groups, rank-"
+        f"{items.shape[1]} factorization; reparametrization with singular values e^±1.5 "
+        f"(largest user-item score change {drift:.1e}).",
+        "",
+        "| metric | same group @10 | co-occurrence recall @10 | after A: same group | after A: recall "
+        "| neighbours kept after A |",
+        "|---|---|---|---|---|---|",
+    ]
     for metric, res in results.items():
         b, c = res["before"], res["after"]
-        lines.append(f"| {metric} | {b['same_group_at_10']:.3f} | {b['cooccurrence_recall_at_10']:.3f} "
-                     f"| {c['same_group_at_10']:.3f} | {c['cooccurrence_recall_at_10']:.3f} "
-                     f"| {res['neighbours_kept']:.3f} |")
+        lines.append(
+            f"| {metric} | {b['same_group_at_10']:.3f} | {b['cooccurrence_recall_at_10']:.3f} "
+            f"| {c['same_group_at_10']:.3f} | {c['cooccurrence_recall_at_10']:.3f} "
+            f"| {res['neighbours_kept']:.3f} |"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "item2item.md").write_text("\n".join(lines) + "\n")
     (out / "item2item.json").write_text(json.dumps({"seed": seed, "results": results, "score_drift": drift}, indent=1))

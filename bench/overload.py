@@ -33,10 +33,28 @@ def main() -> None:
     docs, queries = two_tower(TwoTowerSpec(docs=200_000, queries=200, dim=64, seed=7))
     np.save(args.workdir / "docs.npy", docs)
     root = args.workdir / "indexes"
-    assert build_main(["build", "--input", str(args.workdir / "docs.npy"), "--name", "flat", "--root", str(root),
-                       "--metrics", "dot", "--quiet"]) == 0
-    env = {"DOTCOS_MAX_PENDING": str(args.pending), "DOTCOS_COALESCE_MAX_BATCH": "8",
-           **dict(item.split("=", 1) for item in args.env)}
+    assert (
+        build_main(
+            [
+                "build",
+                "--input",
+                str(args.workdir / "docs.npy"),
+                "--name",
+                "flat",
+                "--root",
+                str(root),
+                "--metrics",
+                "dot",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    env = {
+        "DOTCOS_MAX_PENDING": str(args.pending),
+        "DOTCOS_COALESCE_MAX_BATCH": "8",
+        **dict(item.split("=", 1) for item in args.env),
+    }
     server = start_dotcos(root, args.workdir / "server.log", env)
     bodies = write_bodies(args.workdir / "bodies.jsonl", queries, {"k": 10, "metric": "dot"})
     rows = []
@@ -48,14 +66,20 @@ def main() -> None:
         server.stop()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "overload.json").write_text(json.dumps({"pending": args.pending, "runs": rows}, indent=1) + "\n")
-    lines = ["# Overload shedding", "",
-             f"Flat 200k × 64, DOTCOS_MAX_PENDING={args.pending}; wrk with pending × {{1, 2, 5}} connections, "
-             f"{args.seconds} s each. Latencies include the 503 answers; every non-2xx here is a 503.", "",
-             "| load | connections | answers/s | goodput (200/s) | shed share | p50 ms | p99 ms | other errors |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Overload shedding",
+        "",
+        f"Flat 200k × 64, DOTCOS_MAX_PENDING={args.pending}; wrk with pending × {{1, 2, 5}} connections, "
+        f"{args.seconds} s each. Latencies include the 503 answers; every non-2xx here is a 503.",
+        "",
+        "| load | connections | answers/s | goodput (200/s) | shed share | p50 ms | p99 ms | other errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['load']} | {r['connections']} | {r['qps']:.0f} | {r['goodput']:.0f} | "
-                     f"{r['shed_share']:.0%} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['other_errors']} |")
+        lines.append(
+            f"| {r['load']} | {r['connections']} | {r['qps']:.0f} | {r['goodput']:.0f} | "
+            f"{r['shed_share']:.0%} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['other_errors']} |"
+        )
     (args.out / "overload.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -29,8 +29,22 @@ from index_builder.synthetic import TwoTowerSpec, two_tower
 
 def _build(root: Path, docs: Path, name: str, index: str, *extra: str) -> float:
     """Wall seconds of one `dotcos-build build` process (cluster start-up included for --ray local)."""
-    argv = [str(BIN / "dotcos-build"), "build", "--input", str(docs), "--name", name, "--root", str(root),
-            "--metrics", "dot", "--index", index, "--quiet", *extra]
+    argv = [
+        str(BIN / "dotcos-build"),
+        "build",
+        "--input",
+        str(docs),
+        "--name",
+        name,
+        "--root",
+        str(root),
+        "--metrics",
+        "dot",
+        "--index",
+        index,
+        "--quiet",
+        *extra,
+    ]
     start = time.perf_counter()
     subprocess.run(argv, check=True, capture_output=True)
     return round(time.perf_counter() - start, 2)
@@ -39,18 +53,36 @@ def _build(root: Path, docs: Path, name: str, index: str, *extra: str) -> float:
 def _builds(root: Path, docs: Path, index: str, shard_counts: list[int]) -> list[dict[str, Any]]:
     rows = [{"mode": "unsharded", "shards": 1, "seconds": _build(root, docs, "unsharded", index)}]
     for shards in shard_counts:
-        rows.append({"mode": "in-process", "shards": shards,
-                     "seconds": _build(root, docs, f"local{shards}", index, "--shards", str(shards))})
-        rows.append({"mode": "ray local", "shards": shards,
-                     "seconds": _build(root, docs, f"ray{shards}", index, "--shards", str(shards), "--ray", "local")})
+        rows.append(
+            {
+                "mode": "in-process",
+                "shards": shards,
+                "seconds": _build(root, docs, f"local{shards}", index, "--shards", str(shards)),
+            }
+        )
+        rows.append(
+            {
+                "mode": "ray local",
+                "shards": shards,
+                "seconds": _build(root, docs, f"ray{shards}", index, "--shards", str(shards), "--ray", "local"),
+            }
+        )
     base = rows[0]["seconds"]
     for row in rows:
         row["vs_unsharded"] = round(row["seconds"] / base, 2)
     return rows
 
 
-def _serve(root: Path, workdir: Path, bodies: Path, collections: list[str], env: dict[str, str], label: str,
-           clients: list[int], seconds: float) -> list[dict[str, Any]]:
+def _serve(
+    root: Path,
+    workdir: Path,
+    bodies: Path,
+    collections: list[str],
+    env: dict[str, str],
+    label: str,
+    clients: list[int],
+    seconds: float,
+) -> list[dict[str, Any]]:
     server = start_dotcos(root, workdir / f"server-{label}.log", env)
     rows = []
     try:
@@ -65,8 +97,11 @@ def _serve(root: Path, workdir: Path, bodies: Path, collections: list[str], env:
 
 def _ratios(serving: list[dict[str, Any]], shards: int) -> list[dict[str, Any]]:
     """QPS of each configuration against the single process serving the same sharded version."""
-    base = {r["connections"]: r["qps"] for r in serving
-            if r["server"] == "single process" and r["collection"] == f"local{shards}"}
+    base = {
+        r["connections"]: r["qps"]
+        for r in serving
+        if r["server"] == "single process" and r["collection"] == f"local{shards}"
+    }
     for row in serving:
         row["qps_vs_single_process_sharded"] = round(row["qps"] / base[row["connections"]], 2)
     return serving
@@ -94,16 +129,30 @@ def _plot(out: Path, builds: list[dict[str, Any]], serving: list[dict[str, Any]]
 
 
 def _report(out: Path, params: dict[str, Any], builds: list[dict[str, Any]], serving: list[dict[str, Any]]) -> str:
-    lines = ["# Scale-out on one machine", "",
-             f"{params['docs']:,} × {params['dim']} two-tower-like vectors, `--index {params['index']}`, dot; "
-             f"{os.cpu_count()} cores shared by client, gateway and shards. Command: `python -m bench.scaleout`.",
-             "", "## Build time", "", "| mode | shards | seconds | × unsharded |", "|---|---|---|---|"]
+    lines = [
+        "# Scale-out on one machine",
+        "",
+        f"{params['docs']:,} × {params['dim']} two-tower-like vectors, `--index {params['index']}`, dot; "
+        f"{os.cpu_count()} cores shared by client, gateway and shards. Command: `python -m bench.scaleout`.",
+        "",
+        "## Build time",
+        "",
+        "| mode | shards | seconds | × unsharded |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['mode']} | {r['shards']} | {r['seconds']} | {r['vs_unsharded']} |" for r in builds]
-    lines += ["", "## Serving (k=10, dot)", "",
-              "| server | collection | clients | QPS | p50 ms | p99 ms | errors | QPS × single process (same shards) |",
-              "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['server']} | {r['collection']} | {r['connections']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | "
-              f"{r['p99_ms']:.2f} | {r['errors']} | {r['qps_vs_single_process_sharded']} |" for r in serving]
+    lines += [
+        "",
+        "## Serving (k=10, dot)",
+        "",
+        "| server | collection | clients | QPS | p50 ms | p99 ms | errors | QPS × single process (same shards) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['server']} | {r['collection']} | {r['connections']} | {r['qps']:.0f} | {r['p50_ms']:.2f} | "
+        f"{r['p99_ms']:.2f} | {r['errors']} | {r['qps_vs_single_process_sharded']} |"
+        for r in serving
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -130,15 +179,29 @@ def main() -> None:
     for name in served:
         shutil.copytree(root / name, serve_root / name)
     serving = _serve(serve_root, args.workdir, bodies, served, {}, "single process", args.clients, args.seconds)
-    serving += _serve(serve_root, args.workdir, bodies, served,
-                      {"DOTCOS_RAY_ADDRESS": "local", "DOTCOS_RAY_REPLICA_CPUS": "0"}, "ray serve", args.clients,
-                      args.seconds)
+    serving += _serve(
+        serve_root,
+        args.workdir,
+        bodies,
+        served,
+        {"DOTCOS_RAY_ADDRESS": "local", "DOTCOS_RAY_REPLICA_CPUS": "0"},
+        "ray serve",
+        args.clients,
+        args.seconds,
+    )
     serving = _ratios(serving, args.shards[0])
-    params = {"docs": args.docs, "dim": args.dim, "index": args.index, "shards": args.shards,
-              "clients": args.clients, "seconds": args.seconds}
+    params = {
+        "docs": args.docs,
+        "dim": args.dim,
+        "index": args.index,
+        "shards": args.shards,
+        "clients": args.clients,
+        "seconds": args.seconds,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaleout.json").write_text(json.dumps({"params": params, "builds": builds, "serving": serving},
-                                                       indent=1) + "\n")
+    (args.out / "scaleout.json").write_text(
+        json.dumps({"params": params, "builds": builds, "serving": serving}, indent=1) + "\n"
+    )
     report = _report(args.out, params, builds, serving)
     (args.out / "scaleout.md").write_text(report)
     _plot(args.out, builds, serving)

@@ -79,8 +79,13 @@ def start(name: str, argv: list[str], env: dict[str, str], port: int, ready_path
 
 def start_dotcos(root: Path, log: Path, extra_env: dict[str, str] | None = None) -> Server:
     port = free_port()
-    env = {"DOTCOS_INDEX_ROOT": str(root), "DOTCOS_PORT": str(port), "DOTCOS_LOG_LEVEL": "warning",
-           "DOTCOS_RELOAD_INTERVAL": "0", **(extra_env or {})}
+    env = {
+        "DOTCOS_INDEX_ROOT": str(root),
+        "DOTCOS_PORT": str(port),
+        "DOTCOS_LOG_LEVEL": "warning",
+        "DOTCOS_RELOAD_INTERVAL": "0",
+        **(extra_env or {}),
+    }
     return start("dotcos", [str(BIN / "dotcos-serve")], env, port, "/readyz", log)
 
 
@@ -102,8 +107,16 @@ def chroma_venv(workdir: Path) -> Path | None:
 
 def start_chroma(venv: Path, workdir: Path) -> Server:
     port = free_port()
-    argv = [str(venv / "bin" / "chroma"), "run", "--path", str(workdir / "chroma-db"), "--host", "127.0.0.1",
-            "--port", str(port)]
+    argv = [
+        str(venv / "bin" / "chroma"),
+        "run",
+        "--path",
+        str(workdir / "chroma-db"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return start("chroma", argv, {}, port, "/api/v2/heartbeat", workdir / "chroma.log")
 
 
@@ -111,13 +124,18 @@ def load_chroma(venv: Path, server: Server, docs: Path, name: str, space: str, e
     """Load the documents with the same HNSW parameters as dotcos; returns the collection id."""
     port = server.url.rsplit(":", 1)[1]
     loader = Path(__file__).parent / "chroma_load.py"
-    result = subprocess.run([str(venv / "bin" / "python"), str(loader), port, str(docs), name, space, str(ef)],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), str(loader), port, str(docs), name, space, str(ef)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.strip().splitlines()[-1]
 
 
-def write_bodies(path: Path, queries: np.ndarray, extra: dict[str, object], key: str = "vector",
-                 nest: bool = False) -> Path:
+def write_bodies(
+    path: Path, queries: np.ndarray, extra: dict[str, object], key: str = "vector", nest: bool = False
+) -> Path:
     """One JSON body per line; `nest` wraps the vector in a list (APIs that take a batch)."""
     with open(path, "w") as handle:
         for q in queries:
@@ -132,18 +150,37 @@ def wrk(server: Server, path: str, bodies: Path, connections: int, seconds: floa
         raise RuntimeError("wrk is not installed; run bench/setup.sh")
     before_client = resource.getrusage(resource.RUSAGE_CHILDREN)
     before_server = server.cpu_seconds()
-    result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
-                             "-s", str(LUA), server.url + path], env={**os.environ, "BODIES": str(bodies)},
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            server.url + path,
+        ],
+        env={**os.environ, "BODIES": str(bodies)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     after_client = resource.getrusage(resource.RUSAGE_CHILDREN)
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     client_cpu = (after_client.ru_utime - before_client.ru_utime) + (after_client.ru_stime - before_client.ru_stime)
     server_cpu = server.cpu_seconds() - before_server
     duration = summary["duration_us"] / 1e6
-    return {"connections": connections, "qps": round(summary["requests"] / duration, 1),
-            "goodput": round((summary["requests"] - summary["non_2xx"]) / duration, 1),
-            "shed_share": round(summary["non_2xx"] / max(summary["requests"], 1), 4),
-            "other_errors": summary["errors"],
-            "p50_ms": summary["p50_us"] / 1000, "p95_ms": summary["p95_us"] / 1000,
-            "p99_ms": summary["p99_us"] / 1000, "errors": summary["errors"] + summary["non_2xx"],
-            "client_cpu_share": round(client_cpu / max(client_cpu + server_cpu, 1e-9), 3)}
+    return {
+        "connections": connections,
+        "qps": round(summary["requests"] / duration, 1),
+        "goodput": round((summary["requests"] - summary["non_2xx"]) / duration, 1),
+        "shed_share": round(summary["non_2xx"] / max(summary["requests"], 1), 4),
+        "other_errors": summary["errors"],
+        "p50_ms": summary["p50_us"] / 1000,
+        "p95_ms": summary["p95_us"] / 1000,
+        "p99_ms": summary["p99_us"] / 1000,
+        "errors": summary["errors"] + summary["non_2xx"],
+        "client_cpu_share": round(client_cpu / max(client_cpu + server_cpu, 1e-9), 3),
+    }

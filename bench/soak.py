@@ -74,9 +74,27 @@ class Load:
 
 
 def build(root: Path, docs: Path, seed: int) -> None:
-    subprocess.run([sys.executable, "-m", "index_builder", "build", "--input", str(docs), "--name", "soak",
-                    "--root", str(root), "--index", "hnsw", "--seed", str(seed), "--quiet"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "index_builder",
+            "build",
+            "--input",
+            str(docs),
+            "--name",
+            "soak",
+            "--root",
+            str(root),
+            "--index",
+            "hnsw",
+            "--seed",
+            str(seed),
+            "--quiet",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def publish_corrupt(root: Path, name: str) -> None:
@@ -133,8 +151,11 @@ def main() -> None:
                     time.sleep(2)
                 build(root, args.workdir / "docs.npy", swap)
                 wait_version(client, read_current(root, "soak"))
-                subprocess.run([sys.executable, "-m", "index_builder", "gc", "--root", str(root), "--name", "soak",
-                                "--keep", "2"], check=True, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    [sys.executable, "-m", "index_builder", "gc", "--root", str(root), "--name", "soak", "--keep", "2"],
+                    check=True,
+                    stdout=subprocess.DEVNULL,
+                )
                 memory[swap] = round(rss_mb(server), 1)
                 print(f"swap {swap}: {read_current(root, 'soak')}, rss {memory[swap]} MB", flush=True)
             metrics = client.get("/metrics").text
@@ -143,14 +164,25 @@ def main() -> None:
         for thread in load.threads:
             thread.join()
         server.stop()
-    refused_seen = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-                       if line.startswith("dotcos_reloads_total") and 'outcome="refused"' in line)
+    refused_seen = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("dotcos_reloads_total") and 'outcome="refused"' in line
+    )
     version_bytes = sum(p.stat().st_size for p in (root / "soak" / "versions" / read_current(root, "soak")).iterdir())
-    result = {"swaps": args.swaps, "interval_s": args.interval, "rate_per_s": args.rate,
-              "requests": dict(load.statuses), "failed": len(load.failures), "failures": load.failures[:10],
-              "versions_served": len(load.versions), "corrupt_published": refused,
-              "refused_by_service": refused_seen, "rss_mb_after_swap": memory,
-              "version_size_mb": round(version_bytes / 2**20, 1)}
+    result = {
+        "swaps": args.swaps,
+        "interval_s": args.interval,
+        "rate_per_s": args.rate,
+        "requests": dict(load.statuses),
+        "failed": len(load.failures),
+        "failures": load.failures[:10],
+        "versions_served": len(load.versions),
+        "corrupt_published": refused,
+        "refused_by_service": refused_seen,
+        "rss_mb_after_swap": memory,
+        "version_size_mb": round(version_bytes / 2**20, 1),
+    }
     write(args.out, result)
 
 
@@ -159,17 +191,24 @@ def write(out: Path, result: dict) -> None:
     (out / "soak.json").write_text(json.dumps(result, indent=1) + "\n")
     memory = result["rss_mb_after_swap"]
     first, last = memory[min(memory)], memory[max(memory)]
-    lines = ["# Soak: mixed load across rebuilds", "",
-             f"{result['swaps']} republishes every {result['interval_s']} s under {result['rate_per_s']} requests/s "
-             "(search, batch search, similar in turn); a corrupt version pushed every few swaps; `gc --keep 2` after "
-             "each build.", "", "| measure | value |", "|---|---|",
-             f"| requests by status | {result['requests']} |",
-             f"| failed requests (not 200, not 503) | {result['failed']} |",
-             f"| versions that answered | {result['versions_served']} |",
-             f"| corrupt versions pushed / refused by the service | {result['corrupt_published']} / "
-             f"{result['refused_by_service']:.0f} |",
-             f"| server RSS after swap 1 | {first} MB |", f"| server RSS after swap {max(memory)} | {last} MB |",
-             f"| size of one version on disk | {result['version_size_mb']} MB |"]
+    lines = [
+        "# Soak: mixed load across rebuilds",
+        "",
+        f"{result['swaps']} republishes every {result['interval_s']} s under {result['rate_per_s']} requests/s "
+        "(search, batch search, similar in turn); a corrupt version pushed every few swaps; `gc --keep 2` after "
+        "each build.",
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| requests by status | {result['requests']} |",
+        f"| failed requests (not 200, not 503) | {result['failed']} |",
+        f"| versions that answered | {result['versions_served']} |",
+        f"| corrupt versions pushed / refused by the service | {result['corrupt_published']} / "
+        f"{result['refused_by_service']:.0f} |",
+        f"| server RSS after swap 1 | {first} MB |",
+        f"| server RSS after swap {max(memory)} | {last} MB |",
+        f"| size of one version on disk | {result['version_size_mb']} MB |",
+    ]
     (out / "soak.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -53,13 +53,18 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--ids", help="ids file(s), one id per line (default: parquet id column or row numbers)")
     p.add_argument("--name", required=True, help="collection name")
     p.add_argument("--root", type=Path, help="index root (default: $DOTCOS_INDEX_ROOT or ./indexes)")
-    p.add_argument("--metrics", default="dot,cosine", help="comma-separated: dot, cosine, "
-                   "norm_pow:ALPHA, norm_sigmoid, covariance")
+    p.add_argument(
+        "--metrics", default="dot,cosine", help="comma-separated: dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance"
+    )
     p.add_argument("--index", default="flat", help=f"{'|'.join(KINDS)} or a FAISS index_factory string")
-    p.add_argument("--mips", choices=MIPS_MODES, default="none",
-                   help="l2: serve dot through an L2 index over the MIPS augmentation; ranged: one augmented "
-                   "index per norm range (--mips-ranges); auto: build raw inner product and both, keep the one "
-                   "reaching --target-recall cheapest")
+    p.add_argument(
+        "--mips",
+        choices=MIPS_MODES,
+        default="none",
+        help="l2: serve dot through an L2 index over the MIPS augmentation; ranged: one augmented "
+        "index per norm range (--mips-ranges); auto: build raw inner product and both, keep the one "
+        "reaching --target-recall cheapest",
+    )
     p.add_argument("--mips-ranges", type=_positive, default=8, help="norm ranges of --mips ranged (default 8)")
     p.add_argument("--hnsw-m", type=_positive, default=32)
     p.add_argument("--ef-construction", type=_positive, default=128)
@@ -78,8 +83,12 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--version", help="version name (default: UTC timestamp)")
     p.add_argument("--threads", type=_positive, help="FAISS threads (default: all cores)")
     p.add_argument("--shards", type=_positive, help="split the version into S shards by a hash of the id")
-    p.add_argument("--ray", metavar="ADDRESS", help="build the shards as Ray tasks on the cluster at ADDRESS "
-                   "('local' starts one on this machine); needs --shards")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="build the shards as Ray tasks on the cluster at ADDRESS "
+        "('local' starts one on this machine); needs --shards",
+    )
     p.add_argument("--task-retries", type=int, default=3, help="retries of a Ray task whose worker died")
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
@@ -95,11 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--dim", type=_positive, default=32)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
-    for name, help_text in (("list", "collections and versions, active marked"),
-                            ("inspect", "a version's manifest, human-readable"),
-                            ("verify", "checksums and a load of every index"),
-                            ("activate", "point CURRENT at a version"),
-                            ("gc", "delete old versions, never the active one")):
+    for name, help_text in (
+        ("list", "collections and versions, active marked"),
+        ("inspect", "a version's manifest, human-readable"),
+        ("verify", "checksums and a load of every index"),
+        ("activate", "point CURRENT at a version"),
+        ("gc", "delete old versions, never the active one"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--root", type=Path)
         if name != "list":
@@ -127,8 +138,14 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     if not 0.0 < args.target_recall <= 1.0:
         raise InputError(f"--target-recall must be in (0, 1], got {args.target_recall}")
     options = IndexOptions(
-        kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, nlist=args.nlist,
-        pq_m=args.pq_m, pq_bits=args.pq_bits, train_size=args.train_size, seed=args.seed,
+        kind=args.index,
+        hnsw_m=args.hnsw_m,
+        ef_construction=args.ef_construction,
+        nlist=args.nlist,
+        pq_m=args.pq_m,
+        pq_bits=args.pq_bits,
+        train_size=args.train_size,
+        seed=args.seed,
         refine_factor=args.refine_factor,
     )
     inputs = _input_spec(args.input, args, "input", args.ids)
@@ -138,12 +155,22 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     if args.task_retries < 0:
         raise InputError(f"--task-retries must be 0 or more, got {args.task_retries}")
     return BuildRequest(
-        inputs=inputs, collection=args.name, root=root, metrics=parse_metric_list(args.metrics),
-        index=options, mips=args.mips, mips_ranges=args.mips_ranges,
+        inputs=inputs,
+        collection=args.name,
+        root=root,
+        metrics=parse_metric_list(args.metrics),
+        index=options,
+        mips=args.mips,
+        mips_ranges=args.mips_ranges,
         queries=_input_spec(args.queries, args, "--queries"),
-        users=_input_spec(args.users, args, "--users"), target_recall=args.target_recall,
-        selfcheck_queries=args.selfcheck_queries, version=args.version,
-        block_bytes=settings.block_mb << 20, shards=args.shards, ray=args.ray, task_retries=args.task_retries,
+        users=_input_spec(args.users, args, "--users"),
+        target_recall=args.target_recall,
+        selfcheck_queries=args.selfcheck_queries,
+        version=args.version,
+        block_bytes=settings.block_mb << 20,
+        shards=args.shards,
+        ray=args.ray,
+        task_retries=args.task_retries,
     )
 
 

@@ -25,8 +25,7 @@ def _recall_line(manifest: Manifest) -> list[str]:
         knob = ", ".join(f"{k}={v}" for k, v in index.search_params.items()) or "exact"
         recall = f"recall@10 {check.recall_at_10:.3f}" if check else "recall@10 n/a"
         source = f" ({check.queries} queries from {check.query_source})" if check else ""
-        lines.append(f"  {name:<14} {index.kind:<7} {index.factory:<18} {index.layout:<13} "
-                     f"{recall} at {knob}{source}")
+        lines.append(f"  {name:<14} {index.kind:<7} {index.factory:<18} {index.layout:<13} {recall} at {knob}{source}")
     return lines
 
 
@@ -35,16 +34,23 @@ def build(request: BuildRequest, progress: Progress) -> int:
     manifest = (build_sharded if request.shards else run_build)(request, progress)
     elapsed = time.perf_counter() - start
     shards = f", {len(manifest.shards)} shards" if manifest.sharded else ""
-    print(f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
-          f"dim {manifest.dim}{shards}, in {elapsed:.1f}s")
+    print(
+        f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
+        f"dim {manifest.dim}{shards}, in {elapsed:.1f}s"
+    )
     print("\n".join(_recall_line(manifest)))
     for name, reason in manifest.not_built.items():
         print(f"  {name:<14} not built: {reason}")
     profile = manifest.norm_profile
-    bias = "" if manifest.norm_bias_top5pct is None else \
-        f"; top-5% norms hold {manifest.norm_bias_top5pct:.0%} of exact dot top-10"
-    print(f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
-          f"max {profile.max:.4g}, zero {profile.zero_count}{bias}")
+    bias = (
+        ""
+        if manifest.norm_bias_top5pct is None
+        else f"; top-5% norms hold {manifest.norm_bias_top5pct:.0%} of exact dot top-10"
+    )
+    print(
+        f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
+        f"max {profile.max:.4g}, zero {profile.zero_count}{bias}"
+    )
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in progress.timings.items())
     print(f"  stages: {stages}")
     return 0
@@ -66,8 +72,10 @@ def list_all(root: Path) -> int:
         for version in list_versions(root, name):
             manifest = read_manifest(version_dir(root, name, version))
             mark = "*" if version == active else " "
-            print(f"  {mark} {version}  {manifest.count} x {manifest.dim}  "
-                  f"{','.join(manifest.metrics)}{'  (active)' if version == active else ''}")
+            print(
+                f"  {mark} {version}  {manifest.count} x {manifest.dim}  "
+                f"{','.join(manifest.metrics)}{'  (active)' if version == active else ''}"
+            )
     return 0
 
 
@@ -86,10 +94,14 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
         print(manifest.to_json(), end="")
         return 0
     active = read_current(root, name)
-    print(f"collection {manifest.collection}, version {manifest.version}"
-          f"{' (active)' if manifest.version == active else ''}")
-    print(f"  created {manifest.created_at.isoformat()}, {manifest.count} vectors, dim {manifest.dim}, "
-          f"faiss {manifest.faiss_version}, schema {manifest.schema_version}")
+    print(
+        f"collection {manifest.collection}, version {manifest.version}"
+        f"{' (active)' if manifest.version == active else ''}"
+    )
+    print(
+        f"  created {manifest.created_at.isoformat()}, {manifest.count} vectors, dim {manifest.dim}, "
+        f"faiss {manifest.faiss_version}, schema {manifest.schema_version}"
+    )
     print("\n".join(_recall_line(manifest)))
     for name_, entry in manifest.metrics.items():
         check = entry.index.self_check
@@ -97,8 +109,10 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
             points = ", ".join(f"{p.value}:{p.recall_at_10:.3f}" for p in check.sweep)
             print(f"  {name_} sweep of {check.param} (value:recall@10): {points}")
     profile = manifest.norm_profile
-    print(f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
-          f"max {profile.max:.4g}, zero {profile.zero_count}, norm bias {manifest.norm_bias_top5pct}")
+    print(
+        f"  norms: min {profile.min:.4g}, median {profile.median:.4g}, p99 {profile.p99:.4g}, "
+        f"max {profile.max:.4g}, zero {profile.zero_count}, norm bias {manifest.norm_bias_top5pct}"
+    )
     if manifest.sharded:
         counts = ", ".join(f"{s.name} {s.count}" for s in manifest.shards)
         print(f"  {len(manifest.shards)} shards by {manifest.shard_key}: {counts}")
@@ -112,8 +126,7 @@ def verify(root: Path, name: str | None, version: str | None) -> int:
     for collection, wanted in targets:
         path, manifest = _manifest_for(root, collection, wanted)
         verify_version(manifest, path)
-        print(f"ok {collection} {manifest.version}: {len(manifest.files)} files, "
-              f"{len(manifest.metrics)} indexes")
+        print(f"ok {collection} {manifest.version}: {len(manifest.files)} files, {len(manifest.metrics)} indexes")
     return 0
 
 

@@ -31,8 +31,11 @@ def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec) -> BuildRequest:
     columns = ParquetColumns()
     return BuildRequest(
         inputs=InputSpec([workdir / "docs.npy"], "npy", columns, [workdir / "ids.txt"]),
-        collection=DEMO_NAME, root=root, metrics=parse_metric_list("dot,cosine"),
-        index=IndexOptions(kind="hnsw"), queries=InputSpec([workdir / "queries.npy"], "npy", columns),
+        collection=DEMO_NAME,
+        root=root,
+        metrics=parse_metric_list("dot,cosine"),
+        index=IndexOptions(kind="hnsw"),
+        queries=InputSpec([workdir / "queries.npy"], "npy", columns),
     )
 
 

@@ -90,10 +90,17 @@ def self_check(
         if recall >= target:
             break
     if recall < target:
-        log.warning("%s: recall@10 %.3f stays below the target %.2f at %s=%s",
-                    checked.name, recall, target, param, chosen)
-    check = SelfCheck(recall_at_10=round(recall, 4), queries=len(queries), query_source=source,
-                      target_recall=target, param=param, sweep=sweep)
+        log.warning(
+            "%s: recall@10 %.3f stays below the target %.2f at %s=%s", checked.name, recall, target, param, chosen
+        )
+    check = SelfCheck(
+        recall_at_10=round(recall, 4),
+        queries=len(queries),
+        query_source=source,
+        target_recall=target,
+        param=param,
+        sweep=sweep,
+    )
     return check, ({param: int(chosen)} if param and chosen is not None else {})
 
 
@@ -108,8 +115,10 @@ def ground_truth(
 def norm_profile(norms: np.ndarray) -> NormProfile:
     """Min, median, p99, max and zero count of document norms."""
     return NormProfile(
-        min=float(norms.min()), median=float(np.median(norms)),
-        p99=float(np.percentile(norms, 99)), max=float(norms.max()),
+        min=float(norms.min()),
+        median=float(np.median(norms)),
+        p99=float(np.percentile(norms, 99)),
+        max=float(norms.max()),
         zero_count=int((norms == 0).sum()),
     )
 

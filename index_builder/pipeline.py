@@ -122,8 +122,14 @@ class MetricInputs:
 
 
 def _write_one(
-    inputs: MetricInputs, layout: Layout, rows: np.ndarray, bound: float | None, corpus: StagedCorpus,
-    options: IndexOptions, path: Path, progress: Progress,
+    inputs: MetricInputs,
+    layout: Layout,
+    rows: np.ndarray,
+    bound: float | None,
+    corpus: StagedCorpus,
+    options: IndexOptions,
+    path: Path,
+    progress: Progress,
 ) -> tuple[IndexPlan, faiss.Index]:
     """One FAISS index over `rows`, augmented with `bound` as the maximum norm when given."""
     space = inputs.space
@@ -146,7 +152,11 @@ def _write_one(
 
 
 def write_index(
-    inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, options: IndexOptions, path: Path,
+    inputs: MetricInputs,
+    layout: Layout,
+    corpus: StagedCorpus,
+    options: IndexOptions,
+    path: Path,
     progress: Progress,
 ) -> tuple[IndexEntry, list[faiss.Index]]:
     """Build one metric's index in one layout (one per norm range when ranged), written next to `path`."""
@@ -156,21 +166,31 @@ def write_index(
     groups: list[tuple[np.ndarray, float | None, Path]]
     if bounds:
         which = norm_range_of(corpus.norms[rows], bounds)
-        groups = [(rows[which == r], bound, path.with_name(range_file(path.name, r)))
-                  for r, bound in enumerate(bounds)]
+        groups = [(rows[which == r], bound, path.with_name(range_file(path.name, r))) for r, bound in enumerate(bounds)]
     else:
         groups = [(rows, max_norm, path)]
-    built = [_write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
-             for group, bound, group_path in groups]
+    built = [
+        _write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
+        for group, bound, group_path in groups
+    ]
     plan = built[max(range(len(groups)), key=lambda i: len(groups[i][0]))][0]
-    entry = IndexEntry(kind=plan.kind, factory=plan.factory, layout=layout, file=path.name, count=len(rows),
-                       exact=plan.exact and not bounds, max_norm=max_norm, range_bounds=bounds,
-                       refine_factor=plan.refine_factor)
+    entry = IndexEntry(
+        kind=plan.kind,
+        factory=plan.factory,
+        layout=layout,
+        file=path.name,
+        count=len(rows),
+        exact=plan.exact and not bounds,
+        max_norm=max_norm,
+        range_bounds=bounds,
+        refine_factor=plan.refine_factor,
+    )
     return entry, [index for _, index in built]
 
 
-def checked_entry(entry: IndexEntry, checked: Checked, queries: QuerySet, truth: np.ndarray,
-                  target: float, progress: Progress) -> IndexEntry:
+def checked_entry(
+    entry: IndexEntry, checked: Checked, queries: QuerySet, truth: np.ndarray, target: float, progress: Progress
+) -> IndexEntry:
     """An index entry with its recall self-check and tuned default knob filled in."""
     with progress.stage(f"self-check {checked.name} ({entry.layout})", len(queries.vectors), unit="query"):
         check, params = self_check(checked, queries.vectors, truth, queries.source, target)
@@ -178,8 +198,14 @@ def checked_entry(entry: IndexEntry, checked: Checked, queries: QuerySet, truth:
 
 
 def _build_layout(
-    inputs: MetricInputs, layout: Layout, corpus: StagedCorpus, request: BuildRequest, path: Path,
-    queries: QuerySet, truth: np.ndarray, progress: Progress,
+    inputs: MetricInputs,
+    layout: Layout,
+    corpus: StagedCorpus,
+    request: BuildRequest,
+    path: Path,
+    queries: QuerySet,
+    truth: np.ndarray,
+    progress: Progress,
 ) -> IndexEntry:
     """Build one index of a metric in one layout, write it to `path`, and measure its recall."""
     entry, indexes = write_index(inputs, layout, corpus, request.index, path, progress)
@@ -225,8 +251,14 @@ def choose_layout(metric: Metric, trials: list[IndexEntry], request: BuildReques
     chosen = trials[0] if request.mips in FORCED_MIPS else min(trials, key=lambda e: _cost(e, target))
     for trial in trials:
         if trial is not chosen and _cost(trial, target) < _cost(chosen, target):
-            log.warning("%s: --mips %s measures worse than %s (%s vs %s); consider --mips auto",
-                        metric.name, request.mips, trial.layout, _describe(chosen), _describe(trial))
+            log.warning(
+                "%s: --mips %s measures worse than %s (%s vs %s); consider --mips auto",
+                metric.name,
+                request.mips,
+                trial.layout,
+                _describe(chosen),
+                _describe(trial),
+            )
     if len(trials) > 1:
         log.info("%s: serving %s (compared %s)", metric.name, chosen.layout, "; ".join(map(_describe, trials)))
     return chosen
@@ -236,7 +268,9 @@ def metric_entry(space: MetricSpace, chosen: IndexEntry, trials: list[IndexEntry
     """The manifest entry of a built metric: its fitted statistics and the chosen index."""
     update = {"file": file, "layout_trials": {str(t.layout): _describe(t) for t in trials}}
     return MetricEntry(
-        name=space.name, norm_min=space.stats.norm_min, norm_max=space.stats.norm_max,
+        name=space.name,
+        norm_min=space.stats.norm_min,
+        norm_max=space.stats.norm_max,
         whitening_file=WHITENING_FILE if space.metric.rule.whitened else None,
         index=chosen.model_copy(update=update),
     )
@@ -248,8 +282,13 @@ def file_stem(metric: Metric) -> str:
 
 
 def _build_metric(
-    metric: Metric, corpus: StagedCorpus, request: BuildRequest, staging: Path,
-    whitening: np.ndarray | None, queries: QuerySet, progress: Progress,
+    metric: Metric,
+    corpus: StagedCorpus,
+    request: BuildRequest,
+    staging: Path,
+    whitening: np.ndarray | None,
+    queries: QuerySet,
+    progress: Progress,
 ) -> tuple[MetricEntry, np.ndarray]:
     """One metric's index (the best of its layout trials) and the exact top-10 rows of its queries."""
     space = fit_metric_space(metric, corpus.norms.astype(np.float64), whitening)
@@ -262,8 +301,10 @@ def _build_metric(
     bounds = range_bounds(corpus.norms[rows], layouts, request)
     inputs = MetricInputs(metric, space, scales, rows, block_rows, float(corpus.norms[rows].max()), bounds)
     stem = file_stem(metric)
-    trials = [_build_layout(inputs, layout, corpus, request, staging / f"{stem}.{layout}.tmp", queries, truth,
-                            progress) for layout in layouts]
+    trials = [
+        _build_layout(inputs, layout, corpus, request, staging / f"{stem}.{layout}.tmp", queries, truth, progress)
+        for layout in layouts
+    ]
     chosen = choose_layout(metric, trials, request)
     file = f"{stem}.faiss"
     keep_chosen(staging, trials, chosen, file)
@@ -324,12 +365,23 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         bias = None
         for metric in request.metrics:
             queries = doc_queries if metric.rule.whitened else user_queries
-            entries[metric.name], truth_rows = _build_metric(metric, corpus, request, staging, whitening,
-                                                             queries, progress)
+            entries[metric.name], truth_rows = _build_metric(
+                metric, corpus, request, staging, whitening, queries, progress
+            )
             if metric.kind is MetricKind.DOT:
                 bias = round(norm_bias(truth_rows, corpus.norms), 4)
-        manifest = new_manifest(request, version, corpus.dim, corpus.norms, entries, bias, staging,
-                                vectors_file=VECTORS_FILE, ids_file=IDS_FILE, not_built=skipped)
+        manifest = new_manifest(
+            request,
+            version,
+            corpus.dim,
+            corpus.norms,
+            entries,
+            bias,
+            staging,
+            vectors_file=VECTORS_FILE,
+            ids_file=IDS_FILE,
+            not_built=skipped,
+        )
         del corpus
         publish(staging, manifest, request.root)
         return manifest
@@ -339,27 +391,53 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
 
 
 def new_manifest(
-    request: BuildRequest, version: str, dim: int, norms: np.ndarray, entries: dict[str, MetricEntry],
-    bias: float | None, staging: Path, schema_version: int = SCHEMA_VERSION, **fields: Any,
+    request: BuildRequest,
+    version: str,
+    dim: int,
+    norms: np.ndarray,
+    entries: dict[str, MetricEntry],
+    bias: float | None,
+    staging: Path,
+    schema_version: int = SCHEMA_VERSION,
+    **fields: Any,
 ) -> Manifest:
     """The manifest of a fully written staging directory (its files checksummed now)."""
     return Manifest(
-        schema_version=schema_version, collection=request.collection, version=version,
-        created_at=datetime.now(UTC), dim=dim, count=len(norms), metrics=entries,
-        norm_profile=norm_profile(norms), norm_bias_top5pct=bias,
-        faiss_version=faiss.__version__, dotcos_version=index_builder.__version__,
-        build_params=_build_params(request), files=file_entries(staging), **fields,
+        schema_version=schema_version,
+        collection=request.collection,
+        version=version,
+        created_at=datetime.now(UTC),
+        dim=dim,
+        count=len(norms),
+        metrics=entries,
+        norm_profile=norm_profile(norms),
+        norm_bias_top5pct=bias,
+        faiss_version=faiss.__version__,
+        dotcos_version=index_builder.__version__,
+        build_params=_build_params(request),
+        files=file_entries(staging),
+        **fields,
     )
 
 
 def _build_params(request: BuildRequest) -> dict[str, object]:
     options = request.index
     return {
-        "input": [str(p) for p in request.inputs.paths][:20], "format": request.inputs.fmt,
-        "metrics": [m.name for m in request.metrics], "index": options.kind, "mips": request.mips,
+        "input": [str(p) for p in request.inputs.paths][:20],
+        "format": request.inputs.fmt,
+        "metrics": [m.name for m in request.metrics],
+        "index": options.kind,
+        "mips": request.mips,
         "mips_ranges": request.mips_ranges,
-        "hnsw_m": options.hnsw_m, "ef_construction": options.ef_construction, "nlist": options.nlist,
-        "pq_m": options.pq_m, "pq_bits": options.pq_bits, "train_size": options.train_size,
-        "seed": options.seed, "target_recall": request.target_recall,
-        "selfcheck_queries": request.selfcheck_queries, "shards": request.shards, **request.extra_params,
+        "hnsw_m": options.hnsw_m,
+        "ef_construction": options.ef_construction,
+        "nlist": options.nlist,
+        "pq_m": options.pq_m,
+        "pq_bits": options.pq_bits,
+        "train_size": options.train_size,
+        "seed": options.seed,
+        "target_recall": request.target_recall,
+        "selfcheck_queries": request.selfcheck_queries,
+        "shards": request.shards,
+        **request.extra_params,
     }

@@ -42,8 +42,11 @@ class Progress:
     def stage(self, name: str, total: int | None = None, unit: str = "vec") -> Iterator[_Counter]:
         """Run one stage: a bar on a tty, a start and an end log line otherwise."""
         start = time.perf_counter()
-        bar = tqdm(total=total, desc=name, unit=unit, unit_scale=True, leave=False,
-                   file=sys.stderr) if self.bars else None
+        bar = (
+            tqdm(total=total, desc=name, unit=unit, unit_scale=True, leave=False, file=sys.stderr)
+            if self.bars
+            else None
+        )
         if bar is None and not self.quiet:
             log.info("%s: started%s", name, f" ({total} {unit})" if total else "")
         counter = _Counter(bar)

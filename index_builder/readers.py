@@ -67,8 +67,7 @@ def input_format(paths: list[Path]) -> str:
         kind = FORMATS.get(path.suffix.lower())
         if kind is None:
             raise InputError(
-                f"{path}: unknown format {path.suffix or '(no extension)'!r}; "
-                f"expected one of {', '.join(FORMATS)}"
+                f"{path}: unknown format {path.suffix or '(no extension)'!r}; expected one of {', '.join(FORMATS)}"
             )
         kinds.add(kind)
     if len(kinds) > 1:
@@ -160,8 +159,9 @@ class FvecsFile:
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
         for start in range(0, self.count, rows):
             n = min(rows, self.count - start)
-            chunk = np.fromfile(self.path, dtype="<i4", count=n * (self._dim + 1),
-                                offset=4 * start * (self._dim + 1)).reshape(n, self._dim + 1)
+            chunk = np.fromfile(
+                self.path, dtype="<i4", count=n * (self._dim + 1), offset=4 * start * (self._dim + 1)
+            ).reshape(n, self._dim + 1)
             bad = np.flatnonzero(chunk[:, 0] != self._dim)
             if len(bad):
                 row = start + int(bad[0])
@@ -185,15 +185,13 @@ class ParquetFile:
         schema = self.file.schema_arrow
         if columns.vector_column not in schema.names:
             raise InputError(
-                f"{path}: no vector column {columns.vector_column!r} (columns: {schema.names}); "
-                "set --vector-column"
+                f"{path}: no vector column {columns.vector_column!r} (columns: {schema.names}); set --vector-column"
             )
         self.has_ids = columns.id_column in schema.names
         if columns.id_column_required and not self.has_ids:
             raise InputError(f"{path}: no id column {columns.id_column!r} (columns: {schema.names})")
         vtype = schema.field(columns.vector_column).type
-        if not (pa.types.is_list(vtype) or pa.types.is_large_list(vtype)
-                or pa.types.is_fixed_size_list(vtype)):
+        if not (pa.types.is_list(vtype) or pa.types.is_large_list(vtype) or pa.types.is_fixed_size_list(vtype)):
             raise InputError(f"{path}: column {columns.vector_column!r} is {vtype}, expected a list of floats")
         value_type = vtype.value_type
         if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):

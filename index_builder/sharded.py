@@ -181,8 +181,7 @@ def build_shard(job: ShardJob) -> ShardResult:
         rows = indexed_rows(space, scales[space.name])
         if not len(rows):
             raise InputError(f"shard {name} has no document {space.name} can index; use fewer --shards")
-        inputs = MetricInputs(space.metric, space, scales[space.name], rows, block_rows, job.max_norm,
-                              job.range_bounds)
+        inputs = MetricInputs(space.metric, space, scales[space.name], rows, block_rows, job.max_norm, job.range_bounds)
         truth[space.name] = exact_topk(space, job.queries[space.name], corpus.vectors, scales[space.name], RECALL_K)
         stem = file_stem(space.metric)
         trials[space.name] = [
@@ -211,9 +210,10 @@ def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned
     wanted = np.sort(rng.choice(total, min(total, 2 * request.selfcheck_queries + 16), replace=False))
     offsets = np.cumsum([0, *counts])
     block_rows = max(1, request.block_bytes // (4 * dim))
-    jobs = [ScanJob(path, spec.fmt, spec.columns, block_rows,
-                    wanted[(wanted >= lo) & (wanted < hi)] - lo)
-            for path, lo, hi in zip(spec.paths, offsets[:-1], offsets[1:], strict=True)]
+    jobs = [
+        ScanJob(path, spec.fmt, spec.columns, block_rows, wanted[(wanted >= lo) & (wanted < hi)] - lo)
+        for path, lo, hi in zip(spec.paths, offsets[:-1], offsets[1:], strict=True)
+    ]
     results = run.map(scan_file, jobs, "scan", progress)
     norms = np.concatenate([r.norms for r in results])
     parquet_ids = [i for r in results for i in (r.ids or [])]
@@ -224,8 +224,9 @@ def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned
     return Scanned(ids, norms, counts, dim, QuerySet(sample[keep], "documents"))
 
 
-def _shard_jobs(request: BuildRequest, scanned: Scanned, spaces: list[MetricSpace], staging: Path,
-                queries: dict[str, np.ndarray]) -> tuple[list[ShardJob], np.ndarray]:
+def _shard_jobs(
+    request: BuildRequest, scanned: Scanned, spaces: list[MetricSpace], staging: Path, queries: dict[str, np.ndarray]
+) -> tuple[list[ShardJob], np.ndarray]:
     """One job per shard, and the input rows of every shard in shard order (row order of the version)."""
     shards = request.shards or 1
     assignment = shard_of(scanned.ids, shards)
@@ -237,16 +238,30 @@ def _shard_jobs(request: BuildRequest, scanned: Scanned, spaces: list[MetricSpac
     for s in range(shards):
         mine = np.flatnonzero(assignment == s)
         if not len(mine):
-            raise InputError(f"shard {shard_name(s)} would be empty: {len(scanned.ids)} documents "
-                             f"over --shards {shards}; use fewer shards")
+            raise InputError(
+                f"shard {shard_name(s)} would be empty: {len(scanned.ids)} documents "
+                f"over --shards {shards}; use fewer shards"
+            )
         part_rows = [mine[(mine >= lo) & (mine < hi)] - lo for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
         order.append(mine)
-        jobs.append(ShardJob(
-            shard=s, staging=staging, inputs=request.inputs, part_rows=part_rows,
-            ids=[scanned.ids[i] for i in mine], dim=scanned.dim, spaces=spaces, layouts=layouts,
-            queries=queries, max_norm=max_norm, range_bounds=bounds, index=request.index,
-            block_bytes=request.block_bytes, crash_at=armed(),
-        ))
+        jobs.append(
+            ShardJob(
+                shard=s,
+                staging=staging,
+                inputs=request.inputs,
+                part_rows=part_rows,
+                ids=[scanned.ids[i] for i in mine],
+                dim=scanned.dim,
+                spaces=spaces,
+                layouts=layouts,
+                queries=queries,
+                max_norm=max_norm,
+                range_bounds=bounds,
+                index=request.index,
+                block_bytes=request.block_bytes,
+                crash_at=armed(),
+            )
+        )
     return jobs, np.concatenate(order)
 
 
@@ -263,8 +278,11 @@ def _merged_check(space: MetricSpace, layout_at: int, results: list[ShardResult]
         entry = result.trials[space.name][layout_at]
         vectors = np.load(staging / f"vectors.{shard_name(result.shard)}.npy", mmap_mode="r")
         indexes = [read_index(staging / name) for name in entry.files_for(str(entry.file))]
-        served.append(ServedIndex.of(indexes, space, entry.layout, entry.refine_factor, np.asarray(vectors),
-                                     result.scales[space.name]))
+        served.append(
+            ServedIndex.of(
+                indexes, space, entry.layout, entry.refine_factor, np.asarray(vectors), result.scales[space.name]
+            )
+        )
     one = served_check(served[0])
 
     def search(queries: Prepared, k: int, value: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -273,8 +291,14 @@ def _merged_check(space: MetricSpace, layout_at: int, results: list[ShardResult]
     return Checked(space, search, one.param, one.nlist)
 
 
-def _finish_metric(space: MetricSpace, request: BuildRequest, results: list[ShardResult], staging: Path,
-                   queries: QuerySet, progress: Progress) -> tuple[MetricEntry, np.ndarray]:
+def _finish_metric(
+    space: MetricSpace,
+    request: BuildRequest,
+    results: list[ShardResult],
+    staging: Path,
+    queries: QuerySet,
+    progress: Progress,
+) -> tuple[MetricEntry, np.ndarray]:
     """Merged truth and self-check per layout, the chosen layout's files renamed, the others deleted."""
     offsets = _offsets(results)
     truth, truth_rows = merge_parts([r.truth[space.name] for r in results], offsets, RECALL_K)
@@ -297,11 +321,16 @@ def _shard_entries(request: BuildRequest, results: list[ShardResult]) -> list[Sh
     entries = []
     for result in results:
         name = shard_name(result.shard)
-        entries.append(ShardEntry(
-            name=name, count=result.count, vectors_file=f"vectors.{name}.npy", ids_file=f"ids.{name}.txt",
-            index_files={m.name: f"{file_stem(m)}.{name}.faiss" for m in request.metrics},
-            index_counts={m.name: result.trials[m.name][0].count for m in request.metrics},
-        ))
+        entries.append(
+            ShardEntry(
+                name=name,
+                count=result.count,
+                vectors_file=f"vectors.{name}.npy",
+                ids_file=f"ids.{name}.txt",
+                index_files={m.name: f"{file_stem(m)}.{name}.faiss" for m in request.metrics},
+                index_counts={m.name: result.trials[m.name][0].count for m in request.metrics},
+            )
+        )
     return entries
 
 
@@ -326,13 +355,24 @@ def build_sharded(request: BuildRequest, progress: Progress) -> Manifest:
         results = run.map(build_shard, jobs, "shards", progress)
         entries, bias = {}, None
         for space in spaces:
-            entries[space.name], truth_rows = _finish_metric(space, request, results, staging,
-                                                             queries[space.name], progress)
+            entries[space.name], truth_rows = _finish_metric(
+                space, request, results, staging, queries[space.name], progress
+            )
             if space.metric.kind is MetricKind.DOT:
                 bias = round(norm_bias(truth_rows, scanned.norms[order]), 4)
-        manifest = new_manifest(request, version, scanned.dim, scanned.norms, entries, bias, staging,
-                                schema_version=SHARDED_SCHEMA_VERSION, not_built=skipped,
-                                shards=_shard_entries(request, results), shard_key=SHARD_KEY)
+        manifest = new_manifest(
+            request,
+            version,
+            scanned.dim,
+            scanned.norms,
+            entries,
+            bias,
+            staging,
+            schema_version=SHARDED_SCHEMA_VERSION,
+            not_built=skipped,
+            shards=_shard_entries(request, results),
+            shard_key=SHARD_KEY,
+        )
         verify_shapes(manifest, staging)
         publish(staging, manifest, request.root)
         return manifest

@@ -65,8 +65,11 @@ class VectorWriter:
 
     def __enter__(self) -> VectorWriter:
         self.handle = open(self.path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
-                  "shape": (self.count, self.dim)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "fortran_order": False,
+            "shape": (self.count, self.dim),
+        }
         np.lib.format.write_array_header_1_0(self.handle, header)
         return self
 

@@ -22,8 +22,9 @@ class TwoTowerSpec:
     seed: int = 0
 
 
-def _mixture(rng: np.random.Generator, centers: np.ndarray, axes: np.ndarray, weights: np.ndarray,
-             n: int, noise: float) -> np.ndarray:
+def _mixture(
+    rng: np.random.Generator, centers: np.ndarray, axes: np.ndarray, weights: np.ndarray, n: int, noise: float
+) -> np.ndarray:
     labels = rng.choice(len(centers), size=n, p=weights)
     z = rng.standard_normal((n, centers.shape[1]))
     points = centers[labels] + noise * z * axes[labels]

@@ -32,14 +32,23 @@ def main() -> int:
         print(f"error: setting DOTCOS_{str(first['loc'][0]).upper()}: {first['msg']}", file=sys.stderr)
         return 2
     if settings.ray_address and settings.workers > 1:
-        print("error: setting DOTCOS_WORKERS: must be 1 with DOTCOS_RAY_ADDRESS (shards scale with "
-              "DOTCOS_RAY_REPLICAS)", file=sys.stderr)
+        print(
+            "error: setting DOTCOS_WORKERS: must be 1 with DOTCOS_RAY_ADDRESS (shards scale with DOTCOS_RAY_REPLICAS)",
+            file=sys.stderr,
+        )
         return 2
     config = logging_config(settings.log_level)
     logging.config.dictConfig(config)
-    uvicorn.run("service.api.app:create_app", factory=True, host=settings.host, port=settings.port,
-                workers=settings.workers, log_config=config, log_level=settings.log_level.lower(),
-                access_log=False)
+    uvicorn.run(
+        "service.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=config,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
     return 0
 
 

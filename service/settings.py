@@ -36,7 +36,9 @@ class ServiceSettings(BaseSettings):
     max_ef_search: int = Field(4096, ge=1, description="largest efSearch a request (or a filter) may use")
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
     omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
-    search_threads: int | None = Field(None, ge=1, description="executor threads for FAISS work (default: max(2, cores))")
+    search_threads: int | None = Field(
+        None, ge=1, description="executor threads for FAISS work (default: max(2, cores))"
+    )
     coalesce_max_batch: int = Field(256, ge=1, description="most query rows coalesced into one FAISS call")
     coalesce_window_ms: float = Field(0.0, ge=0, description="how long a lone search waits for company (0: not at all)")
     coalesce_in_flight: int = Field(1, ge=1, description="coalesced FAISS calls running at once per lane")
@@ -48,36 +50,61 @@ class ServiceSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
     ray_address: str | None = Field(None, description="serve parts on Ray Serve; 'local' starts a cluster")
     ray_replicas: int = Field(1, ge=1, description="Serve replicas per part")
-    ray_replica_cpus: float = Field(0.25, ge=0, description="CPUs each part replica reserves (a quarter lets one "
-                                    "small machine hold several collections' parts)")
+    ray_replica_cpus: float = Field(
+        0.25,
+        ge=0,
+        description="CPUs each part replica reserves (a quarter lets one "
+        "small machine hold several collections' parts)",
+    )
     ray_retries: int = Field(3, ge=0, description="retries of a call to a part whose replica did not answer")
     ray_retry_backoff_s: float = Field(0.2, ge=0, description="wait before retry n is n times this")
     ray_drain_s: float = Field(30.0, ge=0, description="how long a replaced version's parts drain before deletion")
     ray_deploy_timeout_s: float = Field(300.0, gt=0, description="how long a version's parts may take to start")
-    ray_max_ongoing: int = Field(64, ge=1, description="requests a part replica takes at once (Serve's router "
-                                 "backs off when every replica is full)")
+    ray_max_ongoing: int = Field(
+        64,
+        ge=1,
+        description="requests a part replica takes at once (Serve's router backs off when every replica is full)",
+    )
 
     @property
     def limits(self) -> Limits:
-        return Limits(max_k=self.max_k, max_batch=self.max_batch, max_filter_ids=self.max_filter_ids,
-                      exact_filter_threshold=self.exact_filter_threshold, max_ef_search=self.max_ef_search)
+        return Limits(
+            max_k=self.max_k,
+            max_batch=self.max_batch,
+            max_filter_ids=self.max_filter_ids,
+            exact_filter_threshold=self.exact_filter_threshold,
+            max_ef_search=self.max_ef_search,
+        )
 
     @property
     def execution(self) -> ExecutionSettings:
         deadline = self.default_deadline_ms / 1000 if self.default_deadline_ms else None
-        return ExecutionSettings(threads=self.search_threads or max(2, os.cpu_count() or 1),
-                                 max_batch=self.coalesce_max_batch, window_s=self.coalesce_window_ms / 1000,
-                                 in_flight=self.coalesce_in_flight, max_pending=self.max_pending,
-                                 default_deadline_s=deadline)
+        return ExecutionSettings(
+            threads=self.search_threads or max(2, os.cpu_count() or 1),
+            max_batch=self.coalesce_max_batch,
+            window_s=self.coalesce_window_ms / 1000,
+            in_flight=self.coalesce_in_flight,
+            max_pending=self.max_pending,
+            default_deadline_s=deadline,
+        )
 
     @property
     def ray(self) -> RaySettings:
         assert self.ray_address is not None
-        return RaySettings(address=self.ray_address, replicas=self.ray_replicas, replica_cpus=self.ray_replica_cpus,
-                           retries=self.ray_retries, retry_backoff_s=self.ray_retry_backoff_s,
-                           faiss_threads=max(1, int(self.ray_replica_cpus) or 1), blas_threshold=self.blas_threshold,
-                           switch_interval_ms=self.switch_interval_ms, mmap=self.mmap, drain_s=self.ray_drain_s,
-                           deploy_timeout_s=self.ray_deploy_timeout_s, max_ongoing=self.ray_max_ongoing)
+        return RaySettings(
+            address=self.ray_address,
+            replicas=self.ray_replicas,
+            replica_cpus=self.ray_replica_cpus,
+            retries=self.ray_retries,
+            retry_backoff_s=self.ray_retry_backoff_s,
+            faiss_threads=max(1, int(self.ray_replica_cpus) or 1),
+            blas_threshold=self.blas_threshold,
+            switch_interval_ms=self.switch_interval_ms,
+            mmap=self.mmap,
+            drain_s=self.ray_drain_s,
+            deploy_timeout_s=self.ray_deploy_timeout_s,
+            max_ongoing=self.ray_max_ongoing,
+        )
 
     @property
     def faiss_threads(self) -> int:

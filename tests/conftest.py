@@ -59,8 +59,21 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
 
 def build(root: Path, corpus: Corpus, name: str = "items", *extra: str) -> int:
     """Run `dotcos-build build` in-process over the corpus; returns the exit code."""
-    argv = ["build", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path), "--name", name,
-            "--root", str(root), "--queries", str(corpus.queries_path), "--quiet", *extra]
+    argv = [
+        "build",
+        "--input",
+        str(corpus.docs_path),
+        "--ids",
+        str(corpus.ids_path),
+        "--name",
+        name,
+        "--root",
+        str(root),
+        "--queries",
+        str(corpus.queries_path),
+        "--quiet",
+        *extra,
+    ]
     return build_main(argv)
 
 
@@ -105,11 +118,18 @@ def start_server(root: Path, log_path: Path, wait_for: str = "/readyz", **env: s
     """Start the real `dotcos-serve` console script on a free 127.0.0.1 port; return once
     `wait_for` answers 200."""
     port = free_port()
-    environment = {**os.environ, "DOTCOS_INDEX_ROOT": str(root), "DOTCOS_PORT": str(port),
-                   "DOTCOS_HOST": "127.0.0.1", "DOTCOS_RELOAD_INTERVAL": "0.2", **env}
+    environment = {
+        **os.environ,
+        "DOTCOS_INDEX_ROOT": str(root),
+        "DOTCOS_PORT": str(port),
+        "DOTCOS_HOST": "127.0.0.1",
+        "DOTCOS_RELOAD_INTERVAL": "0.2",
+        **env,
+    }
     with open(log_path, "wb") as handle:
-        process = subprocess.Popen([str(BIN / "dotcos-serve")], env=environment, stdout=handle,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(BIN / "dotcos-serve")], env=environment, stdout=handle, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, process, path=wait_for)

@@ -28,8 +28,9 @@ def load(root: Path, name: str, searcher: Searcher = SEARCHER) -> Version:
     return LocalLoader(root, searcher.coalescer, mmap=True)(name, read_current(root, name), lambda why: None)
 
 
-def search(version: Version, vectors: np.ndarray, options: SearchOptions, searcher: Searcher = SEARCHER,
-           field: str = "vector") -> SearchResult:
+def search(
+    version: Version, vectors: np.ndarray, options: SearchOptions, searcher: Searcher = SEARCHER, field: str = "vector"
+) -> SearchResult:
     return asyncio.run(searcher.search(version, vectors, options, field))
 
 

@@ -17,6 +17,7 @@ import yaml
 
 from tests.conftest import BIN, REPO, free_port, wait_ready
 
+
 def interpolated(text: str) -> str:
     """Compose's `${NAME:-default}` with every variable unset, as on a fresh machine."""
     return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", text)
@@ -29,8 +30,7 @@ DOCKERFILE = (REPO / "Dockerfile").read_text()
 def instructions(name: str) -> list[str]:
     """Arguments of every Dockerfile instruction `name` (continuation lines joined)."""
     text = re.sub(r"\\\n\s*", " ", DOCKERFILE)
-    return [line.split(None, 1)[1].strip() for line in text.splitlines()
-            if line.strip().upper().startswith(name + " ")]
+    return [line.split(None, 1)[1].strip() for line in text.splitlines() if line.strip().upper().startswith(name + " ")]
 
 
 def exec_form(text: str) -> list[str]:
@@ -72,10 +72,17 @@ def test_dockerfile_is_multi_stage_slim_non_root_with_a_health_check() -> None:
 
 def container_env(service: str, root: Path, port: int) -> dict[str, str]:
     """The compose environment of a service, with host paths and a free port substituted."""
-    env = {**os.environ, **{k: str(v) for k, v in COMPOSE["services"][service].get("environment", {}).items()
-                            if v not in (None, "")}}
-    env.update(DOTCOS_INDEX_ROOT=str(root), DOTCOS_HOST="127.0.0.1", DOTCOS_PORT=str(port),
-               DOTCOS_RELOAD_INTERVAL="0.2", PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}")
+    env = {
+        **os.environ,
+        **{k: str(v) for k, v in COMPOSE["services"][service].get("environment", {}).items() if v not in (None, "")},
+    }
+    env.update(
+        DOTCOS_INDEX_ROOT=str(root),
+        DOTCOS_HOST="127.0.0.1",
+        DOTCOS_PORT=str(port),
+        DOTCOS_RELOAD_INTERVAL="0.2",
+        PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    )
     env.pop("DOTCOS_ADMIN_TOKEN", None)
     return env
 
@@ -97,8 +104,9 @@ def test_the_container_commands_run_on_the_host(tmp_path: Path) -> None:
     service_env = container_env("service", root, port)
     health = COMPOSE["services"]["service"]["healthcheck"]["test"][1:]
     assert subprocess.run(health, env=service_env, capture_output=True).returncode == 1
-    process = subprocess.Popen(COMPOSE["services"]["service"]["command"], env=service_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        COMPOSE["services"]["service"]["command"], env=service_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process)
@@ -117,13 +125,19 @@ def rebuild_while_serving(client: httpx.Client, env: dict[str, str], tmp_path: P
     """`docker compose run --rm builder build ...` equivalent; the running service swaps to it."""
     docs = np.random.default_rng(3).standard_normal((500, dim)).astype(np.float32)
     np.save(tmp_path / "items.npy", docs)
-    result = subprocess.run(builder_command("build", "--input", str(tmp_path / "items.npy"), "--name", "items",
-                                            "--quiet"), env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        builder_command("build", "--input", str(tmp_path / "items.npy"), "--name", "items", "--quiet"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     deadline = time.monotonic() + 30
     while client.get("/v1/collections/items").status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    hits = client.post("/v1/collections/items/search", json={"vector": docs[7].tolist(), "metric": "cosine",
-                                                            "k": 1}).json()["results"]
+    hits = client.post(
+        "/v1/collections/items/search", json={"vector": docs[7].tolist(), "metric": "cosine", "k": 1}
+    ).json()["results"]
     assert hits[0]["id"] == "7" and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)

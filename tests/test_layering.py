@@ -21,12 +21,19 @@ CONTRACT = ("index_builder.contract",)
 ALLOWED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # package: (first-party prefixes, third-party top-level names)
     "index_builder/contract": (CONTRACT, ("numpy", "faiss", "pydantic", "ray")),
-    "index_builder": (("index_builder",), ("numpy", "faiss", "pydantic", "pydantic_settings", "pyarrow", "tqdm",
-                                          "ray")),
+    "index_builder": (
+        ("index_builder",),
+        ("numpy", "faiss", "pydantic", "pydantic_settings", "pyarrow", "tqdm", "ray"),
+    ),
     "service/core": ((*CONTRACT, "service.core"), ("numpy", "faiss", "ray")),
-    "service/api": ((*CONTRACT, "service.core", "service.api", "service.settings"),
-                    ("numpy", "orjson", "pydantic", "fastapi", "starlette", "prometheus_client")),
-    "service": (("service.core", "service.settings", "service.api", "service.cli"), ("pydantic", "pydantic_settings", "uvicorn")),
+    "service/api": (
+        (*CONTRACT, "service.core", "service.api", "service.settings"),
+        ("numpy", "orjson", "pydantic", "fastapi", "starlette", "prometheus_client"),
+    ),
+    "service": (
+        ("service.core", "service.settings", "service.api", "service.cli"),
+        ("pydantic", "pydantic_settings", "uvicorn"),
+    ),
 }
 FIRST_PARTY = ("index_builder", "service")
 
@@ -57,9 +64,12 @@ def allowed(name: str, package: str) -> bool:
 
 @pytest.mark.parametrize("top", FIRST_PARTY)
 def test_every_import_is_allowed_for_its_package(top: str) -> None:
-    offenders = [f"{path.relative_to(REPO)} imports {name}"
-                 for path in sorted((REPO / top).rglob("*.py")) for name in sorted(imports(path))
-                 if not allowed(name, owner(path))]
+    offenders = [
+        f"{path.relative_to(REPO)} imports {name}"
+        for path in sorted((REPO / top).rglob("*.py"))
+        for name in sorted(imports(path))
+        if not allowed(name, owner(path))
+    ]
     assert offenders == []
 
 

@@ -15,8 +15,16 @@ from tests.conftest import REPO, free_port, wait_ready
 
 def fresh_copy(target: Path) -> None:
     """The files a clone would have: tracked plus untracked-but-not-ignored ones."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for name in filter(None, listed):
         source = REPO / name
         if source.is_file():
@@ -32,8 +40,9 @@ def test_make_run_from_a_fresh_tree(tmp_path: Path) -> None:
     env.update(DOTCOS_PORT=str(port), DOTCOS_RELOAD_INTERVAL="0")
     log = tmp_path / "make-run.log"
     with open(log, "wb") as handle:
-        process = subprocess.Popen(["make", "run"], cwd=tree, env=env, stdout=handle,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["make", "run"], cwd=tree, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_ready(f"http://127.0.0.1:{port}", process, timeout=480)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:

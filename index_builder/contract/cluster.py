@@ -31,9 +31,14 @@ def ray_init(address: str) -> None:
     import ray
 
     if address == LOCAL:
-        ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=local_object_store_bytes(), _node_ip_address="127.0.0.1",
-                 configure_logging=False)
+        ray.init(
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=local_object_store_bytes(),
+            _node_ip_address="127.0.0.1",
+            configure_logging=False,
+        )
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
 

@@ -1,12 +1,12 @@
 """Errors shared by the builder and the service.
 
-    DotcosError
-    ├── InputError          the caller sent something unusable (builder: exit 2; HTTP: 400/422)
-    │   └── InvalidMetric   unknown or malformed metric name
-    ├── NotFoundError       unknown collection, version or document id (HTTP 404)
-    └── ArtifactError       a published artifact is missing, corrupt or of an unknown schema
-        └── ChecksumMismatch
-    BuildFailed             a build worker crashed or was lost (builder: exit 1)
+DotcosError
+├── InputError          the caller sent something unusable (builder: exit 2; HTTP: 400/422)
+│   └── InvalidMetric   unknown or malformed metric name
+├── NotFoundError       unknown collection, version or document id (HTTP 404)
+└── ArtifactError       a published artifact is missing, corrupt or of an unknown schema
+    └── ChecksumMismatch
+BuildFailed             a build worker crashed or was lost (builder: exit 1)
 """
 
 from __future__ import annotations

@@ -63,8 +63,7 @@ def open_vectors(manifest: Manifest, version_path: Path, part: ShardEntry) -> np
         raise ArtifactError(f"{path}: unreadable ({exc})") from None
     if vectors.dtype != np.float32 or vectors.shape != (part.count, manifest.dim):
         raise ArtifactError(
-            f"{path}: float32 ({part.count}, {manifest.dim}) expected, "
-            f"got {vectors.dtype} {vectors.shape}"
+            f"{path}: float32 ({part.count}, {manifest.dim}) expected, got {vectors.dtype} {vectors.shape}"
         )
     return np.asarray(vectors)
 
@@ -80,8 +79,9 @@ def read_ids(version_path: Path, part: ShardEntry) -> list[str]:
     return ids
 
 
-def open_indexes(manifest: Manifest, version_path: Path, part: ShardEntry, metric: str,
-                 mmap: bool) -> list[faiss.Index]:
+def open_indexes(
+    manifest: Manifest, version_path: Path, part: ShardEntry, metric: str, mmap: bool
+) -> list[faiss.Index]:
     """One part's FAISS index(es) of a metric (one per norm range when ranged), checked against the
     count and dimension the manifest promises."""
     entry = manifest.metrics[metric].index

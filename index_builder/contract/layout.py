@@ -1,9 +1,9 @@
 """Where things live under the index root, how names are checked, and durable file writes.
 
-    ROOT/<collection>/versions/<version>/manifest.json
-    ROOT/<collection>/versions/<version>/...      (files listed in the manifest)
-    ROOT/<collection>/CURRENT                      name of the active version
-    ROOT/<collection>/.staging-*/                  builds in progress (never loaded)
+ROOT/<collection>/versions/<version>/manifest.json
+ROOT/<collection>/versions/<version>/...      (files listed in the manifest)
+ROOT/<collection>/CURRENT                      name of the active version
+ROOT/<collection>/.staging-*/                  builds in progress (never loaded)
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ def list_collections(root: Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(
-        p.name
-        for p in root.iterdir()
-        if p.is_dir() and NAME_PATTERN.match(p.name) and (p / CURRENT_FILE).is_file()
+        p.name for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name) and (p / CURRENT_FILE).is_file()
     )
 
 
@@ -56,9 +54,7 @@ def list_versions(root: Path, collection: str) -> list[str]:
     base = collection_dir(root, collection) / VERSIONS_DIR
     if not base.is_dir():
         return []
-    return sorted(
-        p.name for p in base.iterdir() if NAME_PATTERN.match(p.name) and (p / MANIFEST_FILE).is_file()
-    )
+    return sorted(p.name for p in base.iterdir() if NAME_PATTERN.match(p.name) and (p / MANIFEST_FILE).is_file())
 
 
 def read_current(root: Path, collection: str) -> str:

@@ -58,7 +58,6 @@ class IndexEntry(_Model):
     self_check: SelfCheck | None = None
     layout_trials: dict[str, str] = Field(default_factory=dict)
 
-
     def files_for(self, base: str) -> list[str]:
         """The FAISS files behind one part's index of this metric: `base`, or one per norm range."""
         return [range_file(base, r) for r in range(len(self.range_bounds))] if self.range_bounds else [base]
@@ -130,8 +129,16 @@ class Manifest(_Model):
         files = {name: m.index.file for name, m in self.metrics.items() if m.index.file}
         if len(files) != len(self.metrics):
             raise ArtifactError(f"manifest of {self.collection}/{self.version} names no index file")
-        return [ShardEntry(name="", count=self.count, vectors_file=self.vectors_file, ids_file=self.ids_file,
-                           index_files=files, index_counts={n: m.index.count for n, m in self.metrics.items()})]
+        return [
+            ShardEntry(
+                name="",
+                count=self.count,
+                vectors_file=self.vectors_file,
+                ids_file=self.ids_file,
+                index_files=files,
+                index_counts={n: m.index.count for n, m in self.metrics.items()},
+            )
+        ]
 
     def part_index_files(self, part: ShardEntry, metric: str) -> list[str]:
         """The FAISS files of one metric in one part."""
@@ -164,8 +171,7 @@ def read_manifest(version_path: Path) -> Manifest:
     schema = raw.get("schema_version") if isinstance(raw, dict) else None
     if schema not in SUPPORTED_SCHEMA_VERSIONS:
         raise ArtifactError(
-            f"{path} has schema_version {schema!r}; this dotcos reads "
-            f"{sorted(SUPPORTED_SCHEMA_VERSIONS)}"
+            f"{path} has schema_version {schema!r}; this dotcos reads {sorted(SUPPORTED_SCHEMA_VERSIONS)}"
         )
     try:
         return Manifest.model_validate(raw)

@@ -106,12 +106,8 @@ class MetricRule:
 METRIC_TABLE: dict[MetricKind, MetricRule] = {
     MetricKind.DOT: MetricRule(normalizes=False, doc_weight=None, whitened=False),
     MetricKind.COSINE: MetricRule(normalizes=True, doc_weight=_unit_weight, whitened=False),
-    MetricKind.NORM_POW: MetricRule(
-        normalizes=True, doc_weight=_pow_weight, whitened=False, needs_alpha=True
-    ),
-    MetricKind.NORM_SIGMOID: MetricRule(
-        normalizes=True, doc_weight=_sigmoid_weight, whitened=False
-    ),
+    MetricKind.NORM_POW: MetricRule(normalizes=True, doc_weight=_pow_weight, whitened=False, needs_alpha=True),
+    MetricKind.NORM_SIGMOID: MetricRule(normalizes=True, doc_weight=_sigmoid_weight, whitened=False),
     MetricKind.COVARIANCE: MetricRule(normalizes=True, doc_weight=_unit_weight, whitened=True),
 }
 
@@ -149,9 +145,7 @@ class Metric:
         try:
             alpha = float(arg)
         except ValueError:
-            raise InvalidMetric(
-                f"metric {text!r} needs a numeric exponent, e.g. norm_pow:0.5"
-            ) from None
+            raise InvalidMetric(f"metric {text!r} needs a numeric exponent, e.g. norm_pow:0.5") from None
         if not math.isfinite(alpha):
             raise InvalidMetric(f"metric {text!r} needs a finite exponent")
         return cls(kind, alpha)

@@ -110,9 +110,7 @@ def merge_order(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return _order(scores, rows, _holes(rows))[:, :k]
 
 
-def merge_topk(
-    scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int
-) -> tuple[np.ndarray, np.ndarray]:
+def merge_topk(scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, rows) over candidate blocks of the same queries (see `merge_order`)."""
     all_scores = np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
     all_rows = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
@@ -130,8 +128,9 @@ def exact_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force top-k rows per query among `candidates` (default: the metric's indexed rows).
 
-    `queries` may come prepared (see `Prepared`). Returns (scores, rows) of shape (nq, k), sorted, padded with MISSING when fewer exist. The
-    winners are rescored as ANN answers are (`rescored_topk`), so exact and approximate answers agree to the bit.
+    `queries` may come prepared (see `Prepared`). Returns (scores, rows) of shape (nq, k), sorted,
+    padded with MISSING when fewer exist. The winners are rescored as ANN answers are
+    (`rescored_topk`), so exact and approximate answers agree to the bit.
     """
     pool = indexed_rows(space, scales) if candidates is None else np.asarray(candidates, np.int64)
     nq = len(queries)
@@ -153,8 +152,9 @@ def exact_topk(
     return rescored_topk(p, vectors, scales, best_r.astype(np.int64))
 
 
-def _scores(p: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray,
-            missing: np.ndarray | None) -> np.ndarray:
+def _scores(
+    p: np.ndarray, vectors: np.ndarray, scales: np.ndarray, rows: np.ndarray, missing: np.ndarray | None
+) -> np.ndarray:
     safe = rows if missing is None else np.where(missing, 0, rows)
     # einsum computes every (query, row) product alone; a BLAS gemv would round a pair differently
     # depending on its position among the candidates, and sharded answers must equal unsharded ones.

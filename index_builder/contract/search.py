@@ -34,8 +34,15 @@ class ServedIndex:
     ranges: tuple[faiss.Index, ...] = ()
 
     @classmethod
-    def of(cls, indexes: list[faiss.Index], space: MetricSpace, layout: Layout, refine_factor: int,
-           vectors: np.ndarray, scales: np.ndarray) -> ServedIndex:
+    def of(
+        cls,
+        indexes: list[faiss.Index],
+        space: MetricSpace,
+        layout: Layout,
+        refine_factor: int,
+        vectors: np.ndarray,
+        scales: np.ndarray,
+    ) -> ServedIndex:
         """Serve one index, or the per-range indexes of a norm-ranged layout."""
         largest = max(indexes, key=lambda index: index.ntotal)
         ranges = tuple(indexes) if len(indexes) > 1 else ()

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Request
 from starlette.exceptions import HTTPException
 
 from service.api.errors import error_responses
-from service.api.schemas import ReloadItem, ReloadReport
 from service.api.routes import app_state
+from service.api.schemas import ReloadItem, ReloadReport
 
 
 def require_admin(request: Request) -> None:
@@ -18,8 +18,9 @@ def require_admin(request: Request) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise HTTPException(401, "Authorization: Bearer <DOTCOS_ADMIN_TOKEN> required",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "Authorization: Bearer <DOTCOS_ADMIN_TOKEN> required", headers={"WWW-Authenticate": "Bearer"}
+        )
     expected = token.get_secret_value() if token else ""
     if not hmac.compare_digest(given.strip().encode(), expected.encode()):
         raise HTTPException(403, "admin token rejected")
@@ -28,8 +29,7 @@ def require_admin(request: Request) -> None:
 router = APIRouter(dependencies=[Depends(require_admin)])
 
 
-@router.post("/v1/admin/reload", response_model=ReloadReport,
-             responses=error_responses(401, 403, 413))
+@router.post("/v1/admin/reload", response_model=ReloadReport, responses=error_responses(401, 403, 413))
 def reload(request: Request) -> ReloadReport:
     """Check every collection's CURRENT now and load what changed (what polling does)."""
     outcomes = app_state(request).registry.refresh()

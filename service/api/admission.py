@@ -21,10 +21,19 @@ class AdmissionGate:
         self.searcher = searcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (scope["type"] == "http" and scope["method"] == "POST" and self.searcher.saturated()
-                and scope["path"].startswith("/v1/collections/") and scope["path"].endswith(GATED_SUFFIXES)):
-            response = error_response(503, "unavailable", self.searcher.overload_message(),
-                                      {"Retry-After": RETRY_AFTER_SECONDS, "Connection": "close"})
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and self.searcher.saturated()
+            and scope["path"].startswith("/v1/collections/")
+            and scope["path"].endswith(GATED_SUFFIXES)
+        ):
+            response = error_response(
+                503,
+                "unavailable",
+                self.searcher.overload_message(),
+                {"Retry-After": RETRY_AFTER_SECONDS, "Connection": "close"},
+            )
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)

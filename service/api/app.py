@@ -33,14 +33,21 @@ def _log_example(settings: ServiceSettings, registry: Registry) -> None:
     """A ready-to-paste curl line querying the first collection with its first document."""
     versions = registry.all()
     if not versions:
-        log.warning("no collection under %s yet; publish one with `dotcos-build build` "
-                    "(it is picked up without a restart)", settings.index_root)
+        log.warning(
+            "no collection under %s yet; publish one with `dotcos-build build` (it is picked up without a restart)",
+            settings.index_root,
+        )
         return
     first = versions[0]
     dim = first.manifest.dim
     body = json.dumps({"vector": [round(dim**-0.5, 4)] * dim, "k": 5, "metric": first.default_metric})
-    log.info("ready: curl -s http://%s:%d/v1/collections/%s/search -H 'Content-Type: application/json' "
-             "-d '%s'", settings.host, settings.port, first.collection, body)
+    log.info(
+        "ready: curl -s http://%s:%d/v1/collections/%s/search -H 'Content-Type: application/json' -d '%s'",
+        settings.host,
+        settings.port,
+        first.collection,
+        body,
+    )
 
 
 def published_openapi(app: FastAPI) -> None:
@@ -101,8 +108,12 @@ def front_layers(settings: ServiceSettings, state: AppState) -> Callable[[ASGIAp
         app = QueryFront(app, state)
         app = AdmissionGate(BodySizeLimit(app, max_bytes=settings.max_body_bytes), searcher=state.searcher)
         if settings.cors_origins:
-            app = CORSMiddleware(app, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                                 allow_headers=["Authorization", "Content-Type"])
+            app = CORSMiddleware(
+                app,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type"],
+            )
         return MetricsMiddleware(app, metrics=state.metrics)
 
     return wrap
@@ -120,8 +131,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_runtime(settings.faiss_threads, settings.blas_threshold, settings.switch_interval_ms)
-        log.info("loading collections from %s (reload every %ss, %d FAISS threads)",
-                 settings.index_root, settings.reload_interval, settings.faiss_threads)
+        log.info(
+            "loading collections from %s (reload every %ss, %d FAISS threads)",
+            settings.index_root,
+            settings.reload_interval,
+            settings.faiss_threads,
+        )
         loader.start()
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
         yield
@@ -129,8 +144,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         loader.close()
         searcher.close()
 
-    app = DotcosApp(front_layers(settings, state), title="dotcos", version="0.1.0", lifespan=lifespan,
-                    description="Top-k retrieval by dot product or cosine, chosen per request.")
+    app = DotcosApp(
+        front_layers(settings, state),
+        title="dotcos",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Top-k retrieval by dot product or cosine, chosen per request.",
+    )
     app.state.dotcos = state
     app.include_router(routes.router)
     if settings.admin_enabled:

@@ -25,11 +25,21 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = "1"
 STATUS_BY_ERROR: list[tuple[type[DotcosError], int]] = [
-    (TooLarge, 413), (InputError, 400), (NotFoundError, 404), (Unavailable, 503), (ArtifactError, 503),
+    (TooLarge, 413),
+    (InputError, 400),
+    (NotFoundError, 404),
+    (Unavailable, 503),
+    (ArtifactError, 503),
 ]
-ERROR_DESCRIPTIONS = {400: "bad input", 401: "admin token missing", 403: "admin token rejected",
-                      404: "unknown collection or id", 413: "too large", 422: "malformed body",
-                      503: "unavailable"}
+ERROR_DESCRIPTIONS = {
+    400: "bad input",
+    401: "admin token missing",
+    403: "admin token rejected",
+    404: "unknown collection or id",
+    413: "too large",
+    422: "malformed body",
+    503: "unavailable",
+}
 QUERY_ERRORS = (400, 404, 413, 422, 503)
 JSON = "application/json"
 
@@ -44,8 +54,7 @@ class Reply:
     metric: str = ""
 
     @classmethod
-    def json(cls, content: object, status: int = 200, headers: dict[str, str] | None = None,
-             metric: str = "") -> Reply:
+    def json(cls, content: object, status: int = 200, headers: dict[str, str] | None = None, metric: str = "") -> Reply:
         return cls(status, orjson.dumps(content), headers, metric)
 
     def response(self) -> Response:
@@ -110,8 +119,12 @@ def _dotcos(request: Request, exc: Exception) -> Response:
 
 def _http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail),
-                          dict(exc.headers) if exc.headers else None)
+    return error_response(
+        exc.status_code,
+        HTTP_CODES.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        dict(exc.headers) if exc.headers else None,
+    )
 
 
 def _unexpected(request: Request, exc: Exception) -> Response:

@@ -111,14 +111,17 @@ def _hits(hits: list[Hit]) -> list[dict[str, object]]:
 
 def _result(result: SearchResult, batch: bool) -> Reply:
     results = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
-    return Reply.json({"collection": result.collection, "version": result.version, "metric": result.metric,
-                       "results": results}, metric=result.metric)
+    return Reply.json(
+        {"collection": result.collection, "version": result.version, "metric": result.metric, "results": results},
+        metric=result.metric,
+    )
 
 
 async def search(state: AppState, name: str, body: bytes, headers: Mapping[str, str], batch: bool) -> Reply:
     vectors, options = parse_search(body, batch)
-    result = await state.searcher.search(state.registry.get(name), vectors, options, query_field(batch),
-                                         deadline(headers))
+    result = await state.searcher.search(
+        state.registry.get(name), vectors, options, query_field(batch), deadline(headers)
+    )
     return _result(result, batch)
 
 
@@ -138,11 +141,14 @@ async def score(state: AppState, name: str, body: bytes, headers: Mapping[str, s
     rows = [request.vector] if request.vector is not None else request.vectors or []
     vectors = to_matrix(rows, "vector" if single else "vectors")
     ids = [[str(i) for i in request.ids]] if single else [[str(i) for i in group] for group in request.ids]
-    metric, lists = await state.searcher.score(version, ScoreQuery(vectors=vectors, ids=ids, metric=request.metric),
-                                               deadline(headers))
+    metric, lists = await state.searcher.score(
+        version, ScoreQuery(vectors=vectors, ids=ids, metric=request.metric), deadline(headers)
+    )
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
-    return Reply.json({"collection": version.collection, "version": version.version, "metric": metric,
-                       "results": results}, metric=metric)
+    return Reply.json(
+        {"collection": version.collection, "version": version.version, "metric": metric, "results": results},
+        metric=metric,
+    )
 
 
 Handler = Callable[[AppState, str, bytes, Mapping[str, str]], Awaitable[Reply]]
@@ -169,14 +175,20 @@ async def _search_batch(state: AppState, name: str, body: bytes, headers: Mappin
     return await search(state, name, body, headers, batch=True)
 
 
-ROUTES = {route.suffix: route for route in (
-    Route("search", _search_one, SearchRequest), Route("search/batch", _search_batch, BatchSearchRequest),
-    Route("similar", similar, SimilarRequest), Route("score", score, ScoreRequest),
-)}
+ROUTES = {
+    route.suffix: route
+    for route in (
+        Route("search", _search_one, SearchRequest),
+        Route("search/batch", _search_batch, BatchSearchRequest),
+        Route("similar", similar, SimilarRequest),
+        Route("score", score, ScoreRequest),
+    )
+}
 
 
-async def answer(route: Route, state: AppState, name: str, body: bytes, headers: Mapping[str, str],
-                 where: str) -> Reply:
+async def answer(
+    route: Route, state: AppState, name: str, body: bytes, headers: Mapping[str, str], where: str
+) -> Reply:
     """A route's reply, every failure included (the one error mapping of the query routes)."""
     try:
         return await route.handler(state, name, body, headers)

@@ -19,14 +19,25 @@ class ServiceMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("dotcos_requests_total", "HTTP requests", ["route", "metric", "status"],
-                                registry=self.registry)
-        self.latency = Histogram("dotcos_request_seconds", "HTTP request latency", ["route", "metric"],
-                                 buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.version = Gauge("dotcos_loaded_version_info", "Version served per collection (value 1)",
-                             ["collection", "version"], registry=self.registry)
-        self.reloads = Counter("dotcos_reloads_total", "Version loads by outcome",
-                               ["collection", "outcome"], registry=self.registry)
+        self.requests = Counter(
+            "dotcos_requests_total", "HTTP requests", ["route", "metric", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "dotcos_request_seconds",
+            "HTTP request latency",
+            ["route", "metric"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.version = Gauge(
+            "dotcos_loaded_version_info",
+            "Version served per collection (value 1)",
+            ["collection", "version"],
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "dotcos_reloads_total", "Version loads by outcome", ["collection", "outcome"], registry=self.registry
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def request_done(self, route: str, metric: str, status: int, seconds: float) -> None:
@@ -84,5 +95,11 @@ class MetricsMiddleware:
         metric = state.get("metric", "")
         self.metrics.request_done(path, metric, status, elapsed)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("request method=%s route=%s metric=%s status=%d ms=%.2f", scope.get("method"),
-                      path, metric or "-", status, elapsed * 1000)
+            log.debug(
+                "request method=%s route=%s metric=%s status=%d ms=%.2f",
+                scope.get("method"),
+                path,
+                metric or "-",
+                status,
+                elapsed * 1000,
+            )

@@ -51,8 +51,7 @@ async def readyz(request: Request) -> Response:
     unserved = state.registry.unserved()
     if unserved:
         why = "; ".join(f"{name}: {reason}" for name, reason in sorted(unserved.items()))
-        return error_response(503, "not_ready", f"not serving every published collection: {why}",
-                              {"Retry-After": "1"})
+        return error_response(503, "not_ready", f"not serving every published collection: {why}", {"Retry-After": "1"})
     served = {v.collection: v.version for v in state.registry.all()}
     return JSONBytes({"status": "ready", "collections": served})
 
@@ -70,17 +69,28 @@ def describe(version: Version) -> dict[str, object]:
     for name, entry in manifest.metrics.items():
         index, check = entry.index, entry.index.self_check
         metrics[name] = MetricInfo(
-            index_kind=index.kind, factory=index.factory, layout=index.layout, count=index.count,
-            exact=index.exact, search_params=index.search_params,
+            index_kind=index.kind,
+            factory=index.factory,
+            layout=index.layout,
+            count=index.count,
+            exact=index.exact,
+            search_params=index.search_params,
             recall_at_10=check.recall_at_10 if check else None,
             self_check_queries=check.queries if check else None,
         )
     return CollectionInfo(
-        name=version.collection, version=version.version, count=manifest.count, dim=manifest.dim,
-        default_metric=version.default_metric, metrics=metrics, not_built=manifest.not_built,
+        name=version.collection,
+        version=version.version,
+        count=manifest.count,
+        dim=manifest.dim,
+        default_metric=version.default_metric,
+        metrics=metrics,
+        not_built=manifest.not_built,
         created_at=manifest.created_at,
-        loaded_at=version.loaded_at, load_seconds=round(version.load_seconds, 4),
-        norm_profile=manifest.norm_profile.model_dump(), shards=len(manifest.parts()),
+        loaded_at=version.loaded_at,
+        load_seconds=round(version.load_seconds, 4),
+        norm_profile=manifest.norm_profile.model_dump(),
+        shards=len(manifest.parts()),
     ).model_dump(mode="json")
 
 
@@ -98,23 +108,28 @@ def _query_route(route: Route) -> None:
     """The FastAPI door of a query route: the body is read raw and parsed by the same handler as
     the ASGI front's (service.api.handlers); its model is declared for the OpenAPI document only."""
     body_schema = {"$ref": f"#/components/schemas/{route.model.__name__}"}
-    response = BatchSearchResponse if route.suffix == "search/batch" else (
-        ScoreResponse if route.suffix == "score" else SearchResponse)
+    response = (
+        BatchSearchResponse
+        if route.suffix == "search/batch"
+        else (ScoreResponse if route.suffix == "score" else SearchResponse)
+    )
 
     async def endpoint(name: str, request: Request) -> Response:
-        reply = await answer(route, app_state(request), name, await request.body(), request.headers,
-                             request.url.path)
+        reply = await answer(route, app_state(request), name, await request.body(), request.headers, request.url.path)
         request.state.metric = reply.metric
         return reply.response()
 
     endpoint.__doc__ = route.handler.__doc__
-    router.add_api_route(route.template, endpoint, methods=["POST"], response_model=response,
-                         responses=error_responses(*QUERY_ERRORS), name=route.suffix.replace("/", "_"),
-                         openapi_extra={"requestBody": {"required": True,
-                                                        "content": {"application/json": {"schema": body_schema}}}})
+    router.add_api_route(
+        route.template,
+        endpoint,
+        methods=["POST"],
+        response_model=response,
+        responses=error_responses(*QUERY_ERRORS),
+        name=route.suffix.replace("/", "_"),
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
+    )
 
 
 for _route in ROUTES.values():
     _query_route(_route)
-
-

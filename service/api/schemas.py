@@ -27,9 +27,15 @@ class _QueryFields(_Body):
     params: SearchParams = Field(default_factory=lambda: SearchParams())
 
     def options(self) -> SearchOptions:
-        return SearchOptions(k=self.k, metric=self.metric, exclude=self.exclude, include=self.include,
-                             exact=self.params.exact, nprobe=self.params.nprobe,
-                             ef_search=self.params.ef_search)
+        return SearchOptions(
+            k=self.k,
+            metric=self.metric,
+            exclude=self.exclude,
+            include=self.include,
+            exact=self.params.exact,
+            nprobe=self.params.nprobe,
+            ef_search=self.params.ef_search,
+        )
 
 
 class SearchRequest(_QueryFields):

@@ -83,16 +83,24 @@ class Coalescer:
             return
         lane.running += 1
         first = items[0].query
-        batch = first if len(items) == 1 else first.batched(
-            Prepared.concat([item.query.queries for item in items]), max(item.query.options.k for item in items))
+        batch = (
+            first
+            if len(items) == 1
+            else first.batched(
+                Prepared.concat([item.query.queries for item in items]), max(item.query.options.k for item in items)
+            )
+        )
         call = asyncio.get_running_loop().run_in_executor(self.executor, lane.fn, batch)
         call.add_done_callback(lambda done: self._finished(key, lane, items, done))
 
     def _finished(self, key: Hashable, lane: _Lane, items: list[_Item], done: asyncio.Future[Answer]) -> None:
         lane.running -= 1
         error = done.exception()
-        answers = [] if error is not None else done.result().split([item.rows for item in items],
-                                                                   [item.query.options.k for item in items])
+        answers = (
+            []
+            if error is not None
+            else done.result().split([item.rows for item in items], [item.query.options.k for item in items])
+        )
         for at, item in enumerate(items):
             if item.future.done():
                 continue

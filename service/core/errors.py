@@ -1,11 +1,11 @@
 """Errors only the service raises, beside the shared tree in index_builder.contract.errors.
 
-    DotcosError
-    ├── InputError
-    │   └── TooLarge        a request over a size limit (HTTP 413)
-    ├── NotFoundError
-    ├── ArtifactError
-    └── Unavailable         the service cannot take the request now (HTTP 503)
+DotcosError
+├── InputError
+│   └── TooLarge        a request over a size limit (HTTP 413)
+├── NotFoundError
+├── ArtifactError
+└── Unavailable         the service cannot take the request now (HTTP 503)
 """
 
 from __future__ import annotations

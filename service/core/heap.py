@@ -26,5 +26,4 @@ def settle() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    log.debug("heap settled: %d objects frozen in %.1f ms", gc.get_freeze_count(),
-              (time.perf_counter() - start) * 1000)
+    log.debug("heap settled: %d objects frozen in %.1f ms", gc.get_freeze_count(), (time.perf_counter() - start) * 1000)

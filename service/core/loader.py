@@ -55,8 +55,15 @@ def spaces_of(manifest: Manifest, path: Path) -> dict[str, MetricSpace]:
 
 
 def new_version(manifest: Manifest, path: Path, parts: Parts, started: float) -> Version:
-    return Version(collection=manifest.collection, manifest=manifest, path=path, spaces=spaces_of(manifest, path),
-                   parts=parts, load_seconds=time.perf_counter() - started, loaded_at=datetime.now(UTC))
+    return Version(
+        collection=manifest.collection,
+        manifest=manifest,
+        path=path,
+        spaces=spaces_of(manifest, path),
+        parts=parts,
+        load_seconds=time.perf_counter() - started,
+        loaded_at=datetime.now(UTC),
+    )
 
 
 class Loader(Protocol):
@@ -84,8 +91,15 @@ class LocalLoader:
         parts = load_parts(manifest, path, self.mmap)
         loaded = new_version(manifest, path, LocalParts(parts, self.coalescer.executor, self.coalescer), started)
         shards = f" in {len(parts)} shards" if manifest.sharded else ""
-        log.info("loaded %s version %s (%d vectors%s, %s) in %.2fs", collection, version, manifest.count, shards,
-                 ", ".join(manifest.metrics), loaded.load_seconds)
+        log.info(
+            "loaded %s version %s (%d vectors%s, %s) in %.2fs",
+            collection,
+            version,
+            manifest.count,
+            shards,
+            ", ".join(manifest.metrics),
+            loaded.load_seconds,
+        )
         return loaded
 
     def close(self) -> None:

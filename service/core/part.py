@@ -63,10 +63,21 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
     for name, metric in manifest.metrics.items():
         space = manifest.metric_space(name, path)
         scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
-        indexes[name] = ServedIndex.of(open_indexes(manifest, path, entry, name, mmap), space, metric.index.layout,
-                                       metric.index.refine_factor, vectors, scales)
-    return Part(ids=np.array(ids, dtype=object), rows_by_id={doc_id: row for row, doc_id in enumerate(ids)},
-                vectors=vectors, indexes=indexes, offset=offset)
+        indexes[name] = ServedIndex.of(
+            open_indexes(manifest, path, entry, name, mmap),
+            space,
+            metric.index.layout,
+            metric.index.refine_factor,
+            vectors,
+            scales,
+        )
+    return Part(
+        ids=np.array(ids, dtype=object),
+        rows_by_id={doc_id: row for row, doc_id in enumerate(ids)},
+        vectors=vectors,
+        indexes=indexes,
+        offset=offset,
+    )
 
 
 def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = None) -> list[Part]:
@@ -76,8 +87,13 @@ def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = No
     offsets = np.cumsum([0, *[entry.count for entry in entries]])
     chosen = range(len(entries)) if only is None else [only]
     parts = [load_part(manifest, path, entries[i], int(offsets[i]), mmap) for i in chosen]
-    log.debug("loaded %d part(s) of %s/%s in %.2fs", len(parts), manifest.collection, manifest.version,
-              time.perf_counter() - start)
+    log.debug(
+        "loaded %d part(s) of %s/%s in %.2fs",
+        len(parts),
+        manifest.collection,
+        manifest.version,
+        time.perf_counter() - start,
+    )
     return parts
 
 

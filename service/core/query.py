@@ -169,8 +169,9 @@ def _drop(scores: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> t
     return keep_s, keep_r
 
 
-def _exact(served: ServedIndex, queries: Prepared, k: int, pool: np.ndarray | None,
-           banned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _exact(
+    served: ServedIndex, queries: Prepared, k: int, pool: np.ndarray | None, banned: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     if pool is not None:
         return exact_topk(served.space, queries, served.vectors, served.scales, k, candidates=pool)
     scores, rows = exact_topk(served.space, queries, served.vectors, served.scales, k + len(banned))
@@ -187,8 +188,9 @@ def _selector(pool: np.ndarray | None, banned: np.ndarray) -> list[faiss.IDSelec
     return []
 
 
-def run_search(served: ServedIndex, query: Query, banned: np.ndarray,
-               include: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def run_search(
+    served: ServedIndex, query: Query, banned: np.ndarray, include: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, local rows) of one part's index under the query's filters (banned and included
     local rows), complete whenever k eligible documents exist in the part."""
     k, options, queries = query.options.k, query.options, query.queries

@@ -86,11 +86,19 @@ class RayParts:
                     raise error from None
                 raise
             except RayError as exc:
-                log.warning("shard %d of %s did not answer (%s); attempt %d of %d", shard, self.collection,
-                            type(exc).__name__, attempt + 1, attempts)
+                log.warning(
+                    "shard %d of %s did not answer (%s); attempt %d of %d",
+                    shard,
+                    self.collection,
+                    type(exc).__name__,
+                    attempt + 1,
+                    attempts,
+                )
                 await asyncio.sleep(self.settings.retry_backoff_s * (attempt + 1))
-        raise Unavailable(f"shard {shard} of collection {self.collection!r} is unavailable "
-                          f"(its replicas are restarting); retry shortly")
+        raise Unavailable(
+            f"shard {shard} of collection {self.collection!r} is unavailable "
+            f"(its replicas are restarting); retry shortly"
+        )
 
     def retire(self) -> None:
         threading.Thread(target=self._drain_and_delete, name="dotcos-retire", daemon=True).start()
@@ -148,11 +156,17 @@ class RayLoader:
         manifest, path = read_version(self.root, collection, version)
         apps = [f"{self.prefix}-{collection}-{version}-{shard}" for shard in range(len(manifest.parts()))]
         self._check_room(collection, version, len(apps), note)
-        deployment = SHARD_DEPLOYMENT.options(num_replicas=self.settings.replicas,
-                                              max_ongoing_requests=self.settings.max_ongoing,
-                                              ray_actor_options={"num_cpus": self.settings.replica_cpus})
-        targets = [RunTarget(deployment.bind(str(self.root), collection, version, shard, self.settings),
-                             name=app, route_prefix=None) for shard, app in enumerate(apps)]
+        deployment = SHARD_DEPLOYMENT.options(
+            num_replicas=self.settings.replicas,
+            max_ongoing_requests=self.settings.max_ongoing,
+            ray_actor_options={"num_cpus": self.settings.replica_cpus},
+        )
+        targets = [
+            RunTarget(
+                deployment.bind(str(self.root), collection, version, shard, self.settings), name=app, route_prefix=None
+            )
+            for shard, app in enumerate(apps)
+        ]
         try:
             handles = run_many(targets, wait_for_applications_running=False)
             self._wait_running(apps)
@@ -162,8 +176,14 @@ class RayLoader:
             raise ArtifactError(f"{collection}/{version} did not start on Ray Serve: {first}") from None
         self.apps.extend(apps)
         loaded = new_version(manifest, path, RayParts(collection, handles, apps, self.settings), start)
-        log.info("deployed %s version %s on Ray Serve (%d shards x %d replicas) in %.2fs", collection, version,
-                 len(apps), self.settings.replicas, loaded.load_seconds)
+        log.info(
+            "deployed %s version %s on Ray Serve (%d shards x %d replicas) in %.2fs",
+            collection,
+            version,
+            len(apps),
+            self.settings.replicas,
+            loaded.load_seconds,
+        )
         return loaded
 
     def _check_room(self, collection: str, version: str, shards: int, note: Note) -> None:
@@ -174,10 +194,12 @@ class RayLoader:
         if needed <= free + 1e-9:
             return
         total = _cpus(ray.cluster_resources)
-        why = (f"{collection}/{version} waits for {needed:g} CPUs on Ray ({shards} shards x "
-               f"DOTCOS_RAY_REPLICAS={self.settings.replicas} x DOTCOS_RAY_REPLICA_CPUS={self.settings.replica_cpus:g}); "
-               f"the cluster has {free:g} free of {total:g}: lower those settings or add nodes "
-               f"(gives up after DOTCOS_RAY_DEPLOY_TIMEOUT_S={self.settings.deploy_timeout_s:g}s)")
+        why = (
+            f"{collection}/{version} waits for {needed:g} CPUs on Ray ({shards} shards x "
+            f"DOTCOS_RAY_REPLICAS={self.settings.replicas} x DOTCOS_RAY_REPLICA_CPUS={self.settings.replica_cpus:g}); "
+            f"the cluster has {free:g} free of {total:g}: lower those settings or add nodes "
+            f"(gives up after DOTCOS_RAY_DEPLOY_TIMEOUT_S={self.settings.deploy_timeout_s:g}s)"
+        )
         log.warning("%s", why)
         note(why)
 
@@ -193,8 +215,10 @@ class RayLoader:
                 return
             if time.monotonic() > deadline:
                 free = _cpus(ray.available_resources)
-                raise ArtifactError(f"shards not running after {self.settings.deploy_timeout_s:g}s with {free:g} "
-                                    "CPUs free on Ray (DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard)")
+                raise ArtifactError(
+                    f"shards not running after {self.settings.deploy_timeout_s:g}s with {free:g} "
+                    "CPUs free on Ray (DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard)"
+                )
             time.sleep(0.1)
 
     def close(self) -> None:

@@ -42,8 +42,13 @@ class ReloadOutcome:
 class Registry:
     """Loaded versions by collection name, refreshed from the index root."""
 
-    def __init__(self, root: Path, observer: ReloadObserver, load: Callable[[str, str, Note], Version],
-                 settle: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        observer: ReloadObserver,
+        load: Callable[[str, str, Note], Version],
+        settle: Callable[[], None] | None = None,
+    ) -> None:
         self.root = root
         self.load = load
         self.settle = settle
@@ -117,15 +122,19 @@ class Registry:
         serving = self._versions.get(name)
         if serving is None:
             self._unserved[name] = f"version {version} was refused: {reason}"
-        log.error("refused %s version %s: %s (still serving %s)", name, version, reason,
-                  serving.version if serving else "nothing")
+        log.error(
+            "refused %s version %s: %s (still serving %s)",
+            name,
+            version,
+            reason,
+            serving.version if serving else "nothing",
+        )
         self.observer.refused(name, version or "unknown", reason)
         return ReloadOutcome(name, version, "refused", reason)
 
     def start(self, interval: float, on_ready: Callable[[], None] | None = None) -> None:
         """Load everything in the background, mark ready, then poll every `interval` seconds."""
-        self._thread = threading.Thread(target=self._run, args=(interval, on_ready),
-                                        name="dotcos-reload", daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(interval, on_ready), name="dotcos-reload", daemon=True)
         self._thread.start()
 
     def _run(self, interval: float, on_ready: Callable[[], None] | None) -> None:

@@ -66,8 +66,10 @@ class Searcher:
         return self.pending >= self.execution.max_pending
 
     def overload_message(self) -> str:
-        return (f"overloaded: {self.pending} searches already waiting "
-                f"(DOTCOS_MAX_PENDING={self.execution.max_pending}); retry shortly")
+        return (
+            f"overloaded: {self.pending} searches already waiting "
+            f"(DOTCOS_MAX_PENDING={self.execution.max_pending}); retry shortly"
+        )
 
     async def _admitted(self, work: Callable[[], Awaitable[T]], deadline_s: float | None) -> T:
         """Bounded waiting: refuse at once beyond max_pending, give up at the deadline.
@@ -82,13 +84,16 @@ class Searcher:
         try:
             return await (work() if budget is None else asyncio.wait_for(work(), budget))
         except TimeoutError:
-            raise Unavailable(f"deadline of {(budget or 0) * 1000:g} ms passed before the answer was ready; "
-                              "retry, or allow more time with X-Deadline-Ms") from None
+            raise Unavailable(
+                f"deadline of {(budget or 0) * 1000:g} ms passed before the answer was ready; "
+                "retry, or allow more time with X-Deadline-Ms"
+            ) from None
         finally:
             self.pending -= 1
 
-    async def search(self, version: Version, vectors: np.ndarray, options: SearchOptions, field: str,
-                     deadline_s: float | None = None) -> SearchResult:
+    async def search(
+        self, version: Version, vectors: np.ndarray, options: SearchOptions, field: str, deadline_s: float | None = None
+    ) -> SearchResult:
         """Top-k per query under the request's metric and filters; errors surface as DotcosError."""
         query = version.query(vectors, options, self.limits, field)
 
@@ -110,20 +115,23 @@ class Searcher:
         options = replace(query.options, exclude=[*query.options.exclude, doc_id])
         return await self.search(version, vector, options, "id", deadline_s)
 
-    async def score(self, version: Version, query: ScoreQuery,
-                    deadline_s: float | None = None) -> tuple[str, list[list[Hit]]]:
+    async def score(
+        self, version: Version, query: ScoreQuery, deadline_s: float | None = None
+    ) -> tuple[str, list[list[Hit]]]:
         """The exact score of every candidate, in the order given; zero vectors score 0, never NaN."""
         if len(query.ids) != len(query.vectors):
-            raise InputError(f"ids: {len(query.vectors)} candidate lists expected (one per vector), "
-                             f"got {len(query.ids)}")
+            raise InputError(
+                f"ids: {len(query.vectors)} candidate lists expected (one per vector), got {len(query.ids)}"
+            )
         check_batch(len(query.vectors), self.limits)
         total = sum(len(candidates) for candidates in query.ids)
         if total > self.limits.max_filter_ids:
             raise TooLarge(f"ids: {total} candidates exceed the limit of {self.limits.max_filter_ids}")
         metric, queries = version.prepare(query.vectors, query.metric, "vectors", zero_has_score=True)
         scored = await self._admitted(lambda: version.score(metric, queries, query.ids), deadline_s)
-        return metric, [[Hit(c, s) for c, s in zip(ids, values, strict=True)]
-                        for ids, values in zip(query.ids, scored, strict=True)]
+        return metric, [
+            [Hit(c, s) for c, s in zip(ids, values, strict=True)] for ids, values in zip(query.ids, scored, strict=True)
+        ]
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -73,8 +73,9 @@ class LocalParts:
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
         loop = asyncio.get_running_loop()
-        return list(await asyncio.gather(*(loop.run_in_executor(self.executor, op, part, *args)
-                                           for part in self.parts)))
+        return list(
+            await asyncio.gather(*(loop.run_in_executor(self.executor, op, part, *args) for part in self.parts))
+        )
 
     def retire(self) -> None:
         return None
@@ -114,8 +115,9 @@ class Version:
             raise InvalidMetric(f"metric {name!r} is not built for collection {self.collection!r}; built: {built}")
         return name
 
-    def prepare(self, vectors: np.ndarray, metric: str | None, field: str,
-                zero_has_score: bool = False) -> tuple[str, Prepared]:
+    def prepare(
+        self, vectors: np.ndarray, metric: str | None, field: str, zero_has_score: bool = False
+    ) -> tuple[str, Prepared]:
         """Checked and prepared query vectors under a built metric. A zero-norm query is refused
         under normalizing metrics, unless the caller scores it as 0 (`/score`)."""
         check_finite(vectors, self.dim, self.collection, field)

@@ -63,20 +63,29 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "Inf": (["--input", npy(tmp, inf, "inf.npy")], "row 9 holds -inf"),
         "ragged parquet": (["--input", parquet(tmp, ragged)], "row 1 has 3 values, expected 2"),
         "ragged fvecs": (["--input", fvecs(tmp, [[1, 2], [1, 2, 3], [1, 2]])], "ragged or inconsistent"),
-        "duplicate ids": (["--input", npy(tmp, good()), "--ids", str(tmp / "dupes.txt")],
-                          "duplicate id 'a'"),
-        "id count": (["--input", npy(tmp, good()), "--ids", str(tmp / "short.txt")],
-                     "holds 2 ids but the input has 50 vectors"),
-        "all zero cosine": (["--input", npy(tmp, np.zeros((5, 3), np.float32), "z.npy")],
-                            "all 5 documents have zero norm"),
+        "duplicate ids": (["--input", npy(tmp, good()), "--ids", str(tmp / "dupes.txt")], "duplicate id 'a'"),
+        "id count": (
+            ["--input", npy(tmp, good()), "--ids", str(tmp / "short.txt")],
+            "holds 2 ids but the input has 50 vectors",
+        ),
+        "all zero cosine": (
+            ["--input", npy(tmp, np.zeros((5, 3), np.float32), "z.npy")],
+            "all 5 documents have zero norm",
+        ),
         "bad metric": (["--input", npy(tmp, good()), "--metrics", "dot,l1"], "unknown metric 'l1'"),
-        "covariance without users": (["--input", npy(tmp, good()), "--metrics", "covariance"],
-                                     "metric 'covariance' needs --users FILE"),
+        "covariance without users": (
+            ["--input", npy(tmp, good()), "--metrics", "covariance"],
+            "metric 'covariance' needs --users FILE",
+        ),
         "bad factory": (["--input", npy(tmp, good()), "--index", "NotAnIndex"], "not a usable FAISS"),
-        "pq-m not dividing": (["--input", npy(tmp, good(400, 6), "pq.npy"), "--index", "ivfpq", "--nlist", "2",
-                               "--pq-m", "4"], "--pq-m 4 must divide"),
-        "nlist too big": (["--input", npy(tmp, good()), "--index", "ivf", "--nlist", "500"],
-                          "--nlist 500 is larger than"),
+        "pq-m not dividing": (
+            ["--input", npy(tmp, good(400, 6), "pq.npy"), "--index", "ivfpq", "--nlist", "2", "--pq-m", "4"],
+            "--pq-m 4 must divide",
+        ),
+        "nlist too big": (
+            ["--input", npy(tmp, good()), "--index", "ivf", "--nlist", "500"],
+            "--nlist 500 is larger than",
+        ),
         "mixed dims": (["--input", str(tmp / "mixed")], "inconsistent dimensions across input files"),
         "bad name": (["--input", npy(tmp, good()), "--name", "../evil"], "name '../evil' is invalid"),
     }
@@ -91,10 +100,27 @@ def inputs(tmp_path: Path) -> tuple[Path, dict[str, tuple[list[str], str]]]:
 
 
 CASE_NAMES = [
-    "missing file", "unknown format", "unreadable npy", "not 2-D", "empty", "non-numeric", "complex",
-    "NaN", "Inf", "ragged parquet", "ragged fvecs", "duplicate ids", "id count", "all zero cosine",
-    "bad metric", "covariance without users", "bad factory", "pq-m not dividing", "nlist too big",
-    "mixed dims", "bad name",
+    "missing file",
+    "unknown format",
+    "unreadable npy",
+    "not 2-D",
+    "empty",
+    "non-numeric",
+    "complex",
+    "NaN",
+    "Inf",
+    "ragged parquet",
+    "ragged fvecs",
+    "duplicate ids",
+    "id count",
+    "all zero cosine",
+    "bad metric",
+    "covariance without users",
+    "bad factory",
+    "pq-m not dividing",
+    "nlist too big",
+    "mixed dims",
+    "bad name",
 ]
 
 
@@ -119,16 +145,17 @@ def test_zero_norm_documents_are_kept_for_dot_and_counted(tmp_path: Path, capsys
     assert code == 0, err
     from index_builder.contract.layout import read_current, version_dir
     from index_builder.contract.manifest import read_manifest
+
     manifest = read_manifest(version_dir(tmp_path, "c", read_current(tmp_path, "c")))
     assert manifest.norm_profile.zero_count == 2
     assert manifest.metrics["dot"].index.count == 100
     assert manifest.metrics["cosine"].index.count == 98
 
 
-
 @pytest.mark.parametrize("command", [["demo"], ["gc", "--name", "demo", "--keep", "1"]])
 def test_an_index_root_the_user_cannot_write_exits_2_saying_what_to_do(
-        tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    tmp_path: Path, command: list[str], monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     """As root every directory is writable, so the refusal a non-root user gets is simulated here
     (the container test meets the real one: uid 10001 on a root-owned bind mount)."""
     root = tmp_path / "indexes"

@@ -27,8 +27,12 @@ def write_parquet(corpus: Corpus, path: Path, parts: int = 1) -> None:
     chunks = np.array_split(np.arange(len(corpus.docs)), parts)
     path.mkdir(parents=True, exist_ok=True) if parts > 1 else None
     for i, rows in enumerate(chunks):
-        table = pa.table({"id": [corpus.ids[r] for r in rows],
-                          "vector": pa.array(list(corpus.docs[rows]), type=pa.list_(pa.float32()))})
+        table = pa.table(
+            {
+                "id": [corpus.ids[r] for r in rows],
+                "vector": pa.array(list(corpus.docs[rows]), type=pa.list_(pa.float32())),
+            }
+        )
         pq.write_table(table, path / f"part-{i:03d}.parquet" if parts > 1 else path, row_group_size=500)
 
 
@@ -65,8 +69,7 @@ def test_every_input_format_stores_the_same_corpus(fmt: str, corpus: Corpus, tmp
 
 
 def test_row_numbers_are_the_default_ids(corpus: Corpus, tmp_path: Path) -> None:
-    assert main(["build", "--input", str(corpus.docs_path), "--name", "c", "--root", str(tmp_path),
-                 "--quiet"]) == 0
+    assert main(["build", "--input", str(corpus.docs_path), "--name", "c", "--root", str(tmp_path), "--quiet"]) == 0
     assert restored(tmp_path, "c")[1] == [str(i) for i in range(len(corpus.docs))]
 
 
@@ -78,21 +81,39 @@ def test_shards_in_a_directory_or_glob_give_the_same_index_as_one_file(corpus: C
         (tmp_path / f"shard-{i}.ids").write_text("".join(f"{corpus.ids[r]}\n" for r in rows))
     root = tmp_path / "root"
     common = ["--root", str(root), "--quiet", "--index", "hnsw", "--seed", "3"]
-    assert main(["build", "--name", "one", "--input", str(corpus.docs_path), "--ids",
-                 str(corpus.ids_path), *common]) == 0
+    assert (
+        main(["build", "--name", "one", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path), *common]) == 0
+    )
     assert main(["build", "--name", "dir", "--input", str(tmp_path / "parts"), *common]) == 0
-    assert main(["build", "--name", "glob", "--input", str(tmp_path / "shard-*.npy"),
-                 "--ids", str(tmp_path / "shard-*.ids"), *common]) == 0
+    assert (
+        main(
+            [
+                "build",
+                "--name",
+                "glob",
+                "--input",
+                str(tmp_path / "shard-*.npy"),
+                "--ids",
+                str(tmp_path / "shard-*.ids"),
+                *common,
+            ]
+        )
+        == 0
+    )
     digests = set()
     for name in ("one", "dir", "glob"):
         path, manifest = active_manifest(root, name)
-        digests.add(tuple(manifest.files[f].sha256 for f in ("vectors.npy", "ids.txt", "dot.faiss",
-                                                             "cosine.faiss")))
+        digests.add(tuple(manifest.files[f].sha256 for f in ("vectors.npy", "ids.txt", "dot.faiss", "cosine.faiss")))
     assert len(digests) == 1
 
 
-KINDS = [("flat", []), ("hnsw", ["--hnsw-m", "16"]), ("ivf", ["--nlist", "16"]),
-         ("ivfpq", ["--nlist", "8"]), ("IVF8,SQ8", [])]
+KINDS = [
+    ("flat", []),
+    ("hnsw", ["--hnsw-m", "16"]),
+    ("ivf", ["--nlist", "16"]),
+    ("ivfpq", ["--nlist", "8"]),
+    ("IVF8,SQ8", []),
+]
 
 
 LAYOUT_OF = {"none": "ip", "l2": "l2_augmented", "ranged": "l2_ranged"}
@@ -135,8 +156,7 @@ def test_same_inputs_and_seed_give_the_same_index(corpus: Corpus, tmp_path: Path
     digests = []
     for run in range(2):
         root = tmp_path / f"r{run}"
-        assert build(root, corpus, "c", "--index", "ivf", "--nlist", "16", "--train-size", "800",
-                     "--seed", "5") == 0
+        assert build(root, corpus, "c", "--index", "ivf", "--nlist", "16", "--train-size", "800", "--seed", "5") == 0
         path, manifest = active_manifest(root, "c")
         digests.append(hashlib.sha256((path / "dot.faiss").read_bytes()).hexdigest())
     assert digests[0] == digests[1]
@@ -164,7 +184,9 @@ def test_mips_auto_measures_every_layout_and_keeps_the_cheapest(corpus: Corpus, 
     assert set(dot.layout_trials) == {"ip", "l2_augmented", "l2_ranged"}
     assert dot.file == "dot.faiss" and (path / "dot.faiss").is_file()
     assert not list(path.glob("*.tmp"))
-    assert manifest.metrics["cosine"].index.layout_trials == {"ip": manifest.metrics["cosine"].index.layout_trials["ip"]}
+    assert manifest.metrics["cosine"].index.layout_trials == {
+        "ip": manifest.metrics["cosine"].index.layout_trials["ip"]
+    }
     assert dot.self_check.recall_at_10 >= 0.95
 
 
@@ -172,17 +194,39 @@ def test_explicit_l2_warns_when_raw_inner_product_measures_better(corpus: Corpus
     skewed = corpus.docs * np.random.default_rng(0).lognormal(0, 1.2, (len(corpus.docs), 1)).astype(np.float32)
     np.save(tmp_path / "skewed.npy", skewed)
     with caplog.at_level("WARNING"):
-        assert main(["build", "--input", str(tmp_path / "skewed.npy"), "--name", "c", "--root", str(tmp_path),
-                     "--index", "hnsw", "--mips", "l2", "--metrics", "dot", "--queries", str(corpus.queries_path),
-                     "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "build",
+                    "--input",
+                    str(tmp_path / "skewed.npy"),
+                    "--name",
+                    "c",
+                    "--root",
+                    str(tmp_path),
+                    "--index",
+                    "hnsw",
+                    "--mips",
+                    "l2",
+                    "--metrics",
+                    "dot",
+                    "--queries",
+                    str(corpus.queries_path),
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     _, manifest = active_manifest(tmp_path, "c")
     assert manifest.metrics["dot"].index.layout == "l2_augmented"
     assert "--mips l2 measures worse than ip" in caplog.text
 
 
 def test_norm_ranged_layout_splits_documents_by_norm(corpus: Corpus, tmp_path: Path) -> None:
-    assert build(tmp_path, corpus, "c", "--index", "hnsw", "--mips", "ranged", "--mips-ranges", "4",
-                 "--metrics", "dot") == 0
+    assert (
+        build(tmp_path, corpus, "c", "--index", "hnsw", "--mips", "ranged", "--mips-ranges", "4", "--metrics", "dot")
+        == 0
+    )
     path, manifest = active_manifest(tmp_path, "c")
     entry = manifest.metrics["dot"].index
     norms = row_norms(corpus.docs)

@@ -18,18 +18,33 @@ from index_builder.contract.layout import STAGING_PREFIX, list_versions, read_cu
 from tests.builder.helpers import active_manifest
 from tests.conftest import Corpus, build
 
-CRASH_POINTS = ["publish.before_fsync", "publish.before_rename", "publish.before_current",
-                "publish.after_current"]
+CRASH_POINTS = ["publish.before_fsync", "publish.before_rename", "publish.before_current", "publish.after_current"]
 
 
 def cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "index_builder", *argv], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "index_builder", *argv],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def build_args(root: Path, corpus: Corpus, *extra: str) -> list[str]:
-    return ["build", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path), "--name", "c",
-            "--root", str(root), "--quiet", *extra]
+    return [
+        "build",
+        "--input",
+        str(corpus.docs_path),
+        "--ids",
+        str(corpus.ids_path),
+        "--name",
+        "c",
+        "--root",
+        str(root),
+        "--quiet",
+        *extra,
+    ]
 
 
 def assert_intact(root: Path, version: str) -> None:
@@ -45,12 +60,27 @@ def test_sigkill_during_a_build_leaves_the_served_version_intact(corpus: Corpus,
     old = read_current(tmp_path, "c")
     big = np.tile(corpus.docs, (40, 1))
     np.save(tmp_path / "big.npy", big)
-    process = subprocess.Popen([sys.executable, "-m", "index_builder", "build", "--input",
-                                str(tmp_path / "big.npy"), "--name", "c", "--root", str(tmp_path),
-                                "--index", "hnsw", "--quiet"])
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "index_builder",
+            "build",
+            "--input",
+            str(tmp_path / "big.npy"),
+            "--name",
+            "c",
+            "--root",
+            str(tmp_path),
+            "--index",
+            "hnsw",
+            "--quiet",
+        ]
+    )
     deadline = time.monotonic() + 120
-    while not any(p.name.startswith(STAGING_PREFIX) and (p / "vectors.npy").exists()
-                  for p in (tmp_path / "c").iterdir()):
+    while not any(
+        p.name.startswith(STAGING_PREFIX) and (p / "vectors.npy").exists() for p in (tmp_path / "c").iterdir()
+    ):
         assert time.monotonic() < deadline and process.poll() is None, "build never started staging"
         time.sleep(0.01)
     time.sleep(0.5)
@@ -65,8 +95,7 @@ def test_sigkill_during_a_build_leaves_the_served_version_intact(corpus: Corpus,
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_kill_at_every_publish_step_keeps_a_valid_served_version(point: str, corpus: Corpus,
-                                                                   tmp_path: Path) -> None:
+def test_a_kill_at_every_publish_step_keeps_a_valid_served_version(point: str, corpus: Corpus, tmp_path: Path) -> None:
     assert build(tmp_path, corpus, "c") == 0
     old = read_current(tmp_path, "c")
     result = cli(*build_args(tmp_path, corpus), env={"DOTCOS_CRASH_AT": point})
@@ -78,13 +107,11 @@ def test_a_kill_at_every_publish_step_keeps_a_valid_served_version(point: str, c
 
 
 @pytest.mark.parametrize("point", ["gc.before_delete", "activate.before_current"])
-def test_a_kill_during_gc_or_activate_keeps_a_valid_served_version(point: str, corpus: Corpus,
-                                                                   tmp_path: Path) -> None:
+def test_a_kill_during_gc_or_activate_keeps_a_valid_served_version(point: str, corpus: Corpus, tmp_path: Path) -> None:
     for _ in range(3):
         assert build(tmp_path, corpus, "c") == 0
     versions = list_versions(tmp_path, "c")
-    command = (["gc", "--keep", "1"] if point.startswith("gc")
-               else ["activate", "--version", versions[0]])
+    command = ["gc", "--keep", "1"] if point.startswith("gc") else ["activate", "--version", versions[0]]
     result = cli(*command, "--root", str(tmp_path), "--name", "c", env={"DOTCOS_CRASH_AT": point})
     assert result.returncode == -signal.SIGKILL
     assert_intact(tmp_path, versions[-1])

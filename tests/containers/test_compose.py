@@ -58,15 +58,28 @@ class Stack:
         self.port = free_port()
         self.project = f"dotcos-test-{os.getpid()}-{tag}"
         extra_ca = "".join(p.read_text() for p in sorted(PROXY_CA_DIR.glob("*.crt")))
-        self.env = {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_DOCKER_CLI_BUILD": "0",
-                    "DOTCOS_TAG": tag, "DOTCOS_PUBLISH_PORT": str(self.port), "DOTCOS_DATA": str(self.data),
-                    "EXTRA_CA_CERTS": extra_ca, **env}
+        self.env = {
+            **os.environ,
+            "DOCKER_BUILDKIT": "0",
+            "COMPOSE_DOCKER_CLI_BUILD": "0",
+            "DOTCOS_TAG": tag,
+            "DOTCOS_PUBLISH_PORT": str(self.port),
+            "DOTCOS_DATA": str(self.data),
+            "EXTRA_CA_CERTS": extra_ca,
+            **env,
+        }
         self.url = f"http://127.0.0.1:{self.port}"
         self.image = f"dotcos:{tag}"
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(["docker", "compose", "-p", self.project, "-f", str(REPO / "docker-compose.yml"),
-                                 *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(
+            ["docker", "compose", "-p", self.project, "-f", str(REPO / "docker-compose.yml"), *args],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check:
             assert result.returncode == 0, f"compose {' '.join(args)}: {result.stderr[-2000:]}"
         return result
@@ -76,8 +89,12 @@ class Stack:
 
     def health(self) -> str:
         cid = self.compose("ps", "-q", "service").stdout.strip()
-        out = subprocess.run(["docker", "inspect", "--format", "{{.State.Health.Status}} {{.RestartCount}}", cid],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["docker", "inspect", "--format", "{{.State.Health.Status}} {{.RestartCount}}", cid],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return out.stdout.strip()
 
     def wait_healthy(self, timeout: float = 180) -> None:
@@ -158,19 +175,47 @@ def test_the_stack_comes_up_healthy_and_answers_dot_and_cosine(plain: Stack) -> 
 def test_the_readme_rebuild_runbook_is_followed_by_the_running_service(plain: Stack) -> None:
     docs = write_data(plain.data)
     with httpx.Client(base_url=plain.url, timeout=30) as client:
-        first = published(plain.builder("build", "--input", "/data/items.npy", "--ids", "/data/items.ids",
-                                        "--name", "items", "--metrics", "dot,cosine"))
+        first = published(
+            plain.builder(
+                "build",
+                "--input",
+                "/data/items.npy",
+                "--ids",
+                "/data/items.ids",
+                "--name",
+                "items",
+                "--metrics",
+                "dot,cosine",
+            )
+        )
         wait_serving(client, "items", first)
         assert search(client, "items", docs[7].tolist(), "cosine", k=1)[0]["id"] == "item-7"
-        second = published(plain.builder("build", "--input", "/data/items.parquet", "--vector-column", "embedding",
-                                         "--name", "items", "--index", "hnsw"))
+        second = published(
+            plain.builder(
+                "build",
+                "--input",
+                "/data/items.parquet",
+                "--vector-column",
+                "embedding",
+                "--name",
+                "items",
+                "--index",
+                "hnsw",
+            )
+        )
         assert wait_serving(client, "items", second)["count"] == len(docs)
-        third = published(plain.builder("build", "--input", "/data/parts/part-*.parquet", "--vector-column",
-                                        "embedding", "--name", "items"))
+        third = published(
+            plain.builder(
+                "build", "--input", "/data/parts/part-*.parquet", "--vector-column", "embedding", "--name", "items"
+            )
+        )
         wait_serving(client, "items", third)
         assert search(client, "items", docs[599].tolist(), "cosine", k=1)[0]["id"] == "item-599"
-        sharded = published(plain.builder("build", "--input", "/data/items.npy", "--ids", "/data/items.ids",
-                                          "--name", "sharded", "--shards", "2"))
+        sharded = published(
+            plain.builder(
+                "build", "--input", "/data/items.npy", "--ids", "/data/items.ids", "--name", "sharded", "--shards", "2"
+            )
+        )
         assert wait_serving(client, "sharded", sharded)["shards"] == 2
         listing = plain.builder("list").stdout
         assert all(v in listing for v in (first, second, third, sharded))
@@ -196,12 +241,28 @@ def test_a_root_owned_bind_mount_is_refused_with_what_to_do(plain: Stack, tmp_pa
 
 
 def test_the_image_carries_no_build_time_ca_and_no_compiler(plain: Stack) -> None:
-    probe = subprocess.run(["docker", "run", "--rm", "--entrypoint", "sh", plain.image, "-c",
-                            "command -v gcc; ls /usr/local/share/ca-certificates; id -u"],
-                           capture_output=True, text=True, timeout=60)
+    probe = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sh",
+            plain.image,
+            "-c",
+            "command -v gcc; ls /usr/local/share/ca-certificates; id -u",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert probe.stdout.split() == ["10001"], probe.stdout
-    assert "warning" not in subprocess.run(["docker", "history", "--no-trunc", plain.image], capture_output=True,
-                                           text=True).stdout.lower()
+    assert (
+        "warning"
+        not in subprocess.run(
+            ["docker", "history", "--no-trunc", plain.image], capture_output=True, text=True
+        ).stdout.lower()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -218,10 +279,24 @@ def ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def test_ray_mode_under_a_read_only_root_serves_every_collection(ray: Stack) -> None:
     docs = write_data(ray.data)
-    versions = {"items": published(ray.builder("build", "--input", "/data/items.npy", "--ids", "/data/items.ids",
-                                               "--name", "items")),
-                "rayitems": published(ray.builder("build", "--input", "/data/items.parquet", "--vector-column",
-                                                  "embedding", "--name", "rayitems", "--shards", "2"))}
+    versions = {
+        "items": published(
+            ray.builder("build", "--input", "/data/items.npy", "--ids", "/data/items.ids", "--name", "items")
+        ),
+        "rayitems": published(
+            ray.builder(
+                "build",
+                "--input",
+                "/data/items.parquet",
+                "--vector-column",
+                "embedding",
+                "--name",
+                "rayitems",
+                "--shards",
+                "2",
+            )
+        ),
+    }
     with httpx.Client(base_url=ray.url, timeout=60) as client:
         for name, version in versions.items():
             wait_serving(client, name, version, timeout=240)

@@ -37,8 +37,9 @@ def test_covariance_neighbours_survive_reparametrization(seed: int) -> None:
     docs, users, a = model(seed)
     moved_docs = (docs.astype(np.float64) @ a.T).astype(np.float32)
     moved_users = users @ np.linalg.inv(a)
-    np.testing.assert_allclose(users @ docs.T.astype(np.float64), moved_users @ moved_docs.T.astype(np.float64),
-                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(
+        users @ docs.T.astype(np.float64), moved_users @ moved_docs.T.astype(np.float64), rtol=1e-3, atol=1e-3
+    )
     before_s, before_r = neighbours("covariance", docs, users)
     after_s, after_r = neighbours("covariance", moved_docs, moved_users)
     np.testing.assert_allclose(before_s, after_s, atol=2e-4)

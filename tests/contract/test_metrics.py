@@ -95,8 +95,7 @@ def test_norm_pow_weight_is_the_norm_to_alpha(alpha: float, seed: int) -> None:
     cos = space("cosine", docs)
     norms = row_norms(docs)
     expected = cos.exact_scores(queries, docs, cos.doc_scale(docs)) * norms[None, :] ** sp.metric.alpha
-    np.testing.assert_allclose(sp.exact_scores(queries, docs, sp.doc_scale(docs)), expected,
-                               rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(sp.exact_scores(queries, docs, sp.doc_scale(docs)), expected, rtol=1e-3, atol=1e-5)
 
 
 def test_norm_pow_extremes_match_cosine_and_dot_rankings() -> None:
@@ -131,11 +130,16 @@ def test_prepare_never_modifies_the_callers_array() -> None:
     np.testing.assert_array_equal(queries, before[1])
 
 
-@pytest.mark.parametrize("text, message", [
-    ("l2", "unknown metric 'l2'"), ("norm_pow", "needs a numeric exponent"),
-    ("norm_pow:x", "needs a numeric exponent"), ("cosine:1", "takes no parameter"),
-    ("norm_pow:inf", "finite"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("l2", "unknown metric 'l2'"),
+        ("norm_pow", "needs a numeric exponent"),
+        ("norm_pow:x", "needs a numeric exponent"),
+        ("cosine:1", "takes no parameter"),
+        ("norm_pow:inf", "finite"),
+    ],
+)
 def test_bad_metric_names_are_rejected_with_the_valid_list(text: str, message: str) -> None:
     with pytest.raises(InvalidMetric, match=message):
         Metric.parse(text)
@@ -159,10 +163,15 @@ def test_norm_ranges_cover_every_document_in_order(seed: int, ranges: int) -> No
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), metric=st.sampled_from(["dot", "cosine", "norm_pow:0.5"]),
-       candidates=st.integers(1, 64), queries=st.integers(1, 4))
-def test_a_rows_score_does_not_depend_on_the_other_candidates(seed: int, metric: str, candidates: int,
-                                                               queries: int) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    metric=st.sampled_from(["dot", "cosine", "norm_pow:0.5"]),
+    candidates=st.integers(1, 64),
+    queries=st.integers(1, 4),
+)
+def test_a_rows_score_does_not_depend_on_the_other_candidates(
+    seed: int, metric: str, candidates: int, queries: int
+) -> None:
     """Sharded and unsharded answers, and exact and ANN ones, are equal to the bit only if scoring
     a (query, row) pair gives the same float whatever else is in the candidate list."""
     docs, q = skewed(seed, n=300, d=48)

@@ -9,8 +9,11 @@ from index_builder.contract.faiss_index import EF_SEARCH, NPROBE, search_paramet
 
 
 def test_unfiltered_parameters_are_shared_per_knob_value() -> None:
-    first, again, other = (search_parameters(EF_SEARCH, 64), search_parameters(EF_SEARCH, 64),
-                           search_parameters(EF_SEARCH, 128))
+    first, again, other = (
+        search_parameters(EF_SEARCH, 64),
+        search_parameters(EF_SEARCH, 64),
+        search_parameters(EF_SEARCH, 128),
+    )
     assert first is again and first is not other
     assert (first.efSearch, other.efSearch) == (64, 128)
     assert search_parameters(NPROBE, 8).nprobe == 8

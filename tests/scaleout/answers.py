@@ -25,12 +25,17 @@ def assert_same_answers(sharded: Version, single: Version, queries: np.ndarray, 
     """Unfiltered, excluded, included, exact, /similar and /score answers are identical."""
     excluded = ids[::7]
     included = ids[::11]
-    for options in (SearchOptions(k=10, metric=metric), SearchOptions(k=10, metric=metric, exclude=excluded),
-                    SearchOptions(k=10, metric=metric, include=included),
-                    SearchOptions(k=25, metric=metric, exact=True)):
+    for options in (
+        SearchOptions(k=10, metric=metric),
+        SearchOptions(k=10, metric=metric, exclude=excluded),
+        SearchOptions(k=10, metric=metric, include=included),
+        SearchOptions(k=25, metric=metric, exact=True),
+    ):
         assert top_k(sharded, queries, options) == top_k(single, queries, options), options
-    for query in (SimilarQuery(doc_id=ids[42], vector=None, options=SearchOptions(k=5, metric=metric)),
-                  SimilarQuery(doc_id=None, vector=queries[:1], options=SearchOptions(k=5, metric=metric))):
+    for query in (
+        SimilarQuery(doc_id=ids[42], vector=None, options=SearchOptions(k=5, metric=metric)),
+        SimilarQuery(doc_id=None, vector=queries[:1], options=SearchOptions(k=5, metric=metric)),
+    ):
         assert neighbours(sharded, query) == neighbours(single, query)
     candidates = ScoreQuery(vectors=queries[:2], ids=[ids[:30:3], ids[-5:]], metric=metric)
     assert score(sharded, candidates) == score(single, candidates)

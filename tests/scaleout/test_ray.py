@@ -32,9 +32,24 @@ RAY_ENV = {"DOTCOS_RAY_REPLICA_CPUS": "0", "DOTCOS_RAY_DRAIN_S": "2"}
 
 def ray_build(root: Path, corpus: Corpus, name: str, *extra: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`dotcos-build build --ray local` as a separate process (Ray workers are processes anyway)."""
-    argv = [str(BIN / "dotcos-build"), "build", "--input", str(corpus.docs_path), "--ids", str(corpus.ids_path),
-            "--queries", str(corpus.queries_path), "--name", name, "--root", str(root), "--ray", "local",
-            "--quiet", *extra]
+    argv = [
+        str(BIN / "dotcos-build"),
+        "build",
+        "--input",
+        str(corpus.docs_path),
+        "--ids",
+        str(corpus.ids_path),
+        "--queries",
+        str(corpus.queries_path),
+        "--name",
+        name,
+        "--root",
+        str(root),
+        "--ray",
+        "local",
+        "--quiet",
+        *extra,
+    ]
     return subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **env}, timeout=300)
 
 
@@ -86,8 +101,18 @@ def test_ray_sharded_hnsw_merged_recall_matches_its_manifest(corpus: Corpus, tmp
 def test_a_shard_task_that_keeps_dying_publishes_nothing(corpus: Corpus, tmp_path: Path) -> None:
     assert build(tmp_path, corpus, "items", "--metrics", "dot") == 0
     before = read_current(tmp_path, "items")
-    done = ray_build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", "--task-retries", "1",
-                     DOTCOS_CRASH_AT="shard.build")
+    done = ray_build(
+        tmp_path,
+        corpus,
+        "items",
+        "--metrics",
+        "dot",
+        "--shards",
+        "2",
+        "--task-retries",
+        "1",
+        DOTCOS_CRASH_AT="shard.build",
+    )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1].startswith("error: shards task")
     assert read_current(tmp_path, "items") == before
@@ -99,17 +124,32 @@ def test_bad_input_found_by_a_ray_task_exits_2_with_one_line(corpus: Corpus, tmp
     docs = corpus.docs.copy()
     docs[2500, 3] = np.nan
     np.save(tmp_path / "nan.npy", docs)
-    argv = [str(BIN / "dotcos-build"), "build", "--input", str(tmp_path / "nan.npy"), "--name", "items", "--root",
-            str(tmp_path), "--shards", "2", "--ray", "local", "--quiet"]
+    argv = [
+        str(BIN / "dotcos-build"),
+        "build",
+        "--input",
+        str(tmp_path / "nan.npy"),
+        "--name",
+        "items",
+        "--root",
+        str(tmp_path),
+        "--shards",
+        "2",
+        "--ray",
+        "local",
+        "--quiet",
+    ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nan.npy'}: row 2500 holds nan (NaN or Inf is not allowed)"
+    assert (
+        done.stderr.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'nan.npy'}: row 2500 holds nan (NaN or Inf is not allowed)"
+    )
     assert list_versions(tmp_path, "items") == []
 
 
 def test_a_shard_task_killed_once_is_retried_by_ray(corpus: Corpus, tmp_path: Path) -> None:
-    done = ray_build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2",
-                     DOTCOS_CRASH_AT="shard.build.once")
+    done = ray_build(tmp_path, corpus, "items", "--metrics", "dot", "--shards", "2", DOTCOS_CRASH_AT="shard.build.once")
     assert done.returncode == 0, done.stderr[-2000:]
     _, manifest = active_manifest(tmp_path, "items")
     assert len(manifest.shards) == 2 and manifest.count == len(corpus.ids)
@@ -125,15 +165,21 @@ def _requests(corpus: Corpus) -> list[tuple[str, dict]]:
     ids = corpus.ids
     out: list[tuple[str, dict]] = []
     for metric in ("dot", "cosine", "norm_sigmoid", "covariance"):
-        out += [("search/batch", {"vectors": q[:8].tolist(), "k": 10, "metric": metric}),
-                ("search", {"vector": q[9].tolist(), "k": 7, "metric": metric, "exclude": ids[::5]}),
-                ("search", {"vector": q[10].tolist(), "k": 7, "metric": metric, "include": ids[::13]}),
-                ("similar", {"id": ids[77], "k": 5, "metric": metric}),
-                ("score", {"vectors": q[:2].tolist(), "ids": [ids[:9], ids[-3:]], "metric": metric})]
-    out += [("search", {"vector": q[0].tolist(), "include": ["no-such-id"]}), ("similar", {"id": "no-such-id"}),
-            ("score", {"vector": q[0].tolist(), "ids": [ids[0], "no-such-id"]}),
-            ("search", {"vector": [1.0, 2.0]}), ("search", {"vector": q[0].tolist(), "metric": "nope:1"}),
-            ("search", {"vector": q[0].tolist(), "k": 0})]
+        out += [
+            ("search/batch", {"vectors": q[:8].tolist(), "k": 10, "metric": metric}),
+            ("search", {"vector": q[9].tolist(), "k": 7, "metric": metric, "exclude": ids[::5]}),
+            ("search", {"vector": q[10].tolist(), "k": 7, "metric": metric, "include": ids[::13]}),
+            ("similar", {"id": ids[77], "k": 5, "metric": metric}),
+            ("score", {"vectors": q[:2].tolist(), "ids": [ids[:9], ids[-3:]], "metric": metric}),
+        ]
+    out += [
+        ("search", {"vector": q[0].tolist(), "include": ["no-such-id"]}),
+        ("similar", {"id": "no-such-id"}),
+        ("score", {"vector": q[0].tolist(), "ids": [ids[0], "no-such-id"]}),
+        ("search", {"vector": [1.0, 2.0]}),
+        ("search", {"vector": q[0].tolist(), "metric": "nope:1"}),
+        ("search", {"vector": q[0].tolist(), "k": 0}),
+    ]
     return out
 
 
@@ -144,12 +190,14 @@ def test_ray_serve_answers_exactly_like_one_process(root: Path, corpus: Corpus, 
         assert b.get("/v1/collections/sharded").json()["shards"] == 3
         for path, body in _requests(corpus):
             for name in ("sharded", "single"):
-                assert _post(a, f"/v1/collections/{name}/{path}", body) == \
-                    _post(b, f"/v1/collections/{name}/{path}", body), (name, path)
+                assert _post(a, f"/v1/collections/{name}/{path}", body) == _post(
+                    b, f"/v1/collections/{name}/{path}", body
+                ), (name, path)
         status, single = _post(a, "/v1/collections/single/search/batch", _requests(corpus)[0][1])
         assert status == 200
-        assert _post(b, "/v1/collections/sharded/search/batch", _requests(corpus)[0][1])[1]["results"] == \
-            single["results"]
+        assert (
+            _post(b, "/v1/collections/sharded/search/batch", _requests(corpus)[0][1])[1]["results"] == single["results"]
+        )
 
 
 @contextmanager
@@ -168,8 +216,9 @@ def hammering(url: str, corpus: Corpus, expected: dict[str, list], threads: int 
             worker.join()
 
 
-def _hammer(url: str, corpus: Corpus, expected: dict[str, list], stop: threading.Event,
-            outcomes: list[tuple[int, str]]) -> None:
+def _hammer(
+    url: str, corpus: Corpus, expected: dict[str, list], stop: threading.Event, outcomes: list[tuple[int, str]]
+) -> None:
     """Search in a loop; record (status, version) and flag any 200 whose answer is not the expected one."""
     body = {"vectors": corpus.queries[:4].tolist(), "k": 10, "metric": "dot"}
     with httpx.Client(base_url=url, timeout=30) as client:
@@ -244,8 +293,10 @@ def test_a_killed_replica_never_gives_a_wrong_answer(corpus: Corpus, tmp_path: P
 
 
 def _refused(client: httpx.Client) -> bool:
-    return any(line.startswith('dotcos_reloads_total{collection="items",outcome="refused"}')
-               for line in client.get("/metrics").text.splitlines())
+    return any(
+        line.startswith('dotcos_reloads_total{collection="items",outcome="refused"}')
+        for line in client.get("/metrics").text.splitlines()
+    )
 
 
 def test_a_version_with_a_corrupt_shard_is_refused_on_ray(corpus: Corpus, tmp_path: Path, serve) -> None:
@@ -273,8 +324,14 @@ def test_a_collection_ray_cannot_place_is_an_error_a_person_sees(corpus: Corpus,
     cpus = os.cpu_count() or 1
     assert build(tmp_path, corpus, "fits", "--metrics", "dot", "--version", "v1") == 0
     assert build(tmp_path, corpus, "toobig", "--metrics", "dot", "--shards", "2", "--version", "v1") == 0
-    server = serve(tmp_path, wait_for="/healthz", DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICA_CPUS=str(cpus / 2),
-                   DOTCOS_RAY_REPLICAS="1", DOTCOS_RAY_DEPLOY_TIMEOUT_S="20")
+    server = serve(
+        tmp_path,
+        wait_for="/healthz",
+        DOTCOS_RAY_ADDRESS="local",
+        DOTCOS_RAY_REPLICA_CPUS=str(cpus / 2),
+        DOTCOS_RAY_REPLICAS="1",
+        DOTCOS_RAY_DEPLOY_TIMEOUT_S="20",
+    )
     with server.client() as client:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "toobig" not in client.get("/readyz").text:
@@ -285,6 +342,8 @@ def test_a_collection_ray_cannot_place_is_an_error_a_person_sees(corpus: Corpus,
         assert blocked.status_code == 503
         assert "collection 'toobig' is not served yet" in blocked.json()["error"]["message"]
         assert "CPUs" in blocked.json()["error"]["message"]
-        assert client.post("/v1/collections/fits/search", json={"vector": corpus.queries[0].tolist()}).status_code == 200
+        assert (
+            client.post("/v1/collections/fits/search", json={"vector": corpus.queries[0].tolist()}).status_code == 200
+        )
     log = server.wait_log("toobig/v1 waits for", timeout=60)
     assert f"waits for {cpus:g} CPUs on Ray (2 shards x DOTCOS_RAY_REPLICAS=1" in log

@@ -66,10 +66,31 @@ def test_an_id_stays_on_its_shard_whatever_the_input_order(corpus: Corpus, tmp_p
     order = np.random.default_rng(1).permutation(len(corpus.ids))
     np.save(tmp_path / "shuffled.npy", corpus.docs[order])
     (tmp_path / "shuffled.txt").write_text("".join(f"{corpus.ids[i]}\n" for i in order))
-    for name, docs, ids in (("a", corpus.docs_path, corpus.ids_path),
-                            ("b", tmp_path / "shuffled.npy", tmp_path / "shuffled.txt")):
-        assert build_main(["build", "--input", str(docs), "--ids", str(ids), "--name", name, "--root",
-                           str(tmp_path / "root"), "--metrics", "dot", "--shards", "4", "--quiet"]) == 0
+    for name, docs, ids in (
+        ("a", corpus.docs_path, corpus.ids_path),
+        ("b", tmp_path / "shuffled.npy", tmp_path / "shuffled.txt"),
+    ):
+        assert (
+            build_main(
+                [
+                    "build",
+                    "--input",
+                    str(docs),
+                    "--ids",
+                    str(ids),
+                    "--name",
+                    name,
+                    "--root",
+                    str(tmp_path / "root"),
+                    "--metrics",
+                    "dot",
+                    "--shards",
+                    "4",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     root = tmp_path / "root"
     shards = {}
     for name in ("a", "b"):
@@ -80,13 +101,17 @@ def test_an_id_stays_on_its_shard_whatever_the_input_order(corpus: Corpus, tmp_p
         assert set(np.asarray(sorted(held))[shard_of(sorted(held), 4) == number]) == held
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--ray", "local"], "--ray builds shards: add --shards S"),
-    (["--shards", "0"], "--shards: must be at least 1"),
-    (["--shards", "5000"], "would be empty"),
-])
-def test_bad_shard_requests_exit_2_with_one_line(corpus: Corpus, tmp_path: Path, extra: list[str], message: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--ray", "local"], "--ray builds shards: add --shards S"),
+        (["--shards", "0"], "--shards: must be at least 1"),
+        (["--shards", "5000"], "would be empty"),
+    ],
+)
+def test_bad_shard_requests_exit_2_with_one_line(
+    corpus: Corpus, tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert build(tmp_path, corpus, "items", *extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -113,8 +138,25 @@ def test_verify_catches_a_corrupt_shard(pair: Path, capsys: pytest.CaptureFixtur
 def test_parquet_parts_with_id_column_shard_like_one_npy(corpus: Corpus, tmp_path: Path) -> None:
     write_parquet(corpus, tmp_path / "parts", parts=4)
     root = tmp_path / "root"
-    assert build_main(["build", "--input", str(tmp_path / "parts"), "--name", "parquet", "--root", str(root),
-                       "--metrics", "dot,cosine", "--shards", "3", "--quiet"]) == 0
+    assert (
+        build_main(
+            [
+                "build",
+                "--input",
+                str(tmp_path / "parts"),
+                "--name",
+                "parquet",
+                "--root",
+                str(root),
+                "--metrics",
+                "dot,cosine",
+                "--shards",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert build(root, corpus, "npy", "--metrics", "dot,cosine", "--shards", "3") == 0
     parquet, npy = load(root, "parquet"), load(root, "npy")
     for name in ("parquet", "npy"):

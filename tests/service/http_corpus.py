@@ -32,8 +32,21 @@ Request = dict[str, Any]
 
 def build_collections(root: Path, corpus: Corpus, users: Path) -> None:
     """Deterministic builds (seeded, one FAISS thread): every index family, MIPS, shards."""
-    common = ["--input", str(corpus.docs_path), "--ids", str(corpus.ids_path), "--root", str(root),
-              "--queries", str(corpus.queries_path), "--quiet", "--threads", "1", "--version", "v1"]
+    common = [
+        "--input",
+        str(corpus.docs_path),
+        "--ids",
+        str(corpus.ids_path),
+        "--root",
+        str(root),
+        "--queries",
+        str(corpus.queries_path),
+        "--quiet",
+        "--threads",
+        "1",
+        "--version",
+        "v1",
+    ]
     builds = {
         "hnsw": ["--index", "hnsw", "--metrics", ",".join(METRICS), "--users", str(users)],
         "flat": ["--index", "flat"],
@@ -50,8 +63,12 @@ def _vector(corpus: Corpus, i: int) -> list[float]:
 
 def _searches(corpus: Corpus) -> Iterator[Request]:
     ids = corpus.ids
-    for name, metrics in (("hnsw", METRICS), ("flat", ["dot", "cosine"]), ("ivf", ["dot", "cosine"]),
-                          ("sharded", ["dot", "cosine", "norm_pow:0.5"])):
+    for name, metrics in (
+        ("hnsw", METRICS),
+        ("flat", ["dot", "cosine"]),
+        ("ivf", ["dot", "cosine"]),
+        ("sharded", ["dot", "cosine", "norm_pow:0.5"]),
+    ):
         for i, metric in enumerate(metrics):
             path = f"/v1/collections/{name}/search"
             v = _vector(corpus, i)
@@ -59,35 +76,48 @@ def _searches(corpus: Corpus) -> Iterator[Request]:
             yield {"path": path, "body": {"vector": v, "k": 7, "metric": metric, "params": {"exact": True}}}
             yield {"path": path, "body": {"vector": v, "k": 5, "metric": metric, "exclude": ids[:50]}}
             yield {"path": path, "body": {"vector": v, "k": 4, "metric": metric, "include": ids[100:130]}}
-            yield {"path": path, "body": {"vector": v, "k": 6, "metric": metric, "include": ids[:400],
-                                          "exclude": ids[:10]}}
-            yield {"path": path + "/batch", "body": {"vectors": [_vector(corpus, j) for j in range(i, i + 3)],
-                                                     "k": 3, "metric": metric}}
-            yield {"path": path + "/batch", "body": {"vectors": [v, v], "k": 2, "metric": metric,
-                                                     "exclude": ids[:5]}}
+            yield {
+                "path": path,
+                "body": {"vector": v, "k": 6, "metric": metric, "include": ids[:400], "exclude": ids[:10]},
+            }
+            yield {
+                "path": path + "/batch",
+                "body": {"vectors": [_vector(corpus, j) for j in range(i, i + 3)], "k": 3, "metric": metric},
+            }
+            yield {"path": path + "/batch", "body": {"vectors": [v, v], "k": 2, "metric": metric, "exclude": ids[:5]}}
             yield {"path": f"/v1/collections/{name}/similar", "body": {"id": ids[200 + i], "k": 5, "metric": metric}}
-            yield {"path": f"/v1/collections/{name}/similar", "body": {"vector": v, "k": 3, "metric": metric,
-                                                                       "exclude": ids[:3]}}
-            yield {"path": f"/v1/collections/{name}/score",
-                   "body": {"vector": v, "ids": ids[300:305], "metric": metric}}
+            yield {
+                "path": f"/v1/collections/{name}/similar",
+                "body": {"vector": v, "k": 3, "metric": metric, "exclude": ids[:3]},
+            }
+            yield {
+                "path": f"/v1/collections/{name}/score",
+                "body": {"vector": v, "ids": ids[300:305], "metric": metric},
+            }
         yield {"path": f"/v1/collections/{name}/search", "body": {"vector": _vector(corpus, 9), "k": 3}}
-        yield {"path": f"/v1/collections/{name}/score",
-               "body": {"vectors": [_vector(corpus, 1), _vector(corpus, 2)], "ids": [ids[:3], ids[7:9]]}}
+        yield {
+            "path": f"/v1/collections/{name}/score",
+            "body": {"vectors": [_vector(corpus, 1), _vector(corpus, 2)], "ids": [ids[:3], ids[7:9]]},
+        }
     for param in ({"ef_search": 8}, {"ef_search": 200}):
-        yield {"path": "/v1/collections/hnsw/search", "body": {"vector": _vector(corpus, 4), "k": 5,
-                                                               "params": param}}
+        yield {"path": "/v1/collections/hnsw/search", "body": {"vector": _vector(corpus, 4), "k": 5, "params": param}}
     for nprobe in (1, 4, 16):
-        yield {"path": "/v1/collections/ivf/search", "body": {"vector": _vector(corpus, 5), "k": 5,
-                                                              "metric": "cosine", "params": {"nprobe": nprobe}}}
+        yield {
+            "path": "/v1/collections/ivf/search",
+            "body": {"vector": _vector(corpus, 5), "k": 5, "metric": "cosine", "params": {"nprobe": nprobe}},
+        }
     for k in (1, 10, 50):
-        yield {"path": "/v1/collections/sharded/search/batch",
-               "body": {"vectors": [_vector(corpus, j) for j in range(4)], "k": k, "include": corpus.ids[::7]}}
+        yield {
+            "path": "/v1/collections/sharded/search/batch",
+            "body": {"vectors": [_vector(corpus, j) for j in range(4)], "k": k, "include": corpus.ids[::7]},
+        }
     yield {"path": "/v1/collections/flat/search", "body": {"vector": [0.0] * 24, "k": 3, "metric": "dot"}}
     yield {"path": "/v1/collections/flat/search", "body": {"vector": _vector(corpus, 1), "k": 3000}}
-    yield {"path": "/v1/collections/flat/search", "body": {"vector": _vector(corpus, 1), "k": 4,
-                                                           "exclude": ["no-such-id"]}}
-    yield {"path": "/v1/collections/flat/search", "body": {"vector": [int(x * 10) for x in _vector(corpus, 2)],
-                                                           "k": 2}}
+    yield {
+        "path": "/v1/collections/flat/search",
+        "body": {"vector": _vector(corpus, 1), "k": 4, "exclude": ["no-such-id"]},
+    }
+    yield {"path": "/v1/collections/flat/search", "body": {"vector": [int(x * 10) for x in _vector(corpus, 2)], "k": 2}}
 
 
 def _errors(corpus: Corpus) -> Iterator[Request]:
@@ -184,8 +214,9 @@ async def replay(client: httpx.AsyncClient, request: Request) -> dict[str, Any]:
     method = request.get("method", "POST")
     headers = request.get("headers", {})
     if "text" in request:
-        response = await client.request(method, request["path"], content=request["text"],
-                                        headers={"content-type": "application/json", **headers})
+        response = await client.request(
+            method, request["path"], content=request["text"], headers={"content-type": "application/json", **headers}
+        )
     elif "body" in request:
         response = await client.request(method, request["path"], json=request["body"], headers=headers)
     else:

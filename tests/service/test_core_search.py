@@ -33,8 +33,7 @@ def test_small_include_sets_are_scored_exactly(metric: str, version, corpus: Cor
 def test_selective_ann_filter_falls_back_to_exact(version, corpus: Corpus) -> None:
     """A graph search restricted to 12 scattered ids can strand; the answer must still be complete."""
     allowed = np.random.default_rng(5).choice(len(corpus.docs), 12, replace=False)
-    options = SearchOptions(k=10, metric="cosine", include=[corpus.ids[r] for r in allowed],
-                            ef_search=16)
+    options = SearchOptions(k=10, metric="cosine", include=[corpus.ids[r] for r in allowed], ef_search=16)
     result = search(version, corpus.queries[:16], options, new_searcher(exact_filter_threshold=0))
     for query, hits in zip(corpus.queries[:16], result.hits, strict=True):
         scores = true_scores("cosine", query, corpus.docs)
@@ -42,20 +41,27 @@ def test_selective_ann_filter_falls_back_to_exact(version, corpus: Corpus) -> No
 
 
 def test_ties_are_broken_by_id(version, corpus: Corpus) -> None:
-    result = search(version, np.zeros((1, corpus.docs.shape[1]), np.float32),
-                    SearchOptions(k=5, metric="dot"))
+    result = search(version, np.zeros((1, corpus.docs.shape[1]), np.float32), SearchOptions(k=5, metric="dot"))
     ids = [h.id for h in result.hits[0]]
     assert ids == sorted(ids)
     assert {h.score for h in result.hits[0]} == {0.0}
 
 
-@pytest.mark.parametrize("options, batch, error, message", [
-    (SearchOptions(k=0), 1, InputError, "k: must be between 1 and 1000, got 0"),
-    (SearchOptions(k=5000), 1, InputError, "got 5000"),
-    (SearchOptions(metric="norm_sigmoid"), 1, InvalidMetric, "not built for collection 'c'; built: dot, cosine"),
-    (SearchOptions(include=["doc-00001", "ghost"]), 1, NotFoundError, "include: unknown id(s) in collection 'c': 'ghost'"),
-    (SearchOptions(), 2000, TooLarge, "batch of 2000 exceeds the limit of 1024"),
-])
+@pytest.mark.parametrize(
+    "options, batch, error, message",
+    [
+        (SearchOptions(k=0), 1, InputError, "k: must be between 1 and 1000, got 0"),
+        (SearchOptions(k=5000), 1, InputError, "got 5000"),
+        (SearchOptions(metric="norm_sigmoid"), 1, InvalidMetric, "not built for collection 'c'; built: dot, cosine"),
+        (
+            SearchOptions(include=["doc-00001", "ghost"]),
+            1,
+            NotFoundError,
+            "include: unknown id(s) in collection 'c': 'ghost'",
+        ),
+        (SearchOptions(), 2000, TooLarge, "batch of 2000 exceeds the limit of 1024"),
+    ],
+)
 def test_bad_requests_name_the_field(options, batch, error, message, version, corpus: Corpus) -> None:
     vectors = np.ones((batch, corpus.docs.shape[1]), np.float32)
     with pytest.raises(error) as info:

@@ -36,8 +36,11 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
         "/search": ({"vector": q}, {"vector": [1.0]}, {"vector": q, "include": ["ghost"]}),
         "/search/batch": ({"vectors": [q]}, {"vectors": [[1.0]]}, {"vectors": [q], "include": ["ghost"]}),
         "/similar": ({"id": "doc-00001"}, {"vector": [1.0]}, {"id": "ghost"}),
-        "/score": ({"vector": q, "ids": ["doc-00001"]}, {"vector": [1.0], "ids": ["doc-00001"]},
-                   {"vector": q, "ids": ["ghost"]}),
+        "/score": (
+            {"vector": q, "ids": ["doc-00001"]},
+            {"vector": [1.0], "ids": ["doc-00001"]},
+            {"vector": q, "ids": ["ghost"]},
+        ),
     }
     for suffix, (good, bad, unknown) in bodies.items():
         path, url = "/v1/collections/{name}" + suffix, "/v1/collections/c" + suffix
@@ -52,17 +55,28 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
 def shed_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]]:
     """503 for every query route, sent to a server draining (DOTCOS_MAX_PENDING=0)."""
     q = corpus.queries[0].tolist()
-    bodies = {"/search": {"vector": q}, "/search/batch": {"vectors": [q]}, "/similar": {"id": "doc-00001"},
-              "/score": {"vector": q, "ids": ["doc-00001"]}}
-    return {("POST", "/v1/collections/{name}" + suffix, 503):
-            (lambda c, u="/v1/collections/c" + suffix, b=body: c.post(u, json=b))
-            for suffix, body in bodies.items()}
+    bodies = {
+        "/search": {"vector": q},
+        "/search/batch": {"vectors": [q]},
+        "/similar": {"id": "doc-00001"},
+        "/score": {"vector": q, "ids": ["doc-00001"]},
+    }
+    return {
+        ("POST", "/v1/collections/{name}" + suffix, 503): (
+            lambda c, u="/v1/collections/c" + suffix, b=body: c.post(u, json=b)
+        )
+        for suffix, body in bodies.items()
+    }
 
 
 def documented(settings: ServiceSettings) -> set[tuple[str, str, int]]:
     schema = create_app(settings).openapi()
-    return {(method.upper(), path, int(status)) for path, operations in schema["paths"].items()
-            for method, operation in operations.items() for status in operation["responses"]}
+    return {
+        (method.upper(), path, int(status))
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for status in operation["responses"]
+    }
 
 
 def test_every_documented_status_is_reachable(corpus: Corpus, tmp_path: Path, serve) -> None:

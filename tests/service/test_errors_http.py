@@ -17,8 +17,14 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
     tmp = tmp_path_factory.mktemp("errors")
     corpus = make_corpus(tmp / "data", n=500)
     assert build(tmp / "root", corpus, "c") == 0
-    server = start_server(tmp / "root", tmp / "server.log", DOTCOS_ADMIN_TOKEN=TOKEN,
-                          DOTCOS_MAX_BATCH="4", DOTCOS_MAX_BODY_BYTES="20000", DOTCOS_MAX_K="50")
+    server = start_server(
+        tmp / "root",
+        tmp / "server.log",
+        DOTCOS_ADMIN_TOKEN=TOKEN,
+        DOTCOS_MAX_BATCH="4",
+        DOTCOS_MAX_BODY_BYTES="20000",
+        DOTCOS_MAX_K="50",
+    )
     with server.client() as http:
         yield http, corpus
     stop_server(server)
@@ -33,31 +39,112 @@ def raw_post(http: httpx.Client, path: str, text: str) -> httpx.Response:
 
 
 CASES = [
-    ("unknown collection", "/v1/collections/nope/search", lambda c: {"vector": vec(c)}, 404,
-     "collection 'nope' not found (served: c)"),
-    ("wrong dimension", "/v1/collections/c/search", lambda c: {"vector": [1.0, 2.0]}, 400,
-     "vector: dimension 24 expected by collection 'c', got 2"),
-    ("ragged batch", "/v1/collections/c/search/batch", lambda c: {"vectors": [vec(c), [1.0]]}, 400,
-     "vectors[1]: dimension 24 expected (as vectors[0]), got 1"),
-    ("empty vector", "/v1/collections/c/search", lambda c: {"vector": []}, 422, "vector: List should have at least 1 item"),
-    ("not a number", "/v1/collections/c/search", lambda c: {"vector": ["x"] * 24}, 422, "vector[0]: Input should be a valid number"),
+    (
+        "unknown collection",
+        "/v1/collections/nope/search",
+        lambda c: {"vector": vec(c)},
+        404,
+        "collection 'nope' not found (served: c)",
+    ),
+    (
+        "wrong dimension",
+        "/v1/collections/c/search",
+        lambda c: {"vector": [1.0, 2.0]},
+        400,
+        "vector: dimension 24 expected by collection 'c', got 2",
+    ),
+    (
+        "ragged batch",
+        "/v1/collections/c/search/batch",
+        lambda c: {"vectors": [vec(c), [1.0]]},
+        400,
+        "vectors[1]: dimension 24 expected (as vectors[0]), got 1",
+    ),
+    (
+        "empty vector",
+        "/v1/collections/c/search",
+        lambda c: {"vector": []},
+        422,
+        "vector: List should have at least 1 item",
+    ),
+    (
+        "not a number",
+        "/v1/collections/c/search",
+        lambda c: {"vector": ["x"] * 24},
+        422,
+        "vector[0]: Input should be a valid number",
+    ),
     ("missing vector", "/v1/collections/c/search", lambda c: {"k": 3}, 422, "vector: Field required"),
-    ("zero k", "/v1/collections/c/search", lambda c: {"vector": vec(c), "k": 0}, 422, "k: Input should be greater than or equal to 1"),
-    ("k over limit", "/v1/collections/c/search", lambda c: {"vector": vec(c), "k": 51}, 400, "k: must be between 1 and 50, got 51"),
-    ("batch over limit", "/v1/collections/c/search/batch", lambda c: {"vectors": [vec(c)] * 5}, 413,
-     "vectors: batch of 5 exceeds the limit of 4"),
-    ("metric not built", "/v1/collections/c/search", lambda c: {"vector": vec(c), "metric": "norm_sigmoid"}, 400,
-     "metric 'norm_sigmoid' is not built for collection 'c'; built: dot, cosine"),
-    ("unknown metric", "/v1/collections/c/search", lambda c: {"vector": vec(c), "metric": "l2"}, 400,
-     "unknown metric 'l2'; expected one of"),
-    ("zero cosine query", "/v1/collections/c/search", lambda c: {"vector": [0.0] * 24, "metric": "cosine"}, 400,
-     "vector: zero-norm vector has no cosine score"),
-    ("unknown include", "/v1/collections/c/search", lambda c: {"vector": vec(c), "include": ["doc-00001", "zz"]}, 404,
-     "include: unknown id(s) in collection 'c': 'zz'"),
-    ("unknown field", "/v1/collections/c/search", lambda c: {"vector": vec(c), "topk": 3}, 422, "topk: Extra inputs are not permitted"),
-    ("negative nprobe", "/v1/collections/c/search", lambda c: {"vector": vec(c), "params": {"nprobe": -1}}, 422,
-     "params.nprobe: Input should be greater than or equal to 1"),
-    ("float32 overflow", "/v1/collections/c/search", lambda c: {"vector": [1e39] + vec(c)[1:]}, 400, "vector: 1e+39 at position 0 is outside the float32 range"),
+    (
+        "zero k",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "k": 0},
+        422,
+        "k: Input should be greater than or equal to 1",
+    ),
+    (
+        "k over limit",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "k": 51},
+        400,
+        "k: must be between 1 and 50, got 51",
+    ),
+    (
+        "batch over limit",
+        "/v1/collections/c/search/batch",
+        lambda c: {"vectors": [vec(c)] * 5},
+        413,
+        "vectors: batch of 5 exceeds the limit of 4",
+    ),
+    (
+        "metric not built",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "metric": "norm_sigmoid"},
+        400,
+        "metric 'norm_sigmoid' is not built for collection 'c'; built: dot, cosine",
+    ),
+    (
+        "unknown metric",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "metric": "l2"},
+        400,
+        "unknown metric 'l2'; expected one of",
+    ),
+    (
+        "zero cosine query",
+        "/v1/collections/c/search",
+        lambda c: {"vector": [0.0] * 24, "metric": "cosine"},
+        400,
+        "vector: zero-norm vector has no cosine score",
+    ),
+    (
+        "unknown include",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "include": ["doc-00001", "zz"]},
+        404,
+        "include: unknown id(s) in collection 'c': 'zz'",
+    ),
+    (
+        "unknown field",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "topk": 3},
+        422,
+        "topk: Extra inputs are not permitted",
+    ),
+    (
+        "negative nprobe",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "params": {"nprobe": -1}},
+        422,
+        "params.nprobe: Input should be greater than or equal to 1",
+    ),
+    (
+        "float32 overflow",
+        "/v1/collections/c/search",
+        lambda c: {"vector": [1e39] + vec(c)[1:]},
+        400,
+        "vector: 1e+39 at position 0 is outside the float32 range",
+    ),
 ]
 
 
@@ -104,8 +191,7 @@ def test_body_too_large_is_413(client) -> None:
             yield b"1.0, "
         yield b"1.0]}"
 
-    streamed = http.post("/v1/collections/c/search", content=chunks(),
-                         headers={"Content-Type": "application/json"})
+    streamed = http.post("/v1/collections/c/search", content=chunks(), headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413
 
 

@@ -22,9 +22,13 @@ plain_fields = st.fixed_dictionaries({}, optional={"k": st.integers(1, 10**6), "
 
 
 @settings(max_examples=200, deadline=None)
-@given(vectors=st.integers(1, 6).flatmap(lambda d: st.lists(st.lists(numbers, min_size=d, max_size=d),
-                                                             min_size=1, max_size=3)),
-       fields=plain_fields, batch=st.booleans())
+@given(
+    vectors=st.integers(1, 6).flatmap(
+        lambda d: st.lists(st.lists(numbers, min_size=d, max_size=d), min_size=1, max_size=3)
+    ),
+    fields=plain_fields,
+    batch=st.booleans(),
+)
 def test_plain_bodies_parse_like_the_model(vectors: list[list[float]], fields: dict[str, object], batch: bool) -> None:
     """Same matrix, options and errors as validating the body with the pydantic model."""
     doc = {"vectors": vectors, **fields} if batch else {"vector": vectors[0], **fields}
@@ -44,18 +48,40 @@ def test_plain_bodies_parse_like_the_model(vectors: list[list[float]], fields: d
     assert got == expected
 
 
-@pytest.mark.parametrize("body", [
-    b'{"vector": [true, false]}', b'{"vector": ["1.5", 2]}', b'{"vector": [1, null]}', b'{"vector": []}',
-    b'{"vector": [[1, 2]]}', b'{"vector": [1, 2], "k": true}', b'{"vector": [1, 2], "k": 2.0}',
-    b'{"vector": [1, 2], "k": 0}', b'{"vector": [1, 2], "metric": 3}', b'{"vector": [1, 2], "exclude": ["a"]}',
-    b'{"vector": [1e400]}', b'{"vector": [NaN]}', b'[1, 2]', b'{"vector": [1, 2', b'{"vectors": [[1, 2]]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"vector": [true, false]}',
+        b'{"vector": ["1.5", 2]}',
+        b'{"vector": [1, null]}',
+        b'{"vector": []}',
+        b'{"vector": [[1, 2]]}',
+        b'{"vector": [1, 2], "k": true}',
+        b'{"vector": [1, 2], "k": 2.0}',
+        b'{"vector": [1, 2], "k": 0}',
+        b'{"vector": [1, 2], "metric": 3}',
+        b'{"vector": [1, 2], "exclude": ["a"]}',
+        b'{"vector": [1e400]}',
+        b'{"vector": [NaN]}',
+        b"[1, 2]",
+        b'{"vector": [1, 2',
+        b'{"vectors": [[1, 2]]}',
+    ],
+)
 def test_anything_else_is_left_to_the_model(body: bytes) -> None:
     assert plain_search(body, batch=False) is None
 
 
-@pytest.mark.parametrize("body", [b'{"vectors": [[1, 2], [3]]}', b'{"vectors": [1, 2]}', b'{"vectors": [[]]}',
-                                  b'{"vectors": []}', b'{"vector": [1, 2]}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"vectors": [[1, 2], [3]]}',
+        b'{"vectors": [1, 2]}',
+        b'{"vectors": [[]]}',
+        b'{"vectors": []}',
+        b'{"vector": [1, 2]}',
+    ],
+)
 def test_irregular_batches_are_left_to_the_model(body: bytes) -> None:
     assert plain_search(body, batch=True) is None
 
@@ -65,17 +91,26 @@ def test_cors_headers_on_the_front_and_preflight(corpus: Corpus, tmp_path, serve
     origin = "http://app.example"
     server = serve(tmp_path, DOTCOS_CORS_ORIGINS=json.dumps([origin]))
     with server.client() as client:
-        search = client.post("/v1/collections/c/search", json={"vector": corpus.queries[0].tolist()},
-                             headers={"Origin": origin})
+        search = client.post(
+            "/v1/collections/c/search", json={"vector": corpus.queries[0].tolist()}, headers={"Origin": origin}
+        )
         assert search.status_code == 200
         assert search.headers["access-control-allow-origin"] == origin
-        preflight = client.options("/v1/collections/c/search", headers={
-            "Origin": origin, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "Content-Type"})
+        preflight = client.options(
+            "/v1/collections/c/search",
+            headers={
+                "Origin": origin,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "Content-Type",
+            },
+        )
         assert preflight.status_code == 200
         assert "POST" in preflight.headers["access-control-allow-methods"]
-        other = client.post("/v1/collections/c/search", json={"vector": corpus.queries[0].tolist()},
-                            headers={"Origin": "http://elsewhere.example"})
+        other = client.post(
+            "/v1/collections/c/search",
+            json={"vector": corpus.queries[0].tolist()},
+            headers={"Origin": "http://elsewhere.example"},
+        )
         assert "access-control-allow-origin" not in other.headers
 
 

@@ -31,8 +31,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("fuzz")
     corpus = make_corpus(tmp / "data", n=300, dim=4)
     assert build(tmp / "root", corpus, "c", "--index", "hnsw") == 0
-    running = start_server(tmp / "root", tmp / "server.log", DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_MAX_K="50",
-                           DOTCOS_MAX_BATCH="8")
+    running = start_server(
+        tmp / "root", tmp / "server.log", DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_MAX_K="50", DOTCOS_MAX_BATCH="8"
+    )
     yield running
     stop_server(running)
     assert "Traceback" not in running.log(), running.log()

@@ -37,8 +37,12 @@ def test_registry_settles_once_per_refresh_that_loaded(corpus: Corpus, tmp_path:
     assert build(tmp_path, corpus, "a") == 0
     assert build(tmp_path, corpus, "b") == 0
     calls: list[str] = []
-    registry = Registry(tmp_path, Observer(), lambda name, version, note: SimpleNamespace(version=version),  # type: ignore[arg-type,return-value]
-                        settle=lambda: calls.append("settled"))
+    registry = Registry(
+        tmp_path,
+        Observer(),
+        lambda name, version, note: SimpleNamespace(version=version),  # type: ignore[arg-type,return-value]
+        settle=lambda: calls.append("settled"),
+    )
     outcomes = registry.refresh()
     assert [o.status for o in outcomes] == ["loaded", "loaded"] and calls == ["settled"]
     registry.refresh()

@@ -30,8 +30,10 @@ class Hammer:
         with httpx.Client(base_url=self.url, timeout=30) as client:
             while not self.stop.is_set():
                 try:
-                    response = client.post("/v1/collections/c/search/batch",
-                                           json={"vectors": [self.vector] * 4, "k": 10, "metric": "cosine"})
+                    response = client.post(
+                        "/v1/collections/c/search/batch",
+                        json={"vectors": [self.vector] * 4, "k": 10, "metric": "cosine"},
+                    )
                 except httpx.HTTPError as exc:
                     self.failures.append(repr(exc))
                     continue

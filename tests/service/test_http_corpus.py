@@ -17,9 +17,10 @@ def test_every_recorded_response_is_unchanged(door: str, tmp_path: Path) -> None
     sent, got = answers(tmp_path, door)
     assert [key(r) for r in sent] == [g["request"] for g in golden], "the corpus changed: record it anew"
     assert len(golden) >= 200
-    changed = [(g["request"], g["response"], now) for g, now in zip(golden, got, strict=True)
-               if now != g["response"]]
+    changed = [(g["request"], g["response"], now) for g, now in zip(golden, got, strict=True) if now != g["response"]]
     if changed:
         name, recorded, now = changed[0]
-        pytest.fail(f"{len(changed)} of {len(golden)} responses changed; first: {name}\n"
-                    f"recorded: {json.dumps(recorded)[:600]}\nnow:      {json.dumps(now)[:600]}")
+        pytest.fail(
+            f"{len(changed)} of {len(golden)} responses changed; first: {name}\n"
+            f"recorded: {json.dumps(recorded)[:600]}\nnow:      {json.dumps(now)[:600]}"
+        )

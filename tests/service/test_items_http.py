@@ -19,13 +19,18 @@ METRICS = ["dot", "cosine", "norm_pow:0.5", "norm_pow:0", "norm_pow:1", "norm_si
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Corpus, np.ndarray]]:
     tmp = tmp_path_factory.mktemp("items")
     corpus = make_corpus(tmp / "data", n=1500)
-    users = np.random.default_rng(9).standard_normal((800, corpus.docs.shape[1])) @ \
-        np.random.default_rng(10).standard_normal((corpus.docs.shape[1], corpus.docs.shape[1]))
+    users = np.random.default_rng(9).standard_normal((800, corpus.docs.shape[1])) @ np.random.default_rng(
+        10
+    ).standard_normal((corpus.docs.shape[1], corpus.docs.shape[1]))
     np.save(tmp / "users.npy", users.astype(np.float32))
     root = tmp / "root"
     assert build(root, corpus, "items", "--metrics", ",".join(METRICS), "--users", str(tmp / "users.npy")) == 0
-    assert build(root, corpus, "hnsw", "--metrics", ",".join(METRICS), "--users", str(tmp / "users.npy"),
-                 "--index", "hnsw") == 0
+    assert (
+        build(
+            root, corpus, "hnsw", "--metrics", ",".join(METRICS), "--users", str(tmp / "users.npy"), "--index", "hnsw"
+        )
+        == 0
+    )
     server = start_server(root, tmp / "server.log")
     with server.client() as client:
         yield client, corpus, users.astype(np.float32)
@@ -78,8 +83,11 @@ def test_similar_by_id_equals_numpy_and_never_returns_the_item(metric: str, setu
 def test_similar_by_vector_and_with_exclude(metric: str, setup) -> None:
     client, corpus, users = setup
     vector = corpus.docs[3] * 1.5 + 0.01
-    body = post(client, "/v1/collections/hnsw/similar", {"vector": vector.tolist(), "k": 5, "metric": metric,
-                                                         "exclude": corpus.ids[:20], "params": {"exact": True}})
+    body = post(
+        client,
+        "/v1/collections/hnsw/similar",
+        {"vector": vector.tolist(), "k": 5, "metric": metric, "exclude": corpus.ids[:20], "params": {"exact": True}},
+    )
     scores = oracle(metric, vector[None, :], corpus.docs, users)[0]
     scores[:20] = -np.inf
     got = [corpus.ids.index(h["id"]) for h in body["results"]]
@@ -92,8 +100,9 @@ def test_score_gives_exact_scores_in_the_given_order(metric: str, setup) -> None
     queries = corpus.queries[:3].copy()
     queries[2] = 0.0
     candidates = [[corpus.ids[i] for i in (9, 2, 5, 300)], [corpus.ids[7]], []]
-    body = post(client, "/v1/collections/items/score", {"vectors": queries.tolist(), "ids": candidates,
-                                                       "metric": metric})
+    body = post(
+        client, "/v1/collections/items/score", {"vectors": queries.tolist(), "ids": candidates, "metric": metric}
+    )
     assert body["metric"] == metric
     expected = oracle(metric, queries, corpus.docs, users)
     for i, (hits, ids) in enumerate(zip(body["results"], candidates, strict=True)):
@@ -101,15 +110,19 @@ def test_score_gives_exact_scores_in_the_given_order(metric: str, setup) -> None
         rows = [corpus.ids.index(x) for x in ids]
         np.testing.assert_allclose([h["score"] for h in hits], expected[i, rows], rtol=1e-4, atol=1e-5)
     assert all(h["score"] == 0 for h in body["results"][2])
-    single = post(client, "/v1/collections/items/score", {"vector": queries[0].tolist(), "ids": candidates[0],
-                                                         "metric": metric})
+    single = post(
+        client, "/v1/collections/items/score", {"vector": queries[0].tolist(), "ids": candidates[0], "metric": metric}
+    )
     assert single["results"] == body["results"][0]
 
 
 def test_zero_vectors_score_zero_under_cosine(setup) -> None:
     client, corpus, _ = setup
-    body = post(client, "/v1/collections/items/score", {"vector": corpus.queries[0].tolist(),
-                                                       "ids": ["doc-00005", "doc-00017"], "metric": "cosine"})
+    body = post(
+        client,
+        "/v1/collections/items/score",
+        {"vector": corpus.queries[0].tolist(), "ids": ["doc-00005", "doc-00017"], "metric": "cosine"},
+    )
     assert [h["score"] for h in body["results"]] == [0.0, 0.0]
 
 
@@ -126,24 +139,34 @@ def test_norm_pow_extremes(setup) -> None:
         assert [h["id"] for h in one] == [h["id"] for h in dot]
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"id": "nope"}, 404, "id: unknown id(s) in collection 'items': 'nope'"),
-    ({"id": "doc-00005", "metric": "cosine"}, 400, "id: zero-norm vector has no cosine score"),
-    ({}, 422, "give exactly one of id and vector"),
-    ({"id": "doc-00001", "metric": "l1"}, 400, "unknown metric 'l1'"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"id": "nope"}, 404, "id: unknown id(s) in collection 'items': 'nope'"),
+        ({"id": "doc-00005", "metric": "cosine"}, 400, "id: zero-norm vector has no cosine score"),
+        ({}, 422, "give exactly one of id and vector"),
+        ({"id": "doc-00001", "metric": "l1"}, 400, "unknown metric 'l1'"),
+    ],
+)
 def test_similar_errors(body: dict, status: int, message: str, setup) -> None:
     client, _, _ = setup
     response = client.post("/v1/collections/items/similar", json=body)
     assert response.status_code == status and message in response.json()["error"]["message"], response.text
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({"vector": [0.1] * 24, "ids": ["doc-00001", "ghost", "ghost2"]}, 404, "ids: unknown id(s) in collection 'items': 'ghost', 'ghost2'"),
-    ({"vectors": [[0.1] * 24], "ids": ["doc-00001"]}, 422, "ids must be a list of id lists"),
-    ({"vectors": [[0.1] * 24, [0.2] * 24], "ids": [["doc-00001"]]}, 400, "ids: 2 candidate lists expected"),
-    ({"vector": [0.1] * 3, "ids": ["doc-00001"]}, 400, "dimension 24 expected"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        (
+            {"vector": [0.1] * 24, "ids": ["doc-00001", "ghost", "ghost2"]},
+            404,
+            "ids: unknown id(s) in collection 'items': 'ghost', 'ghost2'",
+        ),
+        ({"vectors": [[0.1] * 24], "ids": ["doc-00001"]}, 422, "ids must be a list of id lists"),
+        ({"vectors": [[0.1] * 24, [0.2] * 24], "ids": [["doc-00001"]]}, 400, "ids: 2 candidate lists expected"),
+        ({"vector": [0.1] * 3, "ids": ["doc-00001"]}, 400, "dimension 24 expected"),
+    ],
+)
 def test_score_errors(body: dict, status: int, message: str, setup) -> None:
     client, _, _ = setup
     response = client.post("/v1/collections/items/score", json=body)
@@ -155,6 +178,8 @@ def test_covariance_is_reported_not_built_without_users(corpus: Corpus, tmp_path
     assert "covariance     not built: needs --users FILE" in capsys.readouterr().out
     server = serve(tmp_path)
     with server.client() as client:
-        assert client.get("/v1/collections/c").json()["not_built"] == {"covariance": "needs --users FILE (a sample of user vectors)"}
+        assert client.get("/v1/collections/c").json()["not_built"] == {
+            "covariance": "needs --users FILE (a sample of user vectors)"
+        }
         reply = client.post("/v1/collections/c/similar", json={"id": "doc-00001", "metric": "covariance"})
         assert reply.status_code == 400 and "built: dot" in reply.json()["error"]["message"]

@@ -16,8 +16,7 @@ SLOW = {"k": 100, "metric": "cosine", "params": {"exact": True}}
 def test_overload_is_shed_with_503_and_retry_after(tmp_path: Path, serve) -> None:
     corpus = make_corpus(tmp_path / "data", n=20000, dim=64)
     assert build(tmp_path / "root", corpus, "c", "--index", "hnsw", "--hnsw-m", "8", "--ef-construction", "16") == 0
-    server = serve(tmp_path / "root", DOTCOS_MAX_PENDING="2", DOTCOS_SEARCH_THREADS="1",
-                   DOTCOS_COALESCE_MAX_BATCH="1")
+    server = serve(tmp_path / "root", DOTCOS_MAX_PENDING="2", DOTCOS_SEARCH_THREADS="1", DOTCOS_COALESCE_MAX_BATCH="1")
     queries = np.random.default_rng(0).standard_normal((40, 64)).tolist()
     replies: list[httpx.Response] = []
     lock = threading.Lock()

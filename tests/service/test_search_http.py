@@ -58,8 +58,9 @@ def test_ann_recall_is_close_to_the_manifest(name: str, metric: str, setup) -> N
         scores = true_scores(metric, query, corpus.docs)
         kth = np.sort(scores)[-10]
         got = np.array([h["score"] for h in body["results"]])
-        np.testing.assert_allclose(got, scores[[corpus.ids.index(h["id"]) for h in body["results"]]],
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            got, scores[[corpus.ids.index(h["id"]) for h in body["results"]]], rtol=1e-4, atol=1e-4
+        )
         hits += int((got >= kth - 1e-5).sum())
     recall = hits / (10 * len(corpus.queries))
     assert recall >= manifest.metrics[metric].index.self_check.recall_at_10 - 0.05
@@ -94,8 +95,9 @@ def test_include_restricts_to_the_candidates(name: str, metric: str, setup) -> N
     body = search(client, name, query, k=10, metric=metric, include=include, exclude=[include[0]])
     assert len(body["results"]) == 10
     assert {h["id"] for h in body["results"]} <= set(include[1:])
-    exact = search(client, name, query, k=10, metric=metric, include=include, exclude=[include[0]],
-                   params={"exact": True})
+    exact = search(
+        client, name, query, k=10, metric=metric, include=include, exclude=[include[0]], params={"exact": True}
+    )
     assert_matches(exact["results"], scores, corpus.ids, top_k(scores, 10, allowed[1:]))
 
 
@@ -110,13 +112,13 @@ def test_batch_equals_single_queries(name: str, setup) -> None:
     client, corpus, _ = setup
     queries = corpus.queries[:8]
     for metric in METRICS:
-        response = client.post(f"/v1/collections/{name}/search/batch",
-                               json={"vectors": queries.tolist(), "k": 7, "metric": metric,
-                                     "exclude": corpus.ids[:50]})
+        response = client.post(
+            f"/v1/collections/{name}/search/batch",
+            json={"vectors": queries.tolist(), "k": 7, "metric": metric, "exclude": corpus.ids[:50]},
+        )
         assert response.status_code == 200, response.text
         batch = response.json()["results"]
-        singles = [search(client, name, q, k=7, metric=metric, exclude=corpus.ids[:50])["results"]
-                   for q in queries]
+        singles = [search(client, name, q, k=7, metric=metric, exclude=corpus.ids[:50])["results"] for q in queries]
         assert [[h["id"] for h in r] for r in batch] == [[h["id"] for h in r] for r in singles]
 
 
@@ -139,8 +141,10 @@ def test_knobs_can_be_set_per_request(setup) -> None:
     exact = search(client, "ivf", corpus.queries[0], params={"exact": True})
     assert high["results"] == exact["results"]
     assert len(low["results"]) == 10
-    assert search(client, "hnsw", corpus.queries[0], params={"ef_search": 512})["results"] == \
-        search(client, "hnsw", corpus.queries[0], params={"exact": True})["results"]
+    assert (
+        search(client, "hnsw", corpus.queries[0], params={"ef_search": 512})["results"]
+        == search(client, "hnsw", corpus.queries[0], params={"exact": True})["results"]
+    )
 
 
 def test_zero_query_is_fine_for_dot_but_refused_for_cosine(setup) -> None:
@@ -155,8 +159,15 @@ def test_zero_query_is_fine_for_dot_but_refused_for_cosine(setup) -> None:
 def test_cosine_never_returns_zero_norm_documents(setup) -> None:
     client, corpus, _ = setup
     for params in ({"exact": True}, {}):
-        body = search(client, "hnsw", corpus.queries[0], k=10, metric="cosine", params=params,
-                      include=["doc-00005", "doc-00017", "doc-00001"])
+        body = search(
+            client,
+            "hnsw",
+            corpus.queries[0],
+            k=10,
+            metric="cosine",
+            params=params,
+            include=["doc-00005", "doc-00017", "doc-00001"],
+        )
         assert [h["id"] for h in body["results"]] == ["doc-00001"]
 
 

@@ -42,10 +42,15 @@ def test_gc_and_activate_while_serving_fail_no_request(corpus: Corpus, tmp_path:
     with Hammer(server.url, corpus.queries[1].tolist()) as hammer:
         wait_for(lambda: all(len(v) > 3 for v in hammer.versions))
         cli = [sys.executable, "-m", "index_builder"]
-        assert subprocess.run([*cli, "activate", "--root", str(tmp_path), "--name", "c", "--version", first]).returncode == 0
+        assert (
+            subprocess.run([*cli, "activate", "--root", str(tmp_path), "--name", "c", "--version", first]).returncode
+            == 0
+        )
         wait_for(lambda: hammer.seen() == {first})
-        killed = subprocess.run([*cli, "gc", "--root", str(tmp_path), "--name", "c", "--keep", "1"],
-                                env={"DOTCOS_CRASH_AT": "gc.before_delete", "PATH": ""})
+        killed = subprocess.run(
+            [*cli, "gc", "--root", str(tmp_path), "--name", "c", "--keep", "1"],
+            env={"DOTCOS_CRASH_AT": "gc.before_delete", "PATH": ""},
+        )
         assert killed.returncode == -signal.SIGKILL
         assert subprocess.run([*cli, "gc", "--root", str(tmp_path), "--name", "c", "--keep", "1"]).returncode == 0
         time.sleep(0.5)

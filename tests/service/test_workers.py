@@ -11,8 +11,9 @@ def test_every_worker_logs_its_loads_and_answers(corpus: Corpus, tmp_path: Path,
     root = tmp_path / "root"
     assert build(root, corpus, "items") == 0
     server = serve(root, DOTCOS_WORKERS="2")
-    log = server.wait_log("loaded items version", "serving items version", "Started server process",
-                          timeout=30, times=2)
+    log = server.wait_log(
+        "loaded items version", "serving items version", "Started server process", timeout=30, times=2
+    )
     assert log.count("Started server process") == 2
     assert log.count("loaded items version") == 2 and log.count("serving items version") == 2
     with server.client() as client:
