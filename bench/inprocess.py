@@ -20,12 +20,12 @@ import faiss
 import numpy as np
 
 from bench.datasets import Dataset
-from index_builder.contract.faiss_index import search_parameters
-from index_builder.contract.layout import read_current
-from index_builder.contract.metrics import Metric, fit_metric_space, row_norms
-from index_builder.contract.scoring import doc_scales, exact_topk, score_rows
-from index_builder.contract.search import ServedIndex, ann_topk
+from index_builder.artifact.layout import read_current
 from index_builder.evaluate import recall_at_k
+from index_builder.retrieval.ann import ServedIndex, ann_topk
+from index_builder.retrieval.faiss_params import search_parameters
+from index_builder.retrieval.scoring import doc_scales, exact_topk, score_rows
+from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
 from service.core.loader import load_version
 
 K = 10

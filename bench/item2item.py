@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.metrics import Metric, fit_metric_space, row_norms
-from index_builder.contract.scoring import doc_scales, exact_topk
 from index_builder.covariance import whitening_matrix
+from index_builder.retrieval.scoring import doc_scales, exact_topk
+from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
 
 METRICS = ("dot", "cosine", "norm_pow:0.5", "covariance")
 K = 10

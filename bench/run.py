@@ -15,9 +15,9 @@ import faiss
 import numpy as np
 
 from bench import datasets, inprocess, report, service_load
+from index_builder.artifact.layout import read_current, version_dir
+from index_builder.artifact.manifest import read_manifest
 from index_builder.cli import main as build_main
-from index_builder.contract.layout import read_current, version_dir
-from index_builder.contract.manifest import read_manifest
 from service.settings import ServiceSettings
 
 CONNECTIONS = (1, 16, 64)

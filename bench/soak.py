@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 
 from bench.service_load import Server, start_dotcos
-from index_builder.contract.layout import read_current, write_atomic
+from index_builder.artifact.layout import read_current, write_atomic
 from index_builder.synthetic import TwoTowerSpec, two_tower
 
 

@@ -17,15 +17,15 @@ import faiss
 from pydantic import ValidationError
 
 from index_builder import commands
-from index_builder.contract.errors import DotcosError, InputError, NotFoundError
-from index_builder.contract.layout import check_name
-from index_builder.contract.metrics import parse_metric_list
+from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
+from index_builder.artifact.layout import check_name
 from index_builder.faults import arm
 from index_builder.indexes import KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
 from index_builder.publish import check_writable
 from index_builder.readers import ParquetColumns, input_format, resolve_paths
+from index_builder.retrieval.spaces import parse_metric_list
 from index_builder.settings import BuilderSettings
 from index_builder.staging import InputSpec
 from index_builder.synthetic import TwoTowerSpec

@@ -5,16 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from index_builder.contract.errors import NotFoundError
-from index_builder.contract.integrity import verify_version
-from index_builder.contract.layout import list_collections, list_versions, read_current, version_dir
-from index_builder.contract.manifest import Manifest, read_manifest
+from index_builder.artifact.errors import NotFoundError
+from index_builder.artifact.integrity import verify_version
+from index_builder.artifact.layout import list_collections, list_versions, read_current, version_dir
+from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.demo import ensure_demo
 from index_builder.pipeline import BuildRequest
 from index_builder.pipeline import build as run_build
 from index_builder.progress import Progress
 from index_builder.publish import activate, gc
-from index_builder.sharded import build_sharded
+from index_builder.scaleout.sharded import build_sharded
 from index_builder.synthetic import TwoTowerSpec
 
 

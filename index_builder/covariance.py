@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from index_builder.contract.errors import InputError
+from index_builder.artifact.errors import InputError
 from index_builder.progress import Progress
 from index_builder.staging import InputSpec, stream_vectors
 

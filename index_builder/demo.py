@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.layout import list_collections
-from index_builder.contract.metrics import parse_metric_list
+from index_builder.artifact.layout import list_collections
 from index_builder.indexes import IndexOptions
 from index_builder.pipeline import BuildRequest, build
 from index_builder.progress import Progress
 from index_builder.readers import ParquetColumns
+from index_builder.retrieval.spaces import parse_metric_list
 from index_builder.staging import InputSpec
 from index_builder.synthetic import TwoTowerSpec, two_tower
 

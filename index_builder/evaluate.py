@@ -10,11 +10,11 @@ from functools import partial
 import faiss
 import numpy as np
 
-from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
-from index_builder.contract.manifest import NormProfile, SelfCheck, SweepPoint
-from index_builder.contract.metrics import MetricSpace
-from index_builder.contract.scoring import MISSING, Prepared, exact_topk, indexed_rows
-from index_builder.contract.search import ServedIndex, ann_topk
+from index_builder.artifact.manifest import NormProfile, SelfCheck, SweepPoint
+from index_builder.retrieval.ann import ServedIndex, ann_topk
+from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
+from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, indexed_rows
+from index_builder.retrieval.spaces import MetricSpace
 
 log = logging.getLogger(__name__)
 

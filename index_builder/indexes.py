@@ -13,10 +13,10 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
-from index_builder.contract.errors import InputError
-from index_builder.contract.faiss_index import inner_index
-from index_builder.contract.metrics import Layout, faiss_metric
+from index_builder.artifact.errors import InputError
 from index_builder.progress import Progress
+from index_builder.retrieval.faiss_params import inner_index
+from index_builder.retrieval.spaces import Layout, faiss_metric
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq")
 LOSSY_CODES = ("PQ", "SQ", "LSH", "RaBitQ")

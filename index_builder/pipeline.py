@@ -13,9 +13,16 @@ import faiss
 import numpy as np
 
 import index_builder
-from index_builder.contract.errors import InputError
-from index_builder.contract.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
-from index_builder.contract.metrics import (
+from index_builder.artifact.errors import InputError
+from index_builder.artifact.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
+from index_builder.covariance import user_covariance, whitening_matrix
+from index_builder.evaluate import Checked, ground_truth, norm_bias, norm_profile, self_check, served_check
+from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, train_and_add
+from index_builder.progress import Progress
+from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
+from index_builder.retrieval.ann import ServedIndex
+from index_builder.retrieval.scoring import doc_scales, indexed_rows
+from index_builder.retrieval.spaces import (
     Layout,
     Metric,
     MetricKind,
@@ -26,13 +33,6 @@ from index_builder.contract.metrics import (
     norm_range_bounds,
     norm_range_of,
 )
-from index_builder.contract.scoring import doc_scales, indexed_rows
-from index_builder.contract.search import ServedIndex
-from index_builder.covariance import user_covariance, whitening_matrix
-from index_builder.evaluate import Checked, ground_truth, norm_bias, norm_profile, self_check, served_check
-from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, train_and_add
-from index_builder.progress import Progress
-from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
 from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpus, stage_corpus, stream_vectors
 
 log = logging.getLogger(__name__)

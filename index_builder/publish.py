@@ -16,9 +16,9 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from index_builder.contract.errors import InputError, NotFoundError
-from index_builder.contract.integrity import verify_checksums
-from index_builder.contract.layout import (
+from index_builder.artifact.errors import InputError, NotFoundError
+from index_builder.artifact.integrity import verify_checksums
+from index_builder.artifact.layout import (
     CURRENT_FILE,
     MANIFEST_FILE,
     STAGING_PREFIX,
@@ -32,7 +32,7 @@ from index_builder.contract.layout import (
     version_dir,
     write_atomic,
 )
-from index_builder.contract.manifest import FileEntry, Manifest, read_manifest
+from index_builder.artifact.manifest import FileEntry, Manifest, read_manifest
 from index_builder.faults import crash_point
 
 log = logging.getLogger(__name__)

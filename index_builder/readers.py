@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from index_builder.contract.errors import InputError
+from index_builder.artifact.errors import InputError
 
 FORMATS = {".npy": "npy", ".parquet": "parquet", ".fvecs": "fvecs"}
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.errors import InputError
-from index_builder.contract.metrics import row_norms
+from index_builder.artifact.errors import InputError
 from index_builder.progress import Progress
 from index_builder.readers import ParquetColumns, Reader, open_input, read_id_files
+from index_builder.retrieval.spaces import row_norms
 
 VECTORS_FILE = "vectors.npy"
 IDS_FILE = "ids.txt"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.layout import read_current
+from index_builder.artifact.layout import read_current
 from service.core.loader import LocalLoader
 from service.core.query import SearchOptions
 from service.core.searcher import ScoreQuery, Searcher, SearchResult, SimilarQuery

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.integrity import verify_version
-from index_builder.contract.layout import read_current, version_dir
-from index_builder.contract.manifest import read_manifest
+from index_builder.artifact.integrity import verify_version
+from index_builder.artifact.layout import read_current, version_dir
+from index_builder.artifact.manifest import read_manifest
 from service.core.query import SearchOptions
 from tests.core_calls import load, search
 

@@ -1,7 +1,9 @@
 """Dependencies point one way, by allow-list: a new module cannot slip across a layer.
 
-    index_builder.contract  <-  index_builder (the builder)
-    index_builder.contract  <-  service.core  <-  service.api  <-  service (entry points)
+    index_builder.artifact + index_builder.retrieval   (shared: the format and the math)
+        ^-- index_builder (the builder), index_builder.scaleout (sharded builds, Ray tasks)
+        ^-- service.core  <--  service.api  <--  service (entry points)
+        ^-- service.scaleout (parts on Ray Serve; also index_builder.scaleout.cluster)
 
 Each package may import the standard library, the first-party packages listed for it and the
 third-party packages listed for it, nothing else.
@@ -16,22 +18,25 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONTRACT = ("index_builder.contract",)
+SHARED = ("index_builder.artifact", "index_builder.retrieval")
 
 ALLOWED: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # package: (first-party prefixes, third-party top-level names)
-    "index_builder/contract": (CONTRACT, ("numpy", "faiss", "pydantic", "ray")),
-    "index_builder": (
-        ("index_builder",),
-        ("numpy", "faiss", "pydantic", "pydantic_settings", "pyarrow", "tqdm", "ray"),
+    "index_builder/artifact": (SHARED, ("numpy", "faiss", "pydantic")),
+    "index_builder/retrieval": (("index_builder.retrieval", "index_builder.artifact.errors"), ("numpy", "faiss")),
+    "index_builder/scaleout": (("index_builder",), ("numpy", "faiss", "pyarrow", "ray")),
+    "index_builder": (("index_builder",), ("numpy", "faiss", "pydantic", "pydantic_settings", "pyarrow", "tqdm")),
+    "service/core": ((*SHARED, "service.core"), ("numpy", "faiss")),
+    "service/scaleout": (
+        (*SHARED, "index_builder.scaleout.cluster", "service.core", "service.scaleout"),
+        ("numpy", "ray"),
     ),
-    "service/core": ((*CONTRACT, "service.core"), ("numpy", "faiss", "ray")),
     "service/api": (
-        (*CONTRACT, "service.core", "service.api", "service.settings"),
+        (*SHARED, "service.core", "service.scaleout", "service.api", "service.settings"),
         ("numpy", "orjson", "pydantic", "fastapi", "starlette", "prometheus_client"),
     ),
     "service": (
-        ("service.core", "service.settings", "service.api", "service.cli"),
+        ("service.core", "service.settings", "service.api", "service.cli", "service.scaleout"),
         ("pydantic", "pydantic_settings", "uvicorn"),
     ),
 }
@@ -78,5 +83,7 @@ def test_the_allow_lists_catch_a_crossing() -> None:
     assert not allowed("fastapi", "service/core")
     assert not allowed("faiss", "service/api")
     assert not allowed("index_builder.pipeline", "service/core")
+    assert not allowed("ray", "service/core") and not allowed("ray", "index_builder/retrieval")
+    assert not allowed("index_builder.scaleout.tasks", "service/scaleout")
     assert not allowed("service.core.query", "index_builder")
-    assert allowed("index_builder.contract.scoring", "service/api")
+    assert allowed("index_builder.retrieval.scoring", "service/api")

@@ -78,7 +78,7 @@ def published_openapi(app: FastAPI) -> None:
 def version_loader(settings: ServiceSettings, searcher: Searcher) -> Loader:
     """Parts on Ray Serve when DOTCOS_RAY_ADDRESS is set, else every part in this process."""
     if settings.ray_address:
-        from service.core.ray_parts import RayLoader
+        from service.scaleout.ray_parts import RayLoader
 
         return RayLoader(settings.index_root, settings.ray)
     return LocalLoader(settings.index_root, searcher.coalescer, settings.mmap)

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from index_builder.contract.errors import ArtifactError, DotcosError, InputError, NotFoundError
+from index_builder.artifact.errors import ArtifactError, DotcosError, InputError, NotFoundError
 from service.api.schemas import ErrorBody
 from service.core.errors import TooLarge, Unavailable
 

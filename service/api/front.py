@@ -13,7 +13,7 @@ import re
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from index_builder.contract.errors import DotcosError
+from index_builder.artifact.errors import DotcosError
 from service.api.errors import dotcos_reply
 from service.api.handlers import ROUTES, answer
 from service.api.state import AppState

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from index_builder.contract.errors import DotcosError, InputError
+from index_builder.artifact.errors import DotcosError, InputError
 from service.api.errors import Reply, dotcos_reply, unexpected_reply, validation_reply
 from service.api.schemas import BatchSearchRequest, ScoreRequest, SearchRequest, SimilarRequest
 from service.api.state import AppState

@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
-from index_builder.contract.scoring import Prepared
+from index_builder.retrieval.scoring import Prepared
 from service.core.query import Answer, Query
 
 BatchFn = Callable[[Query], Answer]

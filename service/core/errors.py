@@ -1,4 +1,4 @@
-"""Errors only the service raises, beside the shared tree in index_builder.contract.errors.
+"""Errors only the service raises, beside the shared tree in index_builder.artifact.errors.
 
 DotcosError
 ├── InputError
@@ -10,7 +10,7 @@ DotcosError
 
 from __future__ import annotations
 
-from index_builder.contract.errors import DotcosError, InputError
+from index_builder.artifact.errors import DotcosError, InputError
 
 
 class TooLarge(InputError):

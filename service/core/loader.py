@@ -12,10 +12,10 @@ from typing import Protocol
 
 import faiss
 
-from index_builder.contract.errors import ArtifactError
-from index_builder.contract.layout import version_dir
-from index_builder.contract.manifest import Manifest, read_manifest
-from index_builder.contract.metrics import MetricSpace
+from index_builder.artifact.errors import ArtifactError
+from index_builder.artifact.layout import version_dir
+from index_builder.artifact.manifest import Manifest, read_manifest
+from index_builder.retrieval.spaces import MetricSpace
 from service.core.batching import Coalescer
 from service.core.part import load_parts
 from service.core.version import LocalParts, Parts, Version

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.integrity import open_indexes, open_vectors, read_ids, verify_checksums
-from index_builder.contract.manifest import Manifest, ShardEntry
-from index_builder.contract.scoring import MISSING, Prepared, doc_scales, score_rows
-from index_builder.contract.search import ServedIndex
+from index_builder.artifact.integrity import open_indexes, open_vectors, read_ids, verify_checksums
+from index_builder.artifact.manifest import Manifest, ShardEntry
+from index_builder.retrieval.ann import ServedIndex
+from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
 from service.core.query import Answer, Query, run_search
 
 log = logging.getLogger(__name__)

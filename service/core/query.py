@@ -18,10 +18,10 @@ from typing import NamedTuple
 import faiss
 import numpy as np
 
-from index_builder.contract.errors import InputError
-from index_builder.contract.faiss_index import EF_SEARCH, NPROBE
-from index_builder.contract.scoring import MISSING, Prepared, exact_topk, merge_order
-from index_builder.contract.search import ServedIndex, ann_topk
+from index_builder.artifact.errors import InputError
+from index_builder.retrieval.ann import ServedIndex, ann_topk
+from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
+from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, merge_order
 from service.core.config import Limits
 from service.core.errors import TooLarge
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from index_builder.contract.errors import DotcosError, NotFoundError
-from index_builder.contract.layout import list_collections, read_current
+from index_builder.artifact.errors import DotcosError, NotFoundError
+from index_builder.artifact.layout import list_collections, read_current
 from service.core.errors import Unavailable
 from service.core.loader import Note
 from service.core.version import Version

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from index_builder.contract.errors import InputError
+from index_builder.artifact.errors import InputError
 from service.core.batching import Coalescer
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable

@@ -2,7 +2,7 @@
 
 Every version is N parts (one when unsharded) behind the `Parts` interface: `LocalParts` are
 loaded in this process, searched in the search executor and coalesced across requests;
-Ray parts (service.core.ray_parts) are Serve replicas reached remotely. Either way each part
+Ray parts (service.scaleout.ray_parts) are Serve replicas reached remotely. Either way each part
 answers with arrays in true units, and the answers merge by score (`Answer.merge`), so a
 sharded version answers exactly as the unsharded one would.
 """
@@ -19,10 +19,10 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from index_builder.contract.errors import InvalidMetric, NotFoundError
-from index_builder.contract.manifest import Manifest
-from index_builder.contract.metrics import Metric, MetricSpace
-from index_builder.contract.scoring import Prepared
+from index_builder.artifact.errors import InvalidMetric, NotFoundError
+from index_builder.artifact.manifest import Manifest
+from index_builder.retrieval.scoring import Prepared
+from index_builder.retrieval.spaces import Metric, MetricSpace
 from service.core.batching import Coalescer
 from service.core.config import Limits
 from service.core.part import Part, known_ids, score_part, search_part, vector_of

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from index_builder.contract.layout import read_current, version_dir
-from index_builder.contract.manifest import Manifest, read_manifest
+from index_builder.artifact.layout import read_current, version_dir
+from index_builder.artifact.manifest import Manifest, read_manifest
 
 
 def active_manifest(root: Path, name: str) -> tuple[Path, Manifest]:

@@ -143,8 +143,8 @@ def test_zero_norm_documents_are_kept_for_dot_and_counted(tmp_path: Path, capsys
     docs[[3, 30]] = 0
     code, err = run(capsys, tmp_path, "--input", npy(tmp_path, docs))
     assert code == 0, err
-    from index_builder.contract.layout import read_current, version_dir
-    from index_builder.contract.manifest import read_manifest
+    from index_builder.artifact.layout import read_current, version_dir
+    from index_builder.artifact.manifest import read_manifest
 
     manifest = read_manifest(version_dir(tmp_path, "c", read_current(tmp_path, "c")))
     assert manifest.norm_profile.zero_count == 2

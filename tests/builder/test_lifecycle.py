@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from index_builder.artifact.layout import STAGING_PREFIX, list_versions, read_current
 from index_builder.cli import main
-from index_builder.contract.layout import STAGING_PREFIX, list_versions, read_current
 from tests.builder.helpers import active_manifest
 from tests.conftest import Corpus, build
 

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import pytest
 
-from index_builder.contract import cluster
+from index_builder.scaleout import cluster
 
 Usage = namedtuple("Usage", "total used free")
 

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
-from index_builder.contract.layout import list_versions, read_current
+from index_builder.artifact.layout import list_versions, read_current
 from service.core.query import SearchOptions
 from tests.builder.helpers import active_manifest
 from tests.conftest import BIN, Corpus, build

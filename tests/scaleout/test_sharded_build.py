@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from index_builder.artifact.layout import list_versions, read_current, version_dir
+from index_builder.artifact.manifest import read_manifest
 from index_builder.cli import main as build_main
-from index_builder.contract.layout import list_versions, read_current, version_dir
-from index_builder.contract.manifest import read_manifest
-from index_builder.contract.sharding import shard_of
+from index_builder.scaleout.sharding import shard_of
 from tests.builder.test_build import write_parquet
 from tests.conftest import Corpus, build
 from tests.scaleout.answers import assert_same_answers, load

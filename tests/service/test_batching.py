@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from index_builder.contract.scoring import Prepared
+from index_builder.retrieval.scoring import Prepared
 from service.core.batching import Coalescer
 from service.core.query import Answer, Query, SearchOptions
 from service.settings import ServiceSettings

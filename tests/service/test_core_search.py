@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from index_builder.contract.errors import InputError, InvalidMetric, NotFoundError
+from index_builder.artifact.errors import InputError, InvalidMetric, NotFoundError
 from service.core.errors import TooLarge
 from service.core.query import SearchOptions
 from tests.conftest import Corpus, build

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from index_builder.contract.layout import read_current, write_atomic
+from index_builder.artifact.layout import read_current, write_atomic
 from tests.conftest import Corpus, build
 
 THREADS = 4

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from index_builder.contract.layout import list_versions, read_current, write_atomic
+from index_builder.artifact.layout import list_versions, read_current, write_atomic
 from tests.conftest import Corpus, build
 from tests.service.test_hot_swap import Hammer, refused_count, wait_for
 

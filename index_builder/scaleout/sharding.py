@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from index_builder.contract.scoring import MISSING, merge_topk
+from index_builder.retrieval.scoring import MISSING, merge_topk
 
 SHARD_KEY = "blake2b64(utf-8 id) mod shards"
 

@@ -29,8 +29,8 @@ from ray.exceptions import RayError, RayTaskError
 from ray.serve.api import RunTarget, run_many
 from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview
 
-from index_builder.contract.cluster import LOCAL, dotcos_cause, ray_init
-from index_builder.contract.errors import ArtifactError, DotcosError
+from index_builder.artifact.errors import ArtifactError, DotcosError
+from index_builder.scaleout.cluster import LOCAL, dotcos_cause, ray_init
 from service.core.config import RaySettings
 from service.core.errors import Unavailable
 from service.core.loader import Note, configure_runtime, new_version, read_version

@@ -5,7 +5,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
-from index_builder.contract.faiss_index import EF_SEARCH, NPROBE, search_parameters
+from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE, search_parameters
 
 
 def test_unfiltered_parameters_are_shared_per_knob_value() -> None:

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index_builder.contract.errors import InvalidMetric
-from index_builder.contract.metrics import (
+from index_builder.artifact.errors import InvalidMetric
+from index_builder.retrieval.scoring import doc_scales, exact_topk, score_rows
+from index_builder.retrieval.spaces import (
     Metric,
     MetricKind,
     MetricSpace,
@@ -21,7 +22,6 @@ from index_builder.contract.metrics import (
     norm_range_of,
     row_norms,
 )
-from index_builder.contract.scoring import doc_scales, exact_topk, score_rows
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 

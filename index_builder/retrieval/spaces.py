@@ -34,7 +34,7 @@ from enum import StrEnum
 import faiss
 import numpy as np
 
-from index_builder.contract.errors import InvalidMetric
+from index_builder.artifact.errors import InvalidMetric
 
 FloatArray = np.ndarray
 

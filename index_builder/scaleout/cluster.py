@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from index_builder.contract.errors import DotcosError
+from index_builder.artifact.errors import DotcosError
 
 LOCAL = "local"
 OBJECT_STORE_CAP = 512 << 20

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index_builder.contract.metrics import MetricSpace
+from index_builder.retrieval.spaces import MetricSpace
 
 MISSING = -1
 LAST_ROW = np.iinfo(np.int64).max

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from index_builder.contract.metrics import Metric, fit_metric_space, row_norms
-from index_builder.contract.scoring import doc_scales, exact_topk
 from index_builder.covariance import whitening_matrix
+from index_builder.retrieval.scoring import doc_scales, exact_topk
+from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
 
 
 def model(seed: int, n_docs: int = 300, n_users: int = 400, d: int = 12) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from index_builder.contract.cluster import dotcos_cause, ray_init
-from index_builder.contract.errors import BuildFailed, InputError
+from index_builder.artifact.errors import BuildFailed, InputError
 from index_builder.progress import Progress
+from index_builder.scaleout.cluster import dotcos_cause, ray_init
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from index_builder.contract.errors import ArtifactError, InputError, NotFoundError
+from index_builder.artifact.errors import ArtifactError, InputError, NotFoundError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 CURRENT_FILE = "CURRENT"

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from index_builder.contract.errors import ArtifactError
-from index_builder.contract.layout import MANIFEST_FILE
-from index_builder.contract.metrics import Layout, Metric, MetricSpace, MetricStats
+from index_builder.artifact.errors import ArtifactError
+from index_builder.artifact.layout import MANIFEST_FILE
+from index_builder.retrieval.spaces import Layout, Metric, MetricSpace, MetricStats
 
 SCHEMA_VERSION = 1
 SHARDED_SCHEMA_VERSION = 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import faiss
 
-from index_builder.contract.errors import ArtifactError
+from index_builder.artifact.errors import ArtifactError
 
 EF_SEARCH = "efSearch"
 NPROBE = "nprobe"

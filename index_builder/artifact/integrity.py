@@ -11,10 +11,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from index_builder.contract.errors import ArtifactError, ChecksumMismatch
-from index_builder.contract.faiss_index import read_index
-from index_builder.contract.layout import sha256_file
-from index_builder.contract.manifest import Manifest, ShardEntry
+from index_builder.artifact.errors import ArtifactError, ChecksumMismatch
+from index_builder.artifact.layout import sha256_file
+from index_builder.artifact.manifest import Manifest, ShardEntry
+from index_builder.retrieval.faiss_params import read_index
 
 
 def _shared_files(manifest: Manifest) -> set[str]:

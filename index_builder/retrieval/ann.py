@@ -12,9 +12,9 @@ from functools import cached_property
 import faiss
 import numpy as np
 
-from index_builder.contract.faiss_index import EF_SEARCH, search_parameters, tuning_param
-from index_builder.contract.metrics import Layout, MetricSpace, augment_queries
-from index_builder.contract.scoring import MISSING, Prepared, Queries, prepare, rescored_topk
+from index_builder.retrieval.faiss_params import EF_SEARCH, search_parameters, tuning_param
+from index_builder.retrieval.scoring import MISSING, Prepared, Queries, prepare, rescored_topk
+from index_builder.retrieval.spaces import Layout, MetricSpace, augment_queries
 
 
 @dataclass(frozen=True)

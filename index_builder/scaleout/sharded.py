@@ -23,14 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.contract.errors import InputError
-from index_builder.contract.faiss_index import read_index
-from index_builder.contract.integrity import verify_shapes
-from index_builder.contract.manifest import SHARDED_SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, ShardEntry
-from index_builder.contract.metrics import Layout, MetricKind, MetricSpace, fit_metric_space, row_norms
-from index_builder.contract.scoring import Prepared, doc_scales, exact_topk, indexed_rows
-from index_builder.contract.search import ServedIndex, ann_topk
-from index_builder.contract.sharding import SHARD_KEY, merge_parts, shard_name, shard_of
+from index_builder.artifact.errors import InputError
+from index_builder.artifact.integrity import verify_shapes
+from index_builder.artifact.manifest import SHARDED_SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, ShardEntry
 from index_builder.evaluate import RECALL_K, Checked, norm_bias, served_check
 from index_builder.faults import arm, armed, crash_point
 from index_builder.indexes import IndexOptions
@@ -56,6 +51,12 @@ from index_builder.pipeline import (
 from index_builder.progress import Progress
 from index_builder.publish import new_staging_dir, new_version_name, publish
 from index_builder.readers import ParquetColumns, open_input
+from index_builder.retrieval.ann import ServedIndex, ann_topk
+from index_builder.retrieval.faiss_params import read_index
+from index_builder.retrieval.scoring import Prepared, doc_scales, exact_topk, indexed_rows
+from index_builder.retrieval.spaces import Layout, MetricKind, MetricSpace, fit_metric_space, row_norms
+from index_builder.scaleout.sharding import SHARD_KEY, merge_parts, shard_name, shard_of
+from index_builder.scaleout.tasks import TaskRunner, runner
 from index_builder.staging import (
     InputSpec,
     StagedCorpus,
@@ -66,7 +67,6 @@ from index_builder.staging import (
     explicit_ids,
     open_inputs,
 )
-from index_builder.tasks import TaskRunner, runner
 
 log = logging.getLogger(__name__)
 
