@@ -14,6 +14,7 @@ import numpy as np
 
 import index_builder
 from index_builder.artifact.errors import InputError
+from index_builder.artifact.integrity import verify_shapes
 from index_builder.artifact.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
 from index_builder.covariance import user_covariance, whitening_matrix
 from index_builder.evaluate import Checked, ground_truth, norm_bias, norm_profile, self_check, served_check
@@ -383,6 +384,7 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
             not_built=skipped,
         )
         del corpus
+        verify_shapes(manifest, staging)
         publish(staging, manifest, request.root)
         return manifest
     except BaseException:

@@ -161,3 +161,30 @@ def test_verify_fails_naming_a_corrupted_file(victim: str, corpus: Corpus, tmp_p
     capsys.readouterr()
     assert main(["verify", "--root", str(tmp_path), "--name", "c"]) == 1
     assert victim in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module, extra", [("pipeline", ()), ("scaleout.sharded", ("--shards", "2"))])
+def test_every_build_verifies_what_it_wrote_before_publishing(
+    module: str, extra: tuple[str, ...], corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A manifest that promises other counts than the files hold is caught before anything is published."""
+    import importlib
+
+    target = importlib.import_module(f"index_builder.{module}")
+    honest = target.new_manifest
+
+    def lying(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        manifest = honest(*args, **kwargs)
+        dot = manifest.metrics["dot"]
+        wrong = dot.index.model_copy(update={"count": dot.index.count + 1})
+        metrics = {**manifest.metrics, "dot": dot.model_copy(update={"index": wrong})}
+        shards = [
+            s.model_copy(update={"index_counts": {**s.index_counts, "dot": s.index_counts["dot"] + 1}})
+            for s in manifest.shards
+        ]
+        return manifest.model_copy(update={"metrics": metrics, "shards": shards})
+
+    monkeypatch.setattr(target, "new_manifest", lying)
+    assert build(tmp_path, corpus, "c", *extra) == 1
+    assert "dot" in capsys.readouterr().err
+    assert list_versions(tmp_path, "c") == [] and not (tmp_path / "c" / "CURRENT").exists()
