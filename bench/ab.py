@@ -8,8 +8,9 @@ packages from the other tree (PYTHONPATH), so everything else (Python, FAISS, th
 machine) is the same. Runs alternate before/after for every row, `--rounds` times, and each
 row reports the median QPS and p50 of its rounds with the after/before ratio. Rows: a tiny
 collection (1k x 32, flat, k=1, 1 client: the per-request floor), an HNSW collection at 16 and 64
-clients, and the same corpus sharded in 4 parts served in one process at 16 clients (with its
-ratio to the unsharded collection served by the same tree).
+clients, and the same corpus sharded in 2 and 4 parts served in one process at 16 clients (with
+its ratio to the unsharded collection served by the same tree). Server CPU per request (the
+server's process tree, from /proc) is the figure least moved by a noisy machine.
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from index_builder.synthetic import TwoTowerSpec, two_tower
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROWS = [("tiny", "tiny", 1, 1), ("hnsw", "hnsw", 16, 10), ("hnsw", "hnsw", 64, 10), ("sharded", "sharded4", 16, 10)]
+ROWS = [
+    ("tiny", "tiny", 1, 1),
+    ("hnsw", "hnsw", 16, 10),
+    ("hnsw", "hnsw", 64, 10),
+    ("sharded", "sharded2", 16, 10),
+    ("sharded", "sharded4", 16, 10),
+]
 
 
 def _build(root: Path, docs: Path, name: str, *extra: str) -> None:
@@ -62,7 +69,8 @@ def _collections(work: Path, docs: int, dim: int) -> tuple[Path, dict[str, Path]
     if not (root / "tiny").exists():
         _build(root, work / "tiny.npy", "tiny", "--index", "flat")
         _build(root, work / "big.npy", "hnsw", "--index", "hnsw")
-        _build(root, work / "big.npy", "sharded4", "--index", "hnsw", "--shards", "4")
+        for shards in (2, 4):
+            _build(root, work / "big.npy", f"sharded{shards}", "--index", "hnsw", "--shards", str(shards))
     bodies = {
         k: write_bodies(work / f"bodies-{name}-k{k}.jsonl", q, {"k": k, "metric": "dot"})
         for name, q, k in (("tiny", tiny_q, 1), ("big", big_q, 10))
@@ -102,23 +110,22 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in dict.fromkeys(r["row"] for r in runs):
         before = [r for r in runs if r["row"] == row and r["tree"] == "before"]
         after = [r for r in runs if r["row"] == row and r["tree"] == "after"]
-        entry = {
-            "row": row,
-            "before_qps": _median(before, "qps"),
-            "after_qps": _median(after, "qps"),
-            "before_p50_ms": _median(before, "p50_ms"),
-            "after_p50_ms": _median(after, "p50_ms"),
-            "errors": sum(r["errors"] for r in before + after),
-        }
-        entry["qps_after_over_before"] = round(entry["after_qps"] / max(entry["before_qps"], 1e-9), 3)
-        entry["p50_after_over_before"] = round(entry["after_p50_ms"] / max(entry["before_p50_ms"], 1e-9), 3)
+        entry: dict[str, Any] = {"row": row, "errors": sum(r["errors"] for r in before + after)}
+        for key in ("qps", "p50_ms", "server_cpu_us"):
+            entry[f"before_{key}"], entry[f"after_{key}"] = _median(before, key), _median(after, key)
+            entry[f"{key}_after_over_before"] = round(entry[f"after_{key}"] / max(entry[f"before_{key}"], 1e-9), 3)
+        entry["qps_ratio_per_round"] = [
+            round(a["qps"] / max(b["qps"], 1e-9), 2) for a, b in zip(after, before, strict=True)
+        ]
         table.append(entry)
     by_row = {e["row"]: e for e in table}
-    for tree in ("before", "after"):
-        sharded, plain = by_row["sharded4 @16"], by_row["hnsw @16 (beside sharded)"]
-        by_row["sharded4 @16"][f"{tree}_sharded_over_unsharded"] = round(
-            sharded[f"{tree}_qps"] / max(plain[f"{tree}_qps"], 1e-9), 3
-        )
+    plain = by_row["hnsw @16 (beside sharded)"]
+    for shards in (2, 4):
+        sharded = by_row[f"sharded{shards} @16"]
+        for tree in ("before", "after"):
+            sharded[f"{tree}_sharded_over_unsharded"] = round(
+                sharded[f"{tree}_qps"] / max(plain[f"{tree}_qps"], 1e-9), 3
+            )
     return table
 
 
@@ -134,21 +141,26 @@ def write(out: Path, name: str, meta: dict[str, Any], runs: list[dict[str, Any]]
         f"before = `{meta['before']}`, after = `{meta['after']}`; {meta['rounds']} alternating rounds of "
         f"{meta['seconds']} s per row, medians; wrk on the same 2 cores as the server; {meta['started']}.",
         "",
-        "| row | QPS before | QPS after | after/before | p50 ms before | p50 ms after | p50 after/before |",
-        "|---|---|---|---|---|---|---|",
+        "| row | QPS before | QPS after | after/before (each round) | p50 ms before | p50 ms after "
+        "| server CPU µs/request before | after | after/before |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for e in table:
+        rounds = ", ".join(f"{x:.2f}" for x in e["qps_ratio_per_round"])
         lines.append(
-            f"| {e['row']} | {e['before_qps']:.0f} | {e['after_qps']:.0f} | {e['qps_after_over_before']:.2f} "
-            f"| {e['before_p50_ms']:.2f} | {e['after_p50_ms']:.2f} | {e['p50_after_over_before']:.2f} |"
+            f"| {e['row']} | {e['before_qps']:.0f} | {e['after_qps']:.0f} "
+            f"| {e['qps_after_over_before']:.2f} ({rounds}) "
+            f"| {e['before_p50_ms']:.2f} | {e['after_p50_ms']:.2f} | {e['before_server_cpu_us']:.0f} "
+            f"| {e['after_server_cpu_us']:.0f} | {e['server_cpu_us_after_over_before']:.2f} |"
         )
-    sharded = next(e for e in table if e["row"] == "sharded4 @16")
-    lines += [
-        "",
-        f"Sharded (4 parts, one process) over unsharded at 16 clients: before "
-        f"{sharded['before_sharded_over_unsharded']:.2f}x, after {sharded['after_sharded_over_unsharded']:.2f}x.",
-        "",
-    ]
+    lines.append("")
+    for e in table:
+        if "before_sharded_over_unsharded" in e:
+            lines.append(
+                f"{e['row']}: sharded over unsharded (same tree, 16 clients): before "
+                f"{e['before_sharded_over_unsharded']:.2f}x, after {e['after_sharded_over_unsharded']:.2f}x."
+            )
+    lines.append("")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
     fig, ax = plt.subplots(figsize=(8, 4))
     labels = [e["row"] for e in table]

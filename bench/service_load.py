@@ -183,4 +183,5 @@ def wrk(server: Server, path: str, bodies: Path, connections: int, seconds: floa
         "p99_ms": summary["p99_us"] / 1000,
         "errors": summary["errors"] + summary["non_2xx"],
         "client_cpu_share": round(client_cpu / max(client_cpu + server_cpu, 1e-9), 3),
+        "server_cpu_us": round(server_cpu / max(summary["requests"], 1) * 1e6, 1),
     }

@@ -10,11 +10,10 @@ from index_builder.artifact.integrity import verify_version
 from index_builder.artifact.layout import list_collections, list_versions, read_current, version_dir
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.demo import ensure_demo
+from index_builder.parts import build as build_version
 from index_builder.pipeline import BuildRequest
-from index_builder.pipeline import build as run_build
 from index_builder.progress import Progress
 from index_builder.publish import activate, gc
-from index_builder.scaleout.sharded import build_sharded
 from index_builder.synthetic import TwoTowerSpec
 
 
@@ -31,7 +30,7 @@ def _recall_line(manifest: Manifest) -> list[str]:
 
 def build(request: BuildRequest, progress: Progress) -> int:
     start = time.perf_counter()
-    manifest = (build_sharded if request.shards else run_build)(request, progress)
+    manifest = build_version(request, progress)
     elapsed = time.perf_counter() - start
     shards = f", {len(manifest.shards)} shards" if manifest.sharded else ""
     print(

@@ -10,7 +10,8 @@ import numpy as np
 
 from index_builder.artifact.layout import list_collections
 from index_builder.indexes import IndexOptions
-from index_builder.pipeline import BuildRequest, build
+from index_builder.parts import build
+from index_builder.pipeline import BuildRequest
 from index_builder.progress import Progress
 from index_builder.readers import ParquetColumns
 from index_builder.retrieval.spaces import parse_metric_list

@@ -1,10 +1,11 @@
-"""The build: stage the corpus, build and measure one index per metric, publish atomically."""
+"""The pieces of a build every part and every metric share: the request, which metrics and layouts
+to build, one index written and measured, the layout chosen, the manifest (index_builder.parts
+runs them)."""
 
 from __future__ import annotations
 
 import logging
-import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,12 @@ import numpy as np
 
 import index_builder
 from index_builder.artifact.errors import InputError
-from index_builder.artifact.integrity import verify_shapes
 from index_builder.artifact.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
 from index_builder.covariance import user_covariance, whitening_matrix
-from index_builder.evaluate import Checked, ground_truth, norm_bias, norm_profile, self_check, served_check
+from index_builder.evaluate import Checked, norm_profile, self_check
 from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, train_and_add
 from index_builder.progress import Progress
-from index_builder.publish import file_entries, new_staging_dir, new_version_name, publish
-from index_builder.retrieval.ann import ServedIndex
-from index_builder.retrieval.scoring import doc_scales, indexed_rows
+from index_builder.publish import file_entries
 from index_builder.retrieval.spaces import (
     Layout,
     Metric,
@@ -30,11 +28,10 @@ from index_builder.retrieval.spaces import (
     MetricSpace,
     augment_documents,
     faiss_metric,
-    fit_metric_space,
     norm_range_bounds,
     norm_range_of,
 )
-from index_builder.staging import IDS_FILE, VECTORS_FILE, InputSpec, StagedCorpus, stage_corpus, stream_vectors
+from index_builder.staging import InputSpec, StagedCorpus, stream_vectors
 
 log = logging.getLogger(__name__)
 
@@ -198,22 +195,6 @@ def checked_entry(
     return entry.model_copy(update={"search_params": params, "self_check": check})
 
 
-def _build_layout(
-    inputs: MetricInputs,
-    layout: Layout,
-    corpus: StagedCorpus,
-    request: BuildRequest,
-    path: Path,
-    queries: QuerySet,
-    truth: np.ndarray,
-    progress: Progress,
-) -> IndexEntry:
-    """Build one index of a metric in one layout, write it to `path`, and measure its recall."""
-    entry, indexes = write_index(inputs, layout, corpus, request.index, path, progress)
-    served = ServedIndex.of(indexes, inputs.space, layout, entry.refine_factor, corpus.vectors, inputs.scales)
-    return checked_entry(entry, served_check(served), queries, truth, request.target_recall, progress)
-
-
 def _cost(entry: IndexEntry, target: float) -> tuple[int, float]:
     """Lower is better: reaching the target first, then the cheapest knob; else the higher recall."""
     recall = entry.self_check.recall_at_10 if entry.self_check else 0.0
@@ -282,36 +263,6 @@ def file_stem(metric: Metric) -> str:
     return metric.name.replace(":", "-")
 
 
-def _build_metric(
-    metric: Metric,
-    corpus: StagedCorpus,
-    request: BuildRequest,
-    staging: Path,
-    whitening: np.ndarray | None,
-    queries: QuerySet,
-    progress: Progress,
-) -> tuple[MetricEntry, np.ndarray]:
-    """One metric's index (the best of its layout trials) and the exact top-10 rows of its queries."""
-    space = fit_metric_space(metric, corpus.norms.astype(np.float64), whitening)
-    block_rows = max(1, request.block_bytes // (4 * corpus.dim))
-    scales = doc_scales(space, corpus.vectors, block_rows)
-    with progress.stage(f"ground truth {metric.name}", len(queries.vectors), unit="query"):
-        truth, truth_rows = ground_truth(space, corpus.vectors, scales, queries.vectors)
-    rows = indexed_rows(space, scales)
-    layouts = layouts_for(metric, request)
-    bounds = range_bounds(corpus.norms[rows], layouts, request)
-    inputs = MetricInputs(metric, space, scales, rows, block_rows, float(corpus.norms[rows].max()), bounds)
-    stem = file_stem(metric)
-    trials = [
-        _build_layout(inputs, layout, corpus, request, staging / f"{stem}.{layout}.tmp", queries, truth, progress)
-        for layout in layouts
-    ]
-    chosen = choose_layout(metric, trials, request)
-    file = f"{stem}.faiss"
-    keep_chosen(staging, trials, chosen, file)
-    return metric_entry(space, chosen, trials, file), truth_rows
-
-
 def range_bounds(norms: np.ndarray, layouts: list[Layout], request: BuildRequest) -> list[float]:
     """Global norm-range bounds when a norm-ranged layout is tried (empty otherwise)."""
     return norm_range_bounds(norms, request.mips_ranges) if Layout.L2_RANGED in layouts else []
@@ -347,49 +298,6 @@ def query_sets(request: BuildRequest, documents: QuerySet, dim: int) -> tuple[Qu
     if not len(users):
         raise InputError("--queries holds no vectors")
     return QuerySet(users, "queries"), documents
-
-
-def build(request: BuildRequest, progress: Progress) -> Manifest:
-    """Run a whole build and publish it; on any failure nothing becomes visible."""
-    version = request.version or new_version_name()
-    staging = new_staging_dir(request.root, request.collection, version)
-    try:
-        metrics, skipped = buildable(request)
-        request = replace(request, metrics=metrics)
-        corpus = stage_corpus(request.inputs, staging, request.block_bytes, progress)
-        check_request(request, corpus.norms)
-        whitening = whitening_for(request, corpus.dim, staging, progress)
-        sample = document_query_rows(corpus.norms, request.selfcheck_queries, request.index.seed)
-        documents = QuerySet(np.asarray(corpus.vectors[sample], dtype=np.float32), "documents")
-        user_queries, doc_queries = query_sets(request, documents, corpus.dim)
-        entries = {}
-        bias = None
-        for metric in request.metrics:
-            queries = doc_queries if metric.rule.whitened else user_queries
-            entries[metric.name], truth_rows = _build_metric(
-                metric, corpus, request, staging, whitening, queries, progress
-            )
-            if metric.kind is MetricKind.DOT:
-                bias = round(norm_bias(truth_rows, corpus.norms), 4)
-        manifest = new_manifest(
-            request,
-            version,
-            corpus.dim,
-            corpus.norms,
-            entries,
-            bias,
-            staging,
-            vectors_file=VECTORS_FILE,
-            ids_file=IDS_FILE,
-            not_built=skipped,
-        )
-        del corpus
-        verify_shapes(manifest, staging)
-        publish(staging, manifest, request.root)
-        return manifest
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def new_manifest(

@@ -1,7 +1,8 @@
-"""First pass over the input: validate every row and write the float32 corpus and ids.
+"""Reading the input for a build: what it is, its ids, row checks, and the float32 writer.
 
-The staged `vectors.npy` is both the artifact's raw-vector file and the memory-mapped
-source every later stage reads, so no stage holds a second full copy of the corpus.
+A part's vectors file, written once by VectorWriter, is both the artifact's raw-vector file and
+the memory-mapped source every later stage reads, so no stage holds a second full copy of the
+corpus.
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.artifact.errors import InputError
-from index_builder.progress import Progress
 from index_builder.readers import ParquetColumns, Reader, open_input, read_id_files
-from index_builder.retrieval.spaces import row_norms
-
-VECTORS_FILE = "vectors.npy"
-IDS_FILE = "ids.txt"
-NORMS_FILE = "norms.npy"
 
 
 @dataclass(frozen=True)
@@ -142,33 +137,6 @@ def open_inputs(spec: InputSpec) -> tuple[list[Reader], list[int], int]:
     if total == 0 or dim == 0:
         raise InputError(f"input is empty ({total} rows of dimension {dim})")
     return readers, counts, dim
-
-
-def stage_corpus(spec: InputSpec, out_dir: Path, block_bytes: int, progress: Progress) -> StagedCorpus:
-    """Read, validate and write the corpus into out_dir; raise InputError on bad input."""
-    readers, counts, dim = open_inputs(spec)
-    total = sum(counts)
-    explicit = explicit_ids(spec, counts)
-    rows = max(1, block_bytes // (4 * dim))
-    norms = np.empty(total, dtype=np.float32)
-    parquet_ids: list[str] = []
-    with progress.stage("read", total) as bar, VectorWriter(out_dir / VECTORS_FILE, total, dim) as out:
-        offset = 0
-        for reader in readers:
-            for vectors, ids in reader.blocks(rows):
-                check_finite(vectors, offset, reader.path)
-                out.write(vectors)
-                norms[offset : offset + len(vectors)] = row_norms(vectors)
-                if ids is not None:
-                    parquet_ids.extend(ids)
-                offset += len(vectors)
-                bar.update(len(vectors))
-    ids, source = choose_ids(explicit, parquet_ids, total, spec)
-    check_ids(ids, total, source)
-    (out_dir / IDS_FILE).write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
-    np.save(out_dir / NORMS_FILE, norms, allow_pickle=False)
-    vectors = np.load(out_dir / VECTORS_FILE, mmap_mode="r")
-    return StagedCorpus(vectors=vectors, ids=ids, norms=norms)
 
 
 def choose_ids(

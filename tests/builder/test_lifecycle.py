@@ -163,7 +163,7 @@ def test_verify_fails_naming_a_corrupted_file(victim: str, corpus: Corpus, tmp_p
     assert victim in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module, extra", [("pipeline", ()), ("scaleout.sharded", ("--shards", "2"))])
+@pytest.mark.parametrize("module, extra", [("parts", ()), ("parts", ("--shards", "2"))])
 def test_every_build_verifies_what_it_wrote_before_publishing(
     module: str, extra: tuple[str, ...], corpus: Corpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:

@@ -1,10 +1,14 @@
-"""The sharded build: global statistics first, then one task per shard, then a merged self-check.
+"""The build: a version of N parts (one when unsharded), made the same way for any N.
+
+Global statistics first, then one task per part, then a merged self-check; the tasks run in this
+process or on Ray (index_builder.scaleout.tasks). An unsharded version is one part whose files
+keep the unsharded names (vectors.npy, ids.txt, <metric>.faiss) and manifest schema 1.
 
 1. Scan: one task per input file computes document norms (and returns the self-check sample
    and parquet ids). The driver holds ids and norms (a few bytes per document), never vectors.
 2. The driver fits every metric's global statistics (norm range, whitening, the MIPS
    augmentation's maximum norm) and assigns each id to a shard by a stable hash.
-3. Shard: one task per shard reads the input files, keeps its own rows, writes its vectors,
+3. Part: one task per part (shard) reads the input files, keeps its own rows, writes its vectors,
    ids and one index per metric and layout into the shared staging directory, and returns its
    exact top-10 for the self-check queries.
 4. The driver measures recall@10 on the merged answers of all shards (the same merge the
@@ -20,12 +24,20 @@ import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.integrity import verify_shapes
-from index_builder.artifact.manifest import SHARDED_SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, ShardEntry
+from index_builder.artifact.manifest import (
+    SCHEMA_VERSION,
+    SHARDED_SCHEMA_VERSION,
+    IndexEntry,
+    Manifest,
+    MetricEntry,
+    ShardEntry,
+)
 from index_builder.evaluate import RECALL_K, Checked, norm_bias, served_check
 from index_builder.faults import arm, armed, crash_point
 from index_builder.indexes import IndexOptions
@@ -80,39 +92,51 @@ class ScanJob:
     fmt: str
     columns: ParquetColumns
     block_rows: int
-    sample_rows: np.ndarray
 
 
 @dataclass(frozen=True)
 class ScanResult:
     norms: np.ndarray
     ids: list[str] | None
-    sample: np.ndarray
 
 
 def scan_file(job: ScanJob) -> ScanResult:
-    """Validate one input file and return its norms, parquet ids and the requested sample rows."""
+    """Validate one input file and return its norms and parquet ids."""
     reader = open_input(job.path, job.fmt, job.columns)
     norms = np.empty(reader.count, dtype=np.float32)
-    sample = np.empty((len(job.sample_rows), reader.dim), dtype=np.float32)
     ids: list[str] = []
     start = 0
     for vectors, block_ids in reader.blocks(job.block_rows):
         check_finite(vectors, start, job.path)
-        end = start + len(vectors)
-        norms[start:end] = row_norms(vectors)
-        wanted = (job.sample_rows >= start) & (job.sample_rows < end)
-        sample[wanted] = vectors[job.sample_rows[wanted] - start]
+        norms[start : start + len(vectors)] = row_norms(vectors)
         ids.extend(block_ids or [])
-        start = end
-    return ScanResult(norms, ids or None, sample)
+        start += len(vectors)
+    return ScanResult(norms, ids or None)
+
+
+def read_rows(spec: InputSpec, counts: list[int], dim: int, rows: np.ndarray, block_rows: int) -> np.ndarray:
+    """The input's vectors at sorted global `rows` (the self-check sample), read from the files
+    that hold some of them."""
+    out = [np.empty((0, dim), dtype=np.float32)]
+    offsets = np.cumsum([0, *counts])
+    for path, lo, hi in zip(spec.paths, offsets[:-1], offsets[1:], strict=True):
+        mine = rows[(rows >= lo) & (rows < hi)] - lo
+        if not len(mine):
+            continue
+        start = 0
+        for vectors, _ in open_input(path, spec.fmt, spec.columns).blocks(block_rows):
+            wanted = mine[(mine >= start) & (mine < start + len(vectors))] - start
+            out.append(np.asarray(vectors[wanted], dtype=np.float32))
+            start += len(vectors)
+    return np.concatenate(out)
 
 
 @dataclass(frozen=True)
 class ShardJob:
-    """Everything one shard task needs; the statistics in `spaces` and `max_norm` are global."""
+    """Everything one part's task needs; the statistics in `spaces` and `max_norm` are global."""
 
     shard: int
+    sharded: bool
     staging: Path
     inputs: InputSpec
     part_rows: list[np.ndarray]
@@ -147,9 +171,14 @@ def _crash_if_armed(job: ShardJob) -> None:
         crash_point(SHARD_CRASH_ONCE)
 
 
+def suffix(shard: int, sharded: bool) -> str:
+    """What a part's files carry before their extension: ".s000" ... when sharded, nothing otherwise."""
+    return f".{shard_name(shard)}" if sharded else ""
+
+
 def _write_shard_corpus(job: ShardJob, name: str) -> StagedCorpus:
-    """This shard's rows of every input file, written as its float32 vectors file and ids file."""
-    vectors_path = job.staging / f"vectors.{name}.npy"
+    """This part's rows of every input file, written as its float32 vectors file and ids file."""
+    vectors_path = job.staging / f"vectors{name}.npy"
     block_rows = max(1, job.block_bytes // (4 * job.dim))
     norms = np.empty(len(job.ids), dtype=np.float32)
     with VectorWriter(vectors_path, len(job.ids), job.dim) as out:
@@ -162,14 +191,14 @@ def _write_shard_corpus(job: ShardJob, name: str) -> StagedCorpus:
                 norms[out.written : out.written + len(block)] = row_norms(block)
                 out.write(block)
                 start += len(vectors)
-    (job.staging / f"ids.{name}.txt").write_text("".join(f"{i}\n" for i in job.ids), encoding="utf-8")
+    (job.staging / f"ids{name}.txt").write_text("".join(f"{i}\n" for i in job.ids), encoding="utf-8")
     return StagedCorpus(vectors=np.load(vectors_path, mmap_mode="r"), ids=job.ids, norms=norms)
 
 
 def build_shard(job: ShardJob) -> ShardResult:
     """One shard task: its corpus, an index per metric and layout, and its exact top-10 answers."""
     _crash_if_armed(job)
-    name = shard_name(job.shard)
+    name = suffix(job.shard, job.sharded)
     corpus = _write_shard_corpus(job, name)
     quiet = Progress(quiet=True)
     block_rows = max(1, job.block_bytes // (4 * job.dim))
@@ -180,12 +209,14 @@ def build_shard(job: ShardJob) -> ShardResult:
         scales[space.name] = doc_scales(space, corpus.vectors, block_rows)
         rows = indexed_rows(space, scales[space.name])
         if not len(rows):
-            raise InputError(f"shard {name} has no document {space.name} can index; use fewer --shards")
+            raise InputError(
+                f"shard {shard_name(job.shard)} has no document {space.name} can index; use fewer --shards"
+            )
         inputs = MetricInputs(space.metric, space, scales[space.name], rows, block_rows, job.max_norm, job.range_bounds)
         truth[space.name] = exact_topk(space, job.queries[space.name], corpus.vectors, scales[space.name], RECALL_K)
         stem = file_stem(space.metric)
         trials[space.name] = [
-            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}.{name}.tmp", quiet)[0]
+            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", quiet)[0]
             for layout in job.layouts[space.name]
         ]
     return ShardResult(job.shard, corpus.count, trials, scales, truth)
@@ -206,22 +237,16 @@ def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned
     spec = request.inputs
     _, counts, dim = open_inputs(spec)
     total = sum(counts)
-    rng = np.random.default_rng(request.index.seed)
-    wanted = np.sort(rng.choice(total, min(total, 2 * request.selfcheck_queries + 16), replace=False))
-    offsets = np.cumsum([0, *counts])
     block_rows = max(1, request.block_bytes // (4 * dim))
-    jobs = [
-        ScanJob(path, spec.fmt, spec.columns, block_rows, wanted[(wanted >= lo) & (wanted < hi)] - lo)
-        for path, lo, hi in zip(spec.paths, offsets[:-1], offsets[1:], strict=True)
-    ]
+    jobs = [ScanJob(path, spec.fmt, spec.columns, block_rows) for path in spec.paths]
     results = run.map(scan_file, jobs, "scan", progress)
     norms = np.concatenate([r.norms for r in results])
     parquet_ids = [i for r in results for i in (r.ids or [])]
     ids, source = choose_ids(explicit_ids(spec, counts), parquet_ids, total, spec)
     check_ids(ids, total, source)
-    sample = np.concatenate([r.sample for r in results])
-    keep = document_query_rows(norms[wanted], request.selfcheck_queries, request.index.seed)
-    return Scanned(ids, norms, counts, dim, QuerySet(sample[keep], "documents"))
+    chosen = document_query_rows(norms, request.selfcheck_queries, request.index.seed)
+    sample = read_rows(spec, counts, dim, chosen, block_rows)
+    return Scanned(ids, norms, counts, dim, QuerySet(sample, "documents"))
 
 
 def _shard_jobs(
@@ -229,7 +254,7 @@ def _shard_jobs(
 ) -> tuple[list[ShardJob], np.ndarray]:
     """One job per shard, and the input rows of every shard in shard order (row order of the version)."""
     shards = request.shards or 1
-    assignment = shard_of(scanned.ids, shards)
+    assignment = shard_of(scanned.ids, shards) if request.shards else np.zeros(len(scanned.ids), np.int64)
     offsets = np.cumsum([0, *scanned.counts])
     layouts = {sp.name: layouts_for(sp.metric, request) for sp in spaces}
     bounds = range_bounds(scanned.norms, [lay for tried in layouts.values() for lay in tried], request)
@@ -247,6 +272,7 @@ def _shard_jobs(
         jobs.append(
             ShardJob(
                 shard=s,
+                sharded=request.shards is not None,
                 staging=staging,
                 inputs=request.inputs,
                 part_rows=part_rows,
@@ -270,13 +296,15 @@ def _offsets(results: list[ShardResult]) -> list[int]:
     return [int(x) for x in np.cumsum([0, *[r.count for r in results]])[:-1]]
 
 
-def _merged_check(space: MetricSpace, layout_at: int, results: list[ShardResult], staging: Path) -> Checked:
-    """The self-check of one layout over all shards: each shard searched as served, answers merged."""
+def _merged_check(
+    space: MetricSpace, layout_at: int, results: list[ShardResult], staging: Path, sharded: bool
+) -> Checked:
+    """The self-check of one layout over all parts: each part searched as served, answers merged."""
     offsets = _offsets(results)
     served = []
     for result in results:
         entry = result.trials[space.name][layout_at]
-        vectors = np.load(staging / f"vectors.{shard_name(result.shard)}.npy", mmap_mode="r")
+        vectors = np.load(staging / f"vectors{suffix(result.shard, sharded)}.npy", mmap_mode="r")
         indexes = [read_index(staging / name) for name in entry.files_for(str(entry.file))]
         served.append(
             ServedIndex.of(
@@ -301,20 +329,21 @@ def _finish_metric(
 ) -> tuple[MetricEntry, np.ndarray]:
     """Merged truth and self-check per layout, the chosen layout's files renamed, the others deleted."""
     offsets = _offsets(results)
+    sharded = request.shards is not None
     truth, truth_rows = merge_parts([r.truth[space.name] for r in results], offsets, RECALL_K)
     trials = []
     for at, first in enumerate(results[0].trials[space.name]):
         total = sum(r.trials[space.name][at].count for r in results)
         entry = first.model_copy(update={"count": total, "file": None})
-        checked = _merged_check(space, at, results, staging)
+        checked = _merged_check(space, at, results, staging, sharded)
         trials.append(checked_entry(entry, checked, queries, truth, request.target_recall, progress))
     chosen = choose_layout(space.metric, trials, request)
     at = trials.index(chosen)
     for result in results:
         shard_trials = result.trials[space.name]
-        final = f"{file_stem(space.metric)}.{shard_name(result.shard)}.faiss"
+        final = f"{file_stem(space.metric)}{suffix(result.shard, sharded)}.faiss"
         keep_chosen(staging, shard_trials, shard_trials[at], final)
-    return metric_entry(space, chosen, trials, None), truth_rows
+    return metric_entry(space, chosen, trials, None if sharded else final), truth_rows
 
 
 def _shard_entries(request: BuildRequest, results: list[ShardResult]) -> list[ShardEntry]:
@@ -334,9 +363,22 @@ def _shard_entries(request: BuildRequest, results: list[ShardResult]) -> list[Sh
     return entries
 
 
-def build_sharded(request: BuildRequest, progress: Progress) -> Manifest:
-    """A sharded build (in this process, or on Ray with request.ray); publishes all shards or nothing."""
-    if request.shards is None or request.shards < 1:
+def _layout_fields(request: BuildRequest, results: list[ShardResult]) -> dict[str, Any]:
+    """The manifest fields that say where the parts' files are: schema 2 with a shard list, or the
+    unsharded schema 1 top-level files."""
+    if request.shards is None:
+        return {"schema_version": SCHEMA_VERSION, "vectors_file": "vectors.npy", "ids_file": "ids.txt"}
+    return {
+        "schema_version": SHARDED_SCHEMA_VERSION,
+        "shards": _shard_entries(request, results),
+        "shard_key": SHARD_KEY,
+    }
+
+
+def build(request: BuildRequest, progress: Progress) -> Manifest:
+    """Build a version of request.shards parts (one when None), in this process or on Ray with
+    request.ray; checks everything it wrote, then publishes all parts or nothing."""
+    if request.shards is not None and request.shards < 1:
         raise InputError(f"--shards must be at least 1, got {request.shards}")
     version = request.version or new_version_name()
     staging = new_staging_dir(request.root, request.collection, version)
@@ -352,7 +394,7 @@ def build_sharded(request: BuildRequest, progress: Progress) -> Manifest:
         spaces = [fit_metric_space(m, norms64, whitening) for m in request.metrics]
         queries = {m.name: (doc_queries if m.rule.whitened else user_queries) for m in request.metrics}
         jobs, order = _shard_jobs(request, scanned, spaces, staging, {k: q.vectors for k, q in queries.items()})
-        results = run.map(build_shard, jobs, "shards", progress)
+        results = run.map(build_shard, jobs, "shards" if request.shards else "parts", progress)
         entries, bias = {}, None
         for space in spaces:
             entries[space.name], truth_rows = _finish_metric(
@@ -368,10 +410,8 @@ def build_sharded(request: BuildRequest, progress: Progress) -> Manifest:
             entries,
             bias,
             staging,
-            schema_version=SHARDED_SCHEMA_VERSION,
             not_built=skipped,
-            shards=_shard_entries(request, results),
-            shard_key=SHARD_KEY,
+            **_layout_fields(request, results),
         )
         verify_shapes(manifest, staging)
         publish(staging, manifest, request.root)
