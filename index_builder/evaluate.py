@@ -13,7 +13,7 @@ import numpy as np
 from index_builder.artifact.manifest import NormProfile, SelfCheck, SweepPoint
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
-from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, indexed_rows
+from index_builder.retrieval.scoring import MISSING, Prepared
 from index_builder.retrieval.spaces import MetricSpace
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def self_check(
 ) -> tuple[SelfCheck, dict[str, int]]:
     """Recall@10 over a sweep of the index's knob; the default is the cheapest value reaching target.
 
-    `truth` holds the exact top-k scores of the queries (see `ground_truth`), shared by every index
+    `truth` holds the exact top-k scores of the queries (the merged exact answers of all parts), shared by every index
     built for the metric.
     """
     k = truth.shape[1]
@@ -102,14 +102,6 @@ def self_check(
         sweep=sweep,
     )
     return check, ({param: int(chosen)} if param and chosen is not None else {})
-
-
-def ground_truth(
-    space: MetricSpace, vectors: np.ndarray, scales: np.ndarray, queries: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-10 (scores, rows) of the queries over the metric's indexed documents."""
-    k = min(RECALL_K, max(1, len(indexed_rows(space, scales))))
-    return exact_topk(space, queries, vectors, scales, k)
 
 
 def norm_profile(norms: np.ndarray) -> NormProfile:
