@@ -97,7 +97,8 @@ def _order(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray | None) -> 
 
 def _sorted(scores: np.ndarray, rows: np.ndarray, missing: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     order = _order(scores, rows, missing)
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
+    line = np.arange(len(rows))[:, None]
+    return scores[line, order], rows[line, order]
 
 
 def merge_order(scores: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -115,7 +116,8 @@ def merge_topk(scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int)
     all_scores = np.concatenate(scores, axis=1) if len(scores) > 1 else scores[0]
     all_rows = np.concatenate(rows, axis=1) if len(rows) > 1 else rows[0]
     order = merge_order(all_scores, all_rows, k)
-    return np.take_along_axis(all_scores, order, axis=1), np.take_along_axis(all_rows, order, axis=1)
+    line = np.arange(len(all_rows))[:, None]
+    return all_scores[line, order], all_rows[line, order]
 
 
 def exact_topk(

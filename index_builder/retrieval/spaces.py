@@ -219,11 +219,15 @@ class MetricSpace:
         return np.ascontiguousarray(scaled, dtype=np.float32)
 
     def prepare_queries(self, q: FloatArray) -> FloatArray:
-        """Queries as sent to the inner-product index (a new float32 array; zero rows stay zero)."""
-        mapped = np.array(self._linear(q), dtype=np.float32)
+        """Queries as sent to the inner-product index (float32, C-contiguous; zero rows stay zero).
+
+        A new array whenever a value changes; under dot a float32 C-contiguous input comes back
+        as it is (never written to afterwards), which spares a copy on every request.
+        """
+        mapped = self._linear(q)
         if self.metric.rule.normalizes:
-            mapped *= _safe_inverse(row_norms(mapped)).astype(np.float32)[:, None]
-        return np.ascontiguousarray(mapped)
+            mapped = mapped * _safe_inverse(row_norms(mapped)).astype(np.float32)[:, None]
+        return np.ascontiguousarray(mapped, dtype=np.float32)
 
     def queries_in_raw_space(self, q: FloatArray) -> FloatArray:
         """p' (float32) with score = (p' . x) * doc_scale(x) for raw documents x."""

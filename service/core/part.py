@@ -48,6 +48,8 @@ class Part:
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
         """Ids of local rows (None for MISSING)."""
+        if not (rows == MISSING).any():
+            return np.asarray(self.ids[rows])
         out = np.full(rows.shape, None, dtype=object)
         found = rows != MISSING
         out[found] = self.ids[rows[found]]

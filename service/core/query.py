@@ -82,8 +82,8 @@ class Answer(NamedTuple):
         rows = np.concatenate([a.rows for a in answers], axis=1)
         order = merge_order(scores, rows, k)
         labels = np.concatenate([a.labels for a in answers], axis=1)
-        take = np.take_along_axis
-        return Answer(take(scores, order, axis=1), take(rows, order, axis=1), take(labels, order, axis=1))
+        line = np.arange(len(rows))[:, None]
+        return Answer(scores[line, order], rows[line, order], labels[line, order])
 
     def split(self, sizes: list[int], ks: list[int]) -> list[Answer]:
         """Consecutive row blocks of `sizes` queries, each cut to its own k (undoes a coalesced batch)."""

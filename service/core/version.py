@@ -10,6 +10,7 @@ sharded version answers exactly as the unsharded one would.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -37,6 +38,12 @@ def unknown_ids(field: str, collection: str, missing: list[str]) -> NotFoundErro
     shown = ", ".join(repr(i) for i in missing[:MAX_NAMED_IDS])
     more = f" and {len(missing) - MAX_NAMED_IDS} more" if len(missing) > MAX_NAMED_IDS else ""
     return NotFoundError(f"{field}: unknown id(s) in collection {collection!r}: {shown}{more}")
+
+
+@functools.lru_cache(maxsize=1024)
+def canonical_metric(text: str) -> str:
+    """The canonical name of a metric as a request spells it (parsed once per spelling)."""
+    return Metric.parse(text).name
 
 
 class Parts(Protocol):
@@ -109,7 +116,7 @@ class Version:
         """A built metric's canonical name (default: the first built), or an error naming the built ones."""
         if metric is None:
             return self.default_metric
-        name = Metric.parse(metric).name
+        name = canonical_metric(metric)
         if name not in self.manifest.metrics:
             built = ", ".join(self.manifest.metrics)
             raise InvalidMetric(f"metric {name!r} is not built for collection {self.collection!r}; built: {built}")
