@@ -149,6 +149,7 @@ class ShardJob:
     range_bounds: list[float]
     index: IndexOptions
     block_bytes: int
+    progress: Progress
     crash_at: str | None = None
 
 
@@ -200,7 +201,6 @@ def build_shard(job: ShardJob) -> ShardResult:
     _crash_if_armed(job)
     name = suffix(job.shard, job.sharded)
     corpus = _write_shard_corpus(job, name)
-    quiet = Progress(quiet=True)
     block_rows = max(1, job.block_bytes // (4 * job.dim))
     trials: dict[str, list[IndexEntry]] = {}
     scales: dict[str, np.ndarray] = {}
@@ -216,7 +216,7 @@ def build_shard(job: ShardJob) -> ShardResult:
         truth[space.name] = exact_topk(space, job.queries[space.name], corpus.vectors, scales[space.name], RECALL_K)
         stem = file_stem(space.metric)
         trials[space.name] = [
-            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", quiet)[0]
+            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", job.progress)[0]
             for layout in job.layouts[space.name]
         ]
     return ShardResult(job.shard, corpus.count, trials, scales, truth)
@@ -250,9 +250,17 @@ def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned
 
 
 def _shard_jobs(
-    request: BuildRequest, scanned: Scanned, spaces: list[MetricSpace], staging: Path, queries: dict[str, np.ndarray]
+    request: BuildRequest,
+    scanned: Scanned,
+    spaces: list[MetricSpace],
+    staging: Path,
+    queries: dict[str, np.ndarray],
+    progress: Progress,
 ) -> tuple[list[ShardJob], np.ndarray]:
-    """One job per shard, and the input rows of every shard in shard order (row order of the version)."""
+    """One job per part, and the input rows of every part in part order (row order of the version).
+
+    In this process the parts report their index stages to the build's own progress; on Ray they
+    report nothing (the driver shows one line per finished task)."""
     shards = request.shards or 1
     assignment = shard_of(scanned.ids, shards) if request.shards else np.zeros(len(scanned.ids), np.int64)
     offsets = np.cumsum([0, *scanned.counts])
@@ -285,6 +293,7 @@ def _shard_jobs(
                 range_bounds=bounds,
                 index=request.index,
                 block_bytes=request.block_bytes,
+                progress=progress if request.ray is None else Progress(quiet=True),
                 crash_at=armed(),
             )
         )
@@ -393,7 +402,8 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         norms64 = scanned.norms.astype(np.float64)
         spaces = [fit_metric_space(m, norms64, whitening) for m in request.metrics]
         queries = {m.name: (doc_queries if m.rule.whitened else user_queries) for m in request.metrics}
-        jobs, order = _shard_jobs(request, scanned, spaces, staging, {k: q.vectors for k, q in queries.items()})
+        part_queries = {k: q.vectors for k, q in queries.items()}
+        jobs, order = _shard_jobs(request, scanned, spaces, staging, part_queries, progress)
         results = run.map(build_shard, jobs, "shards" if request.shards else "parts", progress)
         entries, bias = {}, None
         for space in spaces:
