@@ -77,6 +77,7 @@ def describe(version: Version) -> dict[str, object]:
             search_params=index.search_params,
             recall_at_10=check.recall_at_10 if check else None,
             self_check_queries=check.queries if check else None,
+            self_check_query_source=check.query_source if check else None,
         )
     return CollectionInfo(
         name=version.collection,

@@ -119,6 +119,9 @@ class MetricInfo(BaseModel):
     search_params: dict[str, int]
     recall_at_10: float | None
     self_check_queries: int | None
+    self_check_query_source: str | None = Field(
+        None, description="what the recall was measured on: queries (user vectors) or documents (an estimate)"
+    )
 
 
 class CollectionInfo(BaseModel):

@@ -245,3 +245,34 @@ def test_training_sample_gives_every_ivf_list_its_minimum() -> None:
     assert training_size(ivf, 200_000, 1_000_000) == 200_000
     assert training_size(ivf, 100_000, 120_000) == 120_000
     assert training_size(faiss.index_factory(8, "PQ4x8"), 1_000, 50_000) == 1_000
+
+
+def test_a_self_check_on_documents_is_called_an_estimate(corpus: Corpus, tmp_path: Path, caplog) -> None:
+    """Without --queries the recall comes from documents; the build says so and so does the manifest."""
+    argv = [
+        "build",
+        "--input",
+        str(corpus.docs_path),
+        "--name",
+        "c",
+        "--root",
+        str(tmp_path),
+        "--quiet",
+        "--index",
+        "hnsw",
+        "--metrics",
+        "dot,cosine",
+    ]
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    assert "recall@10 of dot, cosine is an estimate from documents used as queries" in caplog.text
+    assert "pass --queries" in caplog.text
+    _, manifest = active_manifest(tmp_path, "c")
+    assert {m.index.self_check.query_source for m in manifest.metrics.values()} == {"documents"}
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert build(tmp_path, corpus, "c", "--index", "hnsw") == 0
+    assert "estimate from documents" not in caplog.text
+    with caplog.at_level("WARNING"):
+        assert main([*argv[:8], "--index", "flat"]) == 0
+    assert "estimate from documents" not in caplog.text, "exact indexes need no estimate"
