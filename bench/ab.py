@@ -16,6 +16,7 @@ server's process tree, from /proc) is the figure least moved by a noisy machine.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import time
@@ -25,7 +26,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from bench.service_load import BIN, start_dotcos, write_bodies, wrk
+from bench.scaleout import build_collection
+from bench.service_load import start_dotcos, write_bodies, wrk
 from index_builder.synthetic import TwoTowerSpec, two_tower
 
 matplotlib.use("Agg")
@@ -40,24 +42,8 @@ ROWS = [
 ]
 
 
-def _build(root: Path, docs: Path, name: str, *extra: str) -> None:
-    argv = [
-        str(BIN / "dotcos-build"),
-        "build",
-        "--input",
-        str(docs),
-        "--name",
-        name,
-        "--root",
-        str(root),
-        "--metrics",
-        "dot,cosine",
-        "--quiet",
-        "--version",
-        "v1",
-        *extra,
-    ]
-    subprocess.run(argv, check=True, capture_output=True)
+METRICS = "dot,cosine"
+VERSION = ("--version", "v1")
 
 
 def _collections(work: Path, docs: int, dim: int) -> tuple[Path, dict[str, Path]]:
@@ -67,10 +53,12 @@ def _collections(work: Path, docs: int, dim: int) -> tuple[Path, dict[str, Path]
     np.save(work / "tiny.npy", tiny)
     np.save(work / "big.npy", big)
     if not (root / "tiny").exists():
-        _build(root, work / "tiny.npy", "tiny", "--index", "flat")
-        _build(root, work / "big.npy", "hnsw", "--index", "hnsw")
+        build_collection(root, work / "tiny.npy", "tiny", "flat", *VERSION, metrics=METRICS)
+        build_collection(root, work / "big.npy", "hnsw", "hnsw", *VERSION, metrics=METRICS)
         for shards in (2, 4):
-            _build(root, work / "big.npy", f"sharded{shards}", "--index", "hnsw", "--shards", str(shards))
+            build_collection(
+                root, work / "big.npy", f"sharded{shards}", "hnsw", "--shards", str(shards), *VERSION, metrics=METRICS
+            )
     bodies = {
         k: write_bodies(work / f"bodies-{name}-k{k}.jsonl", q, {"k": k, "metric": "dot"})
         for name, q, k in (("tiny", tiny_q, 1), ("big", big_q, 10))
@@ -130,8 +118,6 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def write(out: Path, name: str, meta: dict[str, Any], runs: list[dict[str, Any]], table: list[dict[str, Any]]) -> None:
-    import json
-
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps({"meta": meta, "runs": runs, "table": table}, indent=1) + "\n")
     lines = [

@@ -27,7 +27,7 @@ from bench.service_load import BIN, start_dotcos, write_bodies, wrk
 from index_builder.synthetic import TwoTowerSpec, two_tower
 
 
-def _build(root: Path, docs: Path, name: str, index: str, *extra: str) -> float:
+def build_collection(root: Path, docs: Path, name: str, index: str, *extra: str, metrics: str = "dot") -> float:
     """Wall seconds of one `dotcos-build build` process (cluster start-up included for --ray local)."""
     argv = [
         str(BIN / "dotcos-build"),
@@ -39,7 +39,7 @@ def _build(root: Path, docs: Path, name: str, index: str, *extra: str) -> float:
         "--root",
         str(root),
         "--metrics",
-        "dot",
+        metrics,
         "--index",
         index,
         "--quiet",
@@ -51,20 +51,22 @@ def _build(root: Path, docs: Path, name: str, index: str, *extra: str) -> float:
 
 
 def _builds(root: Path, docs: Path, index: str, shard_counts: list[int]) -> list[dict[str, Any]]:
-    rows = [{"mode": "unsharded", "shards": 1, "seconds": _build(root, docs, "unsharded", index)}]
+    rows = [{"mode": "unsharded", "shards": 1, "seconds": build_collection(root, docs, "unsharded", index)}]
     for shards in shard_counts:
         rows.append(
             {
                 "mode": "in-process",
                 "shards": shards,
-                "seconds": _build(root, docs, f"local{shards}", index, "--shards", str(shards)),
+                "seconds": build_collection(root, docs, f"local{shards}", index, "--shards", str(shards)),
             }
         )
         rows.append(
             {
                 "mode": "ray local",
                 "shards": shards,
-                "seconds": _build(root, docs, f"ray{shards}", index, "--shards", str(shards), "--ray", "local"),
+                "seconds": build_collection(
+                    root, docs, f"ray{shards}", index, "--shards", str(shards), "--ray", "local"
+                ),
             }
         )
     base = rows[0]["seconds"]
