@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -114,21 +115,22 @@ def scan_file(job: ScanJob) -> ScanResult:
     return ScanResult(norms, ids or None)
 
 
-def read_rows(spec: InputSpec, counts: list[int], dim: int, rows: np.ndarray, block_rows: int) -> np.ndarray:
-    """The input's vectors at sorted global `rows` (the self-check sample), read from the files
-    that hold some of them."""
-    out = [np.empty((0, dim), dtype=np.float32)]
-    offsets = np.cumsum([0, *counts])
-    for path, lo, hi in zip(spec.paths, offsets[:-1], offsets[1:], strict=True):
-        mine = rows[(rows >= lo) & (rows < hi)] - lo
-        if not len(mine):
+def selected_rows(spec: InputSpec, file_rows: list[np.ndarray], block_rows: int) -> Iterator[np.ndarray]:
+    """Blocks of the input's vectors at sorted `file_rows` (row numbers within each input file),
+    read from the files that hold some of them, in file and row order."""
+    for path, rows in zip(spec.paths, file_rows, strict=True):
+        if not len(rows):
             continue
         start = 0
         for vectors, _ in open_input(path, spec.fmt, spec.columns).blocks(block_rows):
-            wanted = mine[(mine >= start) & (mine < start + len(vectors))] - start
-            out.append(np.asarray(vectors[wanted], dtype=np.float32))
+            yield np.asarray(vectors[rows[(rows >= start) & (rows < start + len(vectors))] - start], np.float32)
             start += len(vectors)
-    return np.concatenate(out)
+
+
+def per_file(rows: np.ndarray, counts: list[int]) -> list[np.ndarray]:
+    """Sorted global row numbers split into row numbers within each input file."""
+    offsets = np.cumsum([0, *counts])
+    return [rows[(rows >= lo) & (rows < hi)] - lo for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 @dataclass(frozen=True)
@@ -183,15 +185,9 @@ def _write_shard_corpus(job: ShardJob, name: str) -> StagedCorpus:
     block_rows = max(1, job.block_bytes // (4 * job.dim))
     norms = np.empty(len(job.ids), dtype=np.float32)
     with VectorWriter(vectors_path, len(job.ids), job.dim) as out:
-        for path, rows in zip(job.inputs.paths, job.part_rows, strict=True):
-            if not len(rows):
-                continue
-            start = 0
-            for vectors, _ in open_input(path, job.inputs.fmt, job.inputs.columns).blocks(block_rows):
-                block = vectors[rows[(rows >= start) & (rows < start + len(vectors))] - start]
-                norms[out.written : out.written + len(block)] = row_norms(block)
-                out.write(block)
-                start += len(vectors)
+        for block in selected_rows(job.inputs, job.part_rows, block_rows):
+            norms[out.written : out.written + len(block)] = row_norms(block)
+            out.write(block)
     (job.staging / f"ids{name}.txt").write_text("".join(f"{i}\n" for i in job.ids), encoding="utf-8")
     return StagedCorpus(vectors=np.load(vectors_path, mmap_mode="r"), ids=job.ids, norms=norms)
 
@@ -245,7 +241,9 @@ def _scan(request: BuildRequest, run: TaskRunner, progress: Progress) -> Scanned
     ids, source = choose_ids(explicit_ids(spec, counts), parquet_ids, total, spec)
     check_ids(ids, total, source)
     chosen = document_query_rows(norms, request.selfcheck_queries, request.index.seed)
-    sample = read_rows(spec, counts, dim, chosen, block_rows)
+    sample = np.concatenate(
+        [np.empty((0, dim), np.float32), *selected_rows(spec, per_file(chosen, counts), block_rows)]
+    )
     return Scanned(ids, norms, counts, dim, QuerySet(sample, "documents"))
 
 
@@ -263,7 +261,6 @@ def _shard_jobs(
     report nothing (the driver shows one line per finished task)."""
     shards = request.shards or 1
     assignment = shard_of(scanned.ids, shards) if request.shards else np.zeros(len(scanned.ids), np.int64)
-    offsets = np.cumsum([0, *scanned.counts])
     layouts = {sp.name: layouts_for(sp.metric, request) for sp in spaces}
     bounds = range_bounds(scanned.norms, [lay for tried in layouts.values() for lay in tried], request)
     max_norm = float(scanned.norms.max())
@@ -275,7 +272,6 @@ def _shard_jobs(
                 f"shard {shard_name(s)} would be empty: {len(scanned.ids)} documents "
                 f"over --shards {shards}; use fewer shards"
             )
-        part_rows = [mine[(mine >= lo) & (mine < hi)] - lo for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
         order.append(mine)
         jobs.append(
             ShardJob(
@@ -283,7 +279,7 @@ def _shard_jobs(
                 sharded=request.shards is not None,
                 staging=staging,
                 inputs=request.inputs,
-                part_rows=part_rows,
+                part_rows=per_file(mine, scanned.counts),
                 ids=[scanned.ids[i] for i in mine],
                 dim=scanned.dim,
                 spaces=spaces,
