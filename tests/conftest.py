@@ -1,22 +1,30 @@
-"""Shared fixtures: seeded structured data, builds through the real CLI, real server processes."""
+"""Shared fixtures: seeded structured data, builds through the real CLI, the app in-process (for
+route behaviour) and real server processes (for the lifecycle)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import httpx
 import numpy as np
 import pytest
+from starlette.types import ASGIApp
 
 from index_builder.cli import main as build_main
 from index_builder.synthetic import TwoTowerSpec, two_tower
+from service.api.app import create_app
+from service.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -112,6 +120,48 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60, 
                 pass
             time.sleep(0.05)
     raise TimeoutError(f"{url}{path} not ready after {timeout}s")
+
+
+class LoopTransport(httpx.BaseTransport):
+    """A synchronous httpx transport into an ASGI app whose event loop runs in another thread."""
+
+    def __init__(self, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner, self.loop = httpx.ASGITransport(app=app), loop
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        return httpx.Response(response.status_code, headers=response.headers, content=await response.aread())
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        copy = httpx.Request(request.method, request.url, headers=request.headers, content=request.read())
+        return asyncio.run_coroutine_threadsafe(self._send(copy), self.loop).result(timeout=60)
+
+
+@contextmanager
+def in_process(root: Path, **env: str) -> Iterator[httpx.Client]:
+    """The app with its lifespan in this process (settings from `env` as the server would read
+    them), once /readyz answers 200: for route behaviour, where a real process adds nothing."""
+    environment = {"DOTCOS_INDEX_ROOT": str(root), "DOTCOS_RELOAD_INTERVAL": "0.2", **env}
+    with mock.patch.dict(os.environ, environment):
+        app = create_app(ServiceSettings())
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    lifespan = app.router.lifespan_context(app)
+    asyncio.run_coroutine_threadsafe(lifespan.__aenter__(), loop).result(timeout=60)
+    try:
+        with httpx.Client(transport=LoopTransport(app, loop), base_url="http://127.0.0.1", timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while client.get("/readyz").status_code != 200:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"collections under {root} not ready after 60s")
+                time.sleep(0.05)
+            yield client
+    finally:
+        asyncio.run_coroutine_threadsafe(lifespan.__aexit__(None, None, None), loop).result(timeout=60)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
 
 
 def start_server(root: Path, log_path: Path, wait_for: str = "/readyz", **env: str) -> Server:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.conftest import Corpus, build, make_corpus, start_server, stop_server
+from tests.conftest import Corpus, build, in_process, make_corpus
 
 TOKEN = "s3cret-token"
 
@@ -17,17 +17,14 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
     tmp = tmp_path_factory.mktemp("errors")
     corpus = make_corpus(tmp / "data", n=500)
     assert build(tmp / "root", corpus, "c") == 0
-    server = start_server(
+    with in_process(
         tmp / "root",
-        tmp / "server.log",
         DOTCOS_ADMIN_TOKEN=TOKEN,
         DOTCOS_MAX_BATCH="4",
         DOTCOS_MAX_BODY_BYTES="20000",
         DOTCOS_MAX_K="50",
-    )
-    with server.client() as http:
+    ) as http:
         yield http, corpus
-    stop_server(server)
 
 
 def vec(corpus: Corpus) -> list[float]:
@@ -221,9 +218,8 @@ def test_admin_routes_are_absent_without_a_token(corpus: Corpus, tmp_path, serve
     assert TOKEN not in server.log()
 
 
-def test_readyz_is_ready_with_no_collections(tmp_path, serve) -> None:
-    server = serve(tmp_path / "empty")
-    with server.client() as http:
+def test_readyz_is_ready_with_no_collections(tmp_path) -> None:
+    with in_process(tmp_path / "empty") as http:
         assert http.get("/readyz").json() == {"status": "ready", "collections": {}}
         assert http.get("/v1/collections").json() == {"collections": []}
 

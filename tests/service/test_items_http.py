@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.conftest import Corpus, build, make_corpus, start_server, stop_server
+from tests.conftest import Corpus, build, in_process, make_corpus
 from tests.service.scipy_free_sqrtm import sqrtm_psd
 
 METRICS = ["dot", "cosine", "norm_pow:0.5", "norm_pow:0", "norm_pow:1", "norm_sigmoid", "covariance"]
@@ -31,10 +31,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clie
         )
         == 0
     )
-    server = start_server(root, tmp / "server.log")
-    with server.client() as client:
+    with in_process(root) as client:
         yield client, corpus, users.astype(np.float32)
-    stop_server(server)
 
 
 def oracle(metric: str, queries: np.ndarray, docs: np.ndarray, users: np.ndarray) -> np.ndarray:
@@ -173,11 +171,10 @@ def test_score_errors(body: dict, status: int, message: str, setup) -> None:
     assert response.status_code == status and message in response.json()["error"]["message"], response.text
 
 
-def test_covariance_is_reported_not_built_without_users(corpus: Corpus, tmp_path: Path, serve, capsys) -> None:
+def test_covariance_is_reported_not_built_without_users(corpus: Corpus, tmp_path: Path, capsys) -> None:
     assert build(tmp_path, corpus, "c", "--metrics", "dot,covariance") == 0
     assert "covariance     not built: needs --users FILE" in capsys.readouterr().out
-    server = serve(tmp_path)
-    with server.client() as client:
+    with in_process(tmp_path) as client:
         assert client.get("/v1/collections/c").json()["not_built"] == {
             "covariance": "needs --users FILE (a sample of user vectors)"
         }

@@ -1,4 +1,4 @@
-"""Search over HTTP against a real dotcos-serve process, checked against numpy brute force."""
+"""Search routes in-process, checked against numpy brute force."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.builder.helpers import active_manifest
-from tests.conftest import Corpus, build, make_corpus, start_server, stop_server
+from tests.conftest import Corpus, build, in_process, make_corpus
 from tests.service.oracle import assert_matches, top_k, true_scores
 
 METRICS = ["dot", "cosine"]
@@ -25,10 +25,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clie
     assert build(root, corpus, "hnsw", "--index", "hnsw") == 0
     assert build(root, corpus, "mips", "--index", "hnsw", "--mips", "l2", "--metrics", "dot") == 0
     assert build(root, corpus, "ivf", "--index", "ivf", "--nlist", "32") == 0
-    server = start_server(root, tmp / "server.log", DOTCOS_EXACT_FILTER_THRESHOLD="0")
-    with server.client() as client:
+    with in_process(root, DOTCOS_EXACT_FILTER_THRESHOLD="0") as client:
         yield client, corpus, root
-    stop_server(server)
 
 
 def search(client: httpx.Client, name: str, vector: np.ndarray, **body: object) -> dict:
