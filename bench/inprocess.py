@@ -20,13 +20,14 @@ import faiss
 import numpy as np
 
 from bench.datasets import Dataset
-from index_builder.artifact.layout import read_current
+from index_builder.artifact.layout import read_current, version_dir
+from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.evaluate import recall_at_k
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import search_parameters
 from index_builder.retrieval.scoring import doc_scales, exact_topk, score_rows
 from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
-from service.core.loader import load_version
+from service.core.part import Part, load_parts
 
 K = 10
 CONFIGS: dict[str, tuple[list[str], list[str]]] = {
@@ -124,19 +125,26 @@ def _time_ours(
     return found[0][0], found[0][1], single, batch
 
 
+def _served(root: Path, config: str) -> tuple[Manifest, Path, Part]:
+    """The active version of an unsharded collection, loaded as the service loads its one part."""
+    path = version_dir(root, config, read_current(root, config))
+    manifest = read_manifest(path)
+    return manifest, path, load_parts(manifest, path, mmap=True)[0]
+
+
 def sweep_ours(
     config: str, root: Path, queries: np.ndarray, truth: Truth, built: dict[str, object], timing: Timing
 ) -> list[dict]:
     """Recall (all queries, batched) and QPS (the first `single_queries` one per call; all batched) per knob;
     `single_queries` is at most len(queries), here and in the other timing functions."""
-    version = load_version(root, config, read_current(root, config))
+    manifest, path, part = _served(root, config)
     rows = []
-    for metric, served in version.indexes.items():
-        entry = version.manifest.metrics[metric].index
+    for metric, served in part.indexes.items():
+        entry = manifest.metrics[metric].index
         sweeps: dict[str, tuple[int | None, ...]] = {"efSearch": EF_VALUES, "nprobe": NPROBE_VALUES}
         values = sweeps.get(served.param or "", (None,))
         files = [*entry.files_for(str(entry.file)), "vectors.npy"]
-        size = sum((version.path / f).stat().st_size for f in files)
+        size = sum((path / f).stat().st_size for f in files)
         for value in values:
             scores, found, single, batch = _time_ours(served, queries, value, timing)
             rows.append(
@@ -149,7 +157,7 @@ def sweep_ours(
                     "recall": round(recall_at_k(truth.scores[metric], scores, found), 4),
                     "qps_single": round(single, 1),
                     "qps_batch": round(batch, 1),
-                    "bytes_per_vector": round(size / version.manifest.count, 1),
+                    "bytes_per_vector": round(size / manifest.count, 1),
                     "default": value == entry.search_params.get(served.param or "", None),
                     **built,
                 }
@@ -159,10 +167,10 @@ def sweep_ours(
 
 def faiss_reference(root: Path, config: str, queries: np.ndarray, timing: Timing) -> dict[str, dict[str, float]]:
     """Raw FAISS on the same index at its default knob: one query per call, one thread; batched, all."""
-    version = load_version(root, config, read_current(root, config))
+    manifest, _, part = _served(root, config)
     out = {}
-    for metric, served in version.indexes.items():
-        value = version.manifest.metrics[metric].index.search_params.get(served.param or "")
+    for metric, served in part.indexes.items():
+        value = manifest.metrics[metric].index.search_params.get(served.param or "")
         out[metric] = _raw_faiss(served, queries, value, timing)
     return out
 
