@@ -25,7 +25,7 @@ from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.evaluate import recall_at_k
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import search_parameters
-from index_builder.retrieval.scoring import doc_scales, exact_topk, score_rows
+from index_builder.retrieval.scoring import Prepared, doc_scales, exact_topk, score_rows
 from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
 from service.core.part import Part, load_parts
 
@@ -178,7 +178,7 @@ def faiss_reference(root: Path, config: str, queries: np.ndarray, timing: Timing
 def _raw_faiss(
     served: ServedIndex, queries: np.ndarray, value: int | None, timing: Timing
 ) -> dict[str, float | int | None]:
-    prepared = served.faiss_queries(queries)
+    prepared = served.faiss_queries(Prepared.of(served.space, queries))
     params = search_parameters(served.param, value)
     faiss.omp_set_num_threads(1)
     n = timing.single_queries
