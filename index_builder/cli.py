@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from index_builder import commands
 from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.layout import check_name
+from index_builder.attributes import AttributeSpec
 from index_builder.faults import arm
 from index_builder.indexes import KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
@@ -80,6 +81,15 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--id-column", default=None, help="parquet id column (default: id)")
     p.add_argument("--vector-column", default="vector", help="parquet vector column")
+    p.add_argument(
+        "--attributes",
+        help="filterable attributes: comma-separated columns of the parquet input, or of --attributes-file",
+    )
+    p.add_argument(
+        "--attributes-file",
+        help="attributes from a side file (.parquet or .jsonl) keyed by the id column; all its columns "
+        "unless --attributes names some",
+    )
     p.add_argument("--version", help="version name (default: UTC timestamp)")
     p.add_argument("--threads", type=_positive, help="FAISS threads (default: all cores)")
     p.add_argument("--shards", type=_positive, help="split the version into S shards by a hash of the id")
@@ -171,7 +181,21 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         shards=args.shards,
         ray=args.ray,
         task_retries=args.task_retries,
+        attributes=_attribute_spec(args),
     )
+
+
+def _attribute_spec(args: argparse.Namespace) -> AttributeSpec | None:
+    """--attributes and --attributes-file as one spec (None when neither is given)."""
+    columns = [c.strip() for c in args.attributes.split(",")] if args.attributes else None
+    if columns is not None and not all(columns):
+        raise InputError(f"--attributes: empty column name in {args.attributes!r}")
+    if args.attributes_file is None:
+        return None if columns is None else AttributeSpec(columns, None)
+    side = resolve_paths(args.attributes_file, "--attributes-file")
+    if len(side) != 1:
+        raise InputError(f"--attributes-file names {len(side)} files; give one")
+    return AttributeSpec(columns, side[0])
 
 
 WRITING_COMMANDS = ("build", "demo", "activate", "gc")

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from index_builder.artifact import attributes as stored
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.integrity import verify_shapes
 from index_builder.artifact.manifest import (
@@ -39,6 +40,7 @@ from index_builder.artifact.manifest import (
     MetricEntry,
     ShardEntry,
 )
+from index_builder.attributes import Attributes, part_columns, read_attributes
 from index_builder.evaluate import RECALL_K, Checked, norm_bias, served_check
 from index_builder.faults import arm, armed, crash_point
 from index_builder.indexes import IndexOptions
@@ -152,6 +154,7 @@ class ShardJob:
     index: IndexOptions
     block_bytes: int
     progress: Progress
+    attributes: dict[str, tuple[stored.AttributeType, dict[str, np.ndarray]]]
     crash_at: str | None = None
 
 
@@ -197,6 +200,8 @@ def build_shard(job: ShardJob) -> ShardResult:
     _crash_if_armed(job)
     name = suffix(job.shard, job.sharded)
     corpus = _write_shard_corpus(job, name)
+    for attribute, (kind, column) in job.attributes.items():
+        stored.write_part(job.staging, name.lstrip("."), kind, attribute, column)
     block_rows = max(1, job.block_bytes // (4 * job.dim))
     trials: dict[str, list[IndexEntry]] = {}
     scales: dict[str, np.ndarray] = {}
@@ -253,6 +258,7 @@ def _shard_jobs(
     spaces: list[MetricSpace],
     staging: Path,
     queries: dict[str, np.ndarray],
+    attributes: Attributes | None,
     progress: Progress,
 ) -> tuple[list[ShardJob], np.ndarray]:
     """One job per part, and the input rows of every part in part order (row order of the version).
@@ -290,10 +296,31 @@ def _shard_jobs(
                 index=request.index,
                 block_bytes=request.block_bytes,
                 progress=progress if request.ray is None else Progress(quiet=True),
+                attributes=_part_attributes(attributes, mine),
                 crash_at=armed(),
             )
         )
     return jobs, np.concatenate(order)
+
+
+def _part_attributes(
+    attributes: Attributes | None, rows: np.ndarray
+) -> dict[str, tuple[stored.AttributeType, dict[str, np.ndarray]]]:
+    if attributes is None:
+        return {}
+    columns = part_columns(attributes, rows)
+    return {name: (kind, columns[name]) for name, kind in attributes.types.items()}
+
+
+def _attributes(request: BuildRequest, ids: list[str], staging: Path) -> Attributes | None:
+    """The corpus's attributes when the request stores any (their dictionaries written now)."""
+    if request.attributes is None:
+        return None
+    columns = request.inputs.columns
+    reserved = {columns.id_column, columns.vector_column} if request.inputs.fmt == "parquet" else set()
+    attributes = read_attributes(request.attributes, request.inputs, ids, reserved)
+    stored.write_dictionaries(staging, attributes.dictionaries)
+    return attributes
 
 
 def _offsets(results: list[ShardResult]) -> list[int]:
@@ -399,7 +426,8 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         spaces = [fit_metric_space(m, norms64, whitening) for m in request.metrics]
         queries = {m.name: (doc_queries if m.rule.whitened else user_queries) for m in request.metrics}
         part_queries = {k: q.vectors for k, q in queries.items()}
-        jobs, order = _shard_jobs(request, scanned, spaces, staging, part_queries, progress)
+        attributes = _attributes(request, scanned.ids, staging)
+        jobs, order = _shard_jobs(request, scanned, spaces, staging, part_queries, attributes, progress)
         results = run.map(build_shard, jobs, "shards" if request.shards else "parts", progress)
         entries, bias = {}, None
         for space in spaces:
@@ -417,6 +445,7 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
             bias,
             staging,
             not_built=skipped,
+            attributes=attributes.entries() if attributes else {},
             **_layout_fields(request, results),
         )
         verify_shapes(manifest, staging)

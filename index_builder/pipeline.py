@@ -16,6 +16,7 @@ import numpy as np
 import index_builder
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
+from index_builder.attributes import AttributeSpec
 from index_builder.covariance import user_covariance, whitening_matrix
 from index_builder.evaluate import Checked, norm_profile, self_check
 from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, train_and_add
@@ -61,6 +62,7 @@ class BuildRequest:
     ray: str | None = None
     task_retries: int = 3
     extra_params: dict[str, object] = field(default_factory=dict)
+    attributes: AttributeSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -349,5 +351,13 @@ def _build_params(request: BuildRequest) -> dict[str, object]:
         "target_recall": request.target_recall,
         "selfcheck_queries": request.selfcheck_queries,
         "shards": request.shards,
+        **_attribute_params(request.attributes),
         **request.extra_params,
     }
+
+
+def _attribute_params(spec: AttributeSpec | None) -> dict[str, object]:
+    """Where the attributes came from (nothing for a build without attributes)."""
+    if spec is None:
+        return {}
+    return {"attributes": spec.columns, "attributes_file": str(spec.side_file) if spec.side_file else None}

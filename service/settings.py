@@ -32,7 +32,14 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(1024, ge=1, description="most query vectors in one request")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body (413 beyond)")
     max_filter_ids: int = Field(100_000, ge=1, description="most ids in include, exclude or a /score request")
-    exact_filter_threshold: int = Field(20_000, ge=0, description="include sets up to this size are scored exactly")
+    exact_filter_threshold: int = Field(
+        20_000, ge=0, description="filters passing up to this many documents (of a part) are scored exactly"
+    )
+    max_filter_conditions: int = Field(64, ge=1, description="most conditions in one filter tree")
+    max_filter_depth: int = Field(5, ge=1, description="deepest nesting of a filter tree (the top level is 1)")
+    max_group_candidates: int = Field(
+        10_000, ge=1, description="most candidates a group_by search ranks to fill k results"
+    )
     max_ef_search: int = Field(4096, ge=1, description="largest efSearch a request (or a filter) may use")
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
     omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
@@ -74,6 +81,9 @@ class ServiceSettings(BaseSettings):
             max_filter_ids=self.max_filter_ids,
             exact_filter_threshold=self.exact_filter_threshold,
             max_ef_search=self.max_ef_search,
+            max_filter_conditions=self.max_filter_conditions,
+            max_filter_depth=self.max_filter_depth,
+            max_group_candidates=self.max_group_candidates,
         )
 
     @property

@@ -11,6 +11,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from index_builder.artifact.attributes import Column, open_part, read_dictionaries
 from index_builder.artifact.errors import ArtifactError, ChecksumMismatch
 from index_builder.artifact.layout import sha256_file
 from index_builder.artifact.manifest import Manifest, ShardEntry
@@ -24,7 +25,7 @@ def _shared_files(manifest: Manifest) -> set[str]:
 def part_files(manifest: Manifest, part: ShardEntry) -> set[str]:
     """The files one part (shard) needs: its own plus those every part shares."""
     indexes = {f for metric in part.index_files for f in manifest.part_index_files(part, metric)}
-    return {part.vectors_file, part.ids_file, *indexes} | _shared_files(manifest)
+    return {part.vectors_file, part.ids_file, *indexes, *manifest.attribute_files(part)} | _shared_files(manifest)
 
 
 def verify_checksums(manifest: Manifest, version_path: Path, part: ShardEntry | None = None) -> None:
@@ -66,6 +67,14 @@ def open_vectors(manifest: Manifest, version_path: Path, part: ShardEntry) -> np
             f"{path}: float32 ({part.count}, {manifest.dim}) expected, got {vectors.dtype} {vectors.shape}"
         )
     return np.asarray(vectors)
+
+
+def open_attributes(manifest: Manifest, version_path: Path, part: ShardEntry) -> dict[str, Column]:
+    """One part's attribute columns (none when the version has no attributes), shapes checked."""
+    if not manifest.attributes:
+        return {}
+    dictionaries = read_dictionaries(version_path)
+    return open_part(version_path, part.name, manifest.attribute_types(), dictionaries, part.count)
 
 
 def read_ids(version_path: Path, part: ShardEntry) -> list[str]:
@@ -110,6 +119,7 @@ def verify_shapes(manifest: Manifest, version_path: Path) -> None:
     for part in manifest.parts():
         open_vectors(manifest, version_path, part)
         read_ids(version_path, part)
+        open_attributes(manifest, version_path, part)
         for name in manifest.metrics:
             open_indexes(manifest, version_path, part, name, mmap=True)
     for name in manifest.metrics:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from index_builder.artifact.attributes import DICTIONARY_FILE, AttributeType, attribute_files
 from index_builder.artifact.errors import ArtifactError
 from index_builder.artifact.layout import MANIFEST_FILE
 from index_builder.retrieval.spaces import Layout, Metric, MetricSpace, MetricStats
@@ -77,6 +78,14 @@ class MetricEntry(_Model):
     index: IndexEntry
 
 
+class AttributeEntry(_Model):
+    """One filterable attribute: its type, nulls and (keywords) number of distinct values."""
+
+    type: AttributeType
+    null_count: int
+    distinct: int | None = None
+
+
 class ShardEntry(_Model):
     """One shard's files: its documents' raw vectors and ids, and one index per metric."""
 
@@ -115,6 +124,7 @@ class Manifest(_Model):
     files: dict[str, FileEntry]
     shards: list[ShardEntry] = Field(default_factory=list)
     shard_key: str | None = None
+    attributes: dict[str, AttributeEntry] = Field(default_factory=dict)
 
     @property
     def sharded(self) -> bool:
@@ -144,6 +154,15 @@ class Manifest(_Model):
         """The FAISS files of one metric in one part."""
         return self.metrics[metric].index.files_for(part.index_files[metric])
 
+    def attribute_types(self) -> dict[str, AttributeType]:
+        return {name: entry.type for name, entry in self.attributes.items()}
+
+    def attribute_files(self, part: ShardEntry) -> list[str]:
+        """The attribute files of one part, and the shared dictionaries (none without attributes)."""
+        if not self.attributes:
+            return []
+        return [*attribute_files(self.attribute_types(), part.name), DICTIONARY_FILE]
+
     def metric_space(self, name: str, version_path: Path) -> MetricSpace:
         """Rebuild the fitted metric space of one built metric from this version's files."""
         entry = self.metrics[name]
@@ -155,7 +174,9 @@ class Manifest(_Model):
 
     def to_json(self) -> str:
         """The manifest file's text; unsharded versions keep exactly the schema-1 fields."""
-        exclude = None if self.shards else {"shards", "shard_key"}
+        exclude = set() if self.shards else {"shards", "shard_key"}
+        if not self.attributes:
+            exclude.add("attributes")
         return json.dumps(self.model_dump(mode="json", exclude=exclude), indent=2) + "\n"
 
 

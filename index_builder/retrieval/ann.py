@@ -57,6 +57,11 @@ class ServedIndex:
         return sum(index.ntotal for index in self.searched)
 
     @cached_property
+    def indexed(self) -> np.ndarray | None:
+        """Which rows the index holds, as a mask (None when it holds every row, as dot's does)."""
+        return None if self.space.indexes_zero_documents else np.asarray(self.scales > 0)
+
+    @cached_property
     def param(self) -> str | None:
         """efSearch, nprobe or None; read once, the index never changes after loading."""
         return tuning_param(self.index)

@@ -106,7 +106,12 @@ def deadline(headers: Mapping[str, str]) -> float | None:
 
 
 def _hits(hits: list[Hit]) -> list[dict[str, object]]:
-    return [{"id": h.id, "score": h.score} for h in hits]
+    return [
+        {"id": h.id, "score": h.score}
+        if h.attributes is None
+        else {"id": h.id, "score": h.score, "attributes": h.attributes}
+        for h in hits
+    ]
 
 
 def _result(result: SearchResult, batch: bool) -> Reply:
@@ -142,7 +147,7 @@ async def score(state: AppState, name: str, body: bytes, headers: Mapping[str, s
     vectors = to_matrix(rows, "vector" if single else "vectors")
     ids = [[str(i) for i in request.ids]] if single else [[str(i) for i in group] for group in request.ids]
     metric, lists = await state.searcher.score(
-        version, ScoreQuery(vectors=vectors, ids=ids, metric=request.metric), deadline(headers)
+        version, ScoreQuery(vectors=vectors, ids=ids, metric=request.metric, filter=request.filter), deadline(headers)
     )
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
     return Reply.json(

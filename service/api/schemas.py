@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.core.query import SearchOptions
+from service.core.query import GroupBy, SearchOptions
+
+FILTER_DESCRIPTION = (
+    'a boolean tree {"must": [...], "should": [...], "must_not": [...]} (nestable) of conditions '
+    '{"key": K, "match": V}, {"key": K, "any": [V, ...]}, {"key": K, "range": {"gt"|"gte"|"lt"|"lte": N}}, '
+    '{"key": K, "is_null": true} and {"has_id": [id, ...]}; applied inside the search'
+)
 
 
 class _Body(BaseModel):
@@ -19,11 +26,22 @@ class SearchParams(_Body):
     ef_search: int | None = Field(None, ge=1, description="HNSW candidate list size (HNSW only)")
 
 
+class GroupByField(_Body):
+    key: str = Field(description="a keyword, integer, float or boolean attribute")
+    max_per_group: int = Field(1, ge=1, description="most results sharing one value of the key")
+
+
 class _QueryFields(_Body):
     k: int = Field(10, ge=1, description="results per query (at most DOTCOS_MAX_K)")
     metric: str | None = Field(None, description="dot, cosine, ...; default: the first built")
     exclude: list[str] = Field(default_factory=list, description="ids never to return")
     include: list[str] | None = Field(None, description="restrict results to these ids")
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
+    group_by: GroupByField | None = Field(
+        None, description="at most max_per_group results per value of key (a null key is not grouped)"
+    )
+    score_threshold: float | None = Field(None, description="drop results scoring below this, in the metric's units")
+    with_attributes: bool = Field(False, description="return each result's attributes")
     params: SearchParams = Field(default_factory=lambda: SearchParams())
 
     def options(self) -> SearchOptions:
@@ -35,6 +53,10 @@ class _QueryFields(_Body):
             exact=self.params.exact,
             nprobe=self.params.nprobe,
             ef_search=self.params.ef_search,
+            filter=self.filter,
+            group_by=None if self.group_by is None else GroupBy(self.group_by.key, self.group_by.max_per_group),
+            score_threshold=self.score_threshold,
+            with_attributes=self.with_attributes,
         )
 
 
@@ -62,6 +84,9 @@ class ScoreRequest(_Body):
     vector: list[float] | None = Field(None, min_length=1, description="single form, with a flat ids list")
     ids: list[list[str]] | list[str] = Field(description="candidate ids: one list per vector, or a flat list")
     metric: str | None = None
+    filter: dict[str, Any] | None = Field(
+        None, description=f"{FILTER_DESCRIPTION}; candidates it leaves out are dropped from the results"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ScoreRequest:
@@ -78,6 +103,7 @@ class ScoreRequest(_Body):
 class Hit(BaseModel):
     id: str
     score: float
+    attributes: dict[str, Any] | None = Field(None, description="present with with_attributes")
 
 
 class SearchResponse(BaseModel):

@@ -20,6 +20,9 @@ class Limits:
     max_filter_ids: int
     exact_filter_threshold: int
     max_ef_search: int
+    max_filter_conditions: int
+    max_filter_depth: int
+    max_group_candidates: int
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.artifact.integrity import open_indexes, open_vectors, read_ids, verify_checksums
+from index_builder.artifact.attributes import Column
+from index_builder.artifact.integrity import open_attributes, open_indexes, open_vectors, read_ids, verify_checksums
 from index_builder.artifact.manifest import Manifest, ShardEntry
 from index_builder.retrieval.ann import ServedIndex
+from index_builder.retrieval.rowsets import contains
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
+from service.core.filters import Node, evaluate
 from service.core.query import Answer, Query, run_search
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,7 @@ class Part:
     vectors: np.ndarray
     indexes: dict[str, ServedIndex]
     offset: int
+    columns: dict[str, Column]
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
@@ -53,6 +57,14 @@ class Part:
         out = np.full(rows.shape, None, dtype=object)
         found = rows != MISSING
         out[found] = self.ids[rows[found]]
+        return out
+
+    def attributes(self, rows: np.ndarray, fields: tuple[str, ...]) -> np.ndarray:
+        """Each local row's attributes `fields` as a dict (None for MISSING)."""
+        out = np.full(rows.shape, None, dtype=object)
+        for at in zip(*np.nonzero(rows != MISSING), strict=True):
+            row = int(rows[at])
+            out[at] = {name: self.columns[name].value(row) for name in fields}
         return out
 
 
@@ -79,6 +91,7 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
         vectors=vectors,
         indexes=indexes,
         offset=offset,
+        columns=open_attributes(manifest, path, entry),
     )
 
 
@@ -100,13 +113,16 @@ def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = No
 
 
 def search_part(part: Part, query: Query) -> Answer:
-    """This part's top-k per query with version-wide rows and their ids."""
-    include = None if query.options.include is None else part.known_rows(query.options.include)
-    scores, rows = run_search(part.indexes[query.metric], query, part.known_rows(query.options.exclude), include)
+    """This part's top-k per query among its rows passing the filter, with version-wide rows, ids
+    and the attributes asked for."""
+    total = len(part.ids)
+    allowed = None if query.where is None else evaluate(query.where, part.columns, part.known_rows, total)
+    scores, rows = run_search(part.indexes[query.metric], query, allowed)
     labels = part.labels(rows)
+    attrs = part.attributes(rows, query.fields) if query.fields else None
     if part.offset:
         rows = np.where(rows == MISSING, MISSING, rows + part.offset)
-    return Answer(scores, rows, labels)
+    return Answer(scores, rows, labels, attrs)
 
 
 def known_ids(part: Part, ids: list[str]) -> list[str]:
@@ -120,15 +136,21 @@ def vector_of(part: Part, doc_id: str) -> np.ndarray | None:
     return None if row is None else np.asarray(part.vectors[row : row + 1], dtype=np.float32)
 
 
-def score_part(part: Part, metric: str, queries: Prepared, ids: list[list[str]]) -> list[list[float | None]]:
-    """Exact scores of the candidates this part holds, in the order given (None for the others)."""
+def score_part(
+    part: Part, metric: str, queries: Prepared, ids: list[list[str]], where: Node | None = None
+) -> list[list[float | None]]:
+    """Exact scores of the candidates this part holds, in the order given (None for the others;
+    NaN for those the filter `where` leaves out)."""
     served = part.indexes[metric]
+    passing = None if where is None else evaluate(where, part.columns, part.known_rows, len(part.ids))
     out: list[list[float | None]] = []
     for i, candidates in enumerate(ids):
         known = [c for c in candidates if c in part.rows_by_id]
         rows = np.fromiter((part.rows_by_id[c] for c in known), dtype=np.int64, count=len(known))
-        scores = score_rows(served.space, queries.row(i), served.vectors, served.scales, rows[None, :])
-        by_id = dict(zip(known, scores[0].tolist(), strict=True))
+        scores = score_rows(served.space, queries.row(i), served.vectors, served.scales, rows[None, :])[0]
+        if passing is not None:
+            scores = np.where(contains(passing, rows), scores, np.nan)
+        by_id = dict(zip(known, scores.tolist(), strict=True))
         out.append([by_id.get(c) for c in candidates])
     return out
 

@@ -5,25 +5,37 @@ its vectors against the collection, and the vectors prepared for the metric (the
 reads the prepared form, and every part searches with it). A part's answer is an `Answer` of
 arrays; ids appear only when the version makes hits at the top.
 
-Filters run inside the search: small include sets are scored exactly; otherwise FAISS gets an
-ID selector in the call's SearchParameters, and a graph search that comes back short (a
-selective filter can strand it) is redone exactly.
+Filters run inside the search. Each part turns the request's tree (attribute conditions and
+the include / exclude ids) into the set of its rows that pass; when few pass they are scored
+exactly, otherwise FAISS gets the set as an ID selector with its knob raised for the
+selectivity, and a search that comes back short (a selective filter can strand a graph search)
+is redone exactly. So whenever k documents pass, k come back.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import faiss
 import numpy as np
 
 from index_builder.artifact.errors import InputError
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
+from index_builder.retrieval.rowsets import AllBut, RowSet, count, listed, restrict, selector
 from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, merge_order
 from service.core.config import Limits
 from service.core.errors import TooLarge
+from service.core.filters import Node
+
+
+@dataclass(frozen=True)
+class GroupBy:
+    """At most `max_per_group` results per value of the attribute `key`."""
+
+    key: str
+    max_per_group: int
 
 
 @dataclass(frozen=True)
@@ -37,22 +49,30 @@ class SearchOptions:
     exact: bool = False
     nprobe: int | None = None
     ef_search: int | None = None
-
-    @property
-    def filtered(self) -> bool:
-        return bool(self.exclude) or self.include is not None
+    filter: dict[str, Any] | None = None
+    group_by: GroupBy | None = None
+    score_threshold: float | None = None
+    with_attributes: bool = False
 
 
 @dataclass(frozen=True)
 class Query:
     """A checked request: the metric's name, the prepared queries, the options, the collection's
-    tuned default knobs for the metric, and the limits a part's search obeys."""
+    tuned default knobs for the metric, the limits a part's search obeys, the filter tree (ids
+    folded in) and the attributes each hit carries back."""
 
     metric: str
     queries: Prepared
     options: SearchOptions
     defaults: dict[str, int]
     limits: Limits
+    where: Node | None = None
+    fields: tuple[str, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """No filter and no attributes: searches of one lane can share a FAISS call."""
+        return self.where is None and not self.fields
 
     def batched(self, queries: Prepared, k: int) -> Query:
         """The same query over other vectors and k (a coalesced batch)."""
@@ -67,11 +87,13 @@ class Query:
 
 
 class Answer(NamedTuple):
-    """Top-k per query as arrays: true scores (-inf when missing), version-wide rows (MISSING), ids (None)."""
+    """Top-k per query as arrays: true scores (-inf when missing), version-wide rows (MISSING), ids
+    (None) and, when asked, each hit's attributes (a dict, None when missing)."""
 
     scores: np.ndarray
     rows: np.ndarray
     labels: np.ndarray
+    attrs: np.ndarray | None = None
 
     @staticmethod
     def merge(answers: list[Answer], k: int) -> Answer:
@@ -83,7 +105,8 @@ class Answer(NamedTuple):
         order = merge_order(scores, rows, k)
         labels = np.concatenate([a.labels for a in answers], axis=1)
         line = np.arange(len(rows))[:, None]
-        return Answer(scores[line, order], rows[line, order], labels[line, order])
+        attrs = None if answers[0].attrs is None else np.concatenate([a.attrs for a in answers], axis=1)[line, order]
+        return Answer(scores[line, order], rows[line, order], labels[line, order], attrs)
 
     def split(self, sizes: list[int], ks: list[int]) -> list[Answer]:
         """Consecutive row blocks of `sizes` queries, each cut to its own k (undoes a coalesced batch)."""
@@ -92,9 +115,19 @@ class Answer(NamedTuple):
         out, start = [], 0
         for size, k in zip(sizes, ks, strict=True):
             end = start + size
-            out.append(Answer(self.scores[start:end, :k], self.rows[start:end, :k], self.labels[start:end, :k]))
+            attrs = None if self.attrs is None else self.attrs[start:end, :k]
+            out.append(Answer(self.scores[start:end, :k], self.rows[start:end, :k], self.labels[start:end, :k], attrs))
             start = end
         return out
+
+    def at_least(self, threshold: float | None) -> Answer:
+        """The answer without hits scoring below `threshold` (in the metric's own units)."""
+        if threshold is None or not (self.scores < threshold).any():
+            return self
+        low = self.scores < threshold
+        labels = self.labels.copy()
+        labels[low] = None
+        return Answer(np.where(low, -np.inf, self.scores), np.where(low, MISSING, self.rows), labels, self.attrs)
 
 
 class Hit(NamedTuple):
@@ -102,14 +135,16 @@ class Hit(NamedTuple):
 
     id: str
     score: float
+    attributes: dict[str, Any] | None = None
 
 
 def to_hits(answer: Answer) -> list[list[Hit]]:
     """Hits per query, MISSING dropped; only runs of equal scores are re-sorted, to order them by id."""
     ties = (answer.scores[:, 1:] == answer.scores[:, :-1]).any(axis=1).tolist()
+    attrs = answer.attrs.tolist() if answer.attrs is not None else [[None] * answer.labels.shape[1]] * len(ties)
     out = []
-    for scores, labels, tied in zip(answer.scores.tolist(), answer.labels.tolist(), ties, strict=True):
-        hits = [Hit(i, s) for s, i in zip(scores, labels, strict=True) if i is not None]
+    for scores, labels, extra, tied in zip(answer.scores.tolist(), answer.labels.tolist(), attrs, ties, strict=True):
+        hits = [Hit(i, s, a) for s, i, a in zip(scores, labels, extra, strict=True) if i is not None]
         if tied:
             hits.sort(key=lambda h: (-h.score, h.id))
         out.append(hits)
@@ -155,10 +190,6 @@ def check_zero(queries: Prepared, metric: str, normalizes: bool, field_name: str
             raise InputError(f"{where}: zero-norm vector has no {metric} score")
 
 
-def _indexed(served: ServedIndex, rows: np.ndarray) -> np.ndarray:
-    return rows if served.space.indexes_zero_documents else rows[served.scales[rows] > 0]
-
-
 def _drop(scores: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     keep_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
     keep_r = np.full((len(rows), k), MISSING, dtype=np.int64)
@@ -169,46 +200,50 @@ def _drop(scores: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> t
     return keep_s, keep_r
 
 
-def _exact(
-    served: ServedIndex, queries: Prepared, k: int, pool: np.ndarray | None, banned: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    if pool is not None:
-        return exact_topk(served.space, queries, served.vectors, served.scales, k, candidates=pool)
-    scores, rows = exact_topk(served.space, queries, served.vectors, served.scales, k + len(banned))
-    return _drop(scores, rows, banned, k)
+def _exact(served: ServedIndex, queries: Prepared, k: int, allowed: RowSet) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k over the passing rows (for an exclusion: over all, the excluded dropped)."""
+    if isinstance(allowed, AllBut):
+        scores, rows = exact_topk(served.space, queries, served.vectors, served.scales, k + len(allowed.rows))
+        return _drop(scores, rows, allowed.rows, k)
+    pool = listed(allowed, len(served.vectors))
+    return exact_topk(served.space, queries, served.vectors, served.scales, k, candidates=pool)
 
 
-def _selector(pool: np.ndarray | None, banned: np.ndarray) -> list[faiss.IDSelector]:
-    """The selector chain (outermost last); the list keeps inner selectors alive during the call."""
-    if pool is not None:
-        return [faiss.IDSelectorBatch(pool)]
-    if len(banned):
-        inner = faiss.IDSelectorBatch(banned)
-        return [inner, faiss.IDSelectorNot(inner)]
-    return []
+def filtered_knob(param: str | None, value: int | None, k: int, selectivity: float, limits: Limits) -> int | None:
+    """The knob a filtered search uses: a graph search visits every document but keeps only the
+    passing ones, so efSearch grows as 1/selectivity to keep as many passing candidates (and, for
+    an exclusion list, by up to efSearch more, in case the excluded ids are the query's nearest);
+    an IVF search keeps its lists (a list holds passing documents in proportion) and grows as
+    1/sqrt(selectivity) to reach the passing neighbours further out."""
+    if param == EF_SEARCH:
+        wide = max(value or 0, k)
+        return min(max(wide, round(wide / selectivity)), limits.max_ef_search)
+    if param == NPROBE and value is not None:
+        return max(value, round(value / math.sqrt(selectivity)))
+    return value
 
 
-def run_search(
-    served: ServedIndex, query: Query, banned: np.ndarray, include: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, local rows) of one part's index under the query's filters (banned and included
-    local rows), complete whenever k eligible documents exist in the part."""
+def run_search(served: ServedIndex, query: Query, allowed: RowSet | None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, local rows) of one part's index among the rows that pass the query's filter,
+    complete whenever k passing documents exist in the part."""
     k, options, queries = query.options.k, query.options, query.queries
-    if not options.filtered:
+    if allowed is None:
         if options.exact and not served.exact:
             return exact_topk(served.space, queries, served.vectors, served.scales, k)
         return ann_topk(served, queries, k, query.knob(served.param))
-    pool = None if include is None else _indexed(served, np.setdiff1d(include, banned))
-    eligible = len(pool) if pool is not None else served.ntotal - len(_indexed(served, banned))
-    small_pool = pool is not None and len(pool) <= query.limits.exact_filter_threshold
-    if (options.exact and not served.exact) or small_pool:
-        return _exact(served, queries, k, pool, banned)
-    value = query.knob(served.param)
-    if served.param == EF_SEARCH and len(banned):
-        value = min(max(value or 0, k) + len(banned), query.limits.max_ef_search)
-    chain = _selector(pool, banned)
-    scores, rows = ann_topk(served, queries, k, value, chain[-1] if chain else None)
-    found = (rows != MISSING).sum(axis=1)
-    if (found < min(k, eligible)).any():
-        return _exact(served, queries, k, pool, banned)
+    allowed = restrict(allowed, served.indexed)
+    eligible = count(allowed, served.ntotal)
+    if eligible == 0:
+        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), MISSING, np.int64)
+    few = not isinstance(allowed, AllBut) and eligible <= query.limits.exact_filter_threshold
+    if (options.exact and not served.exact) or few:
+        return _exact(served, queries, k, allowed)
+    value = filtered_knob(served.param, query.knob(served.param), k, eligible / served.ntotal, query.limits)
+    if isinstance(allowed, AllBut) and served.param == EF_SEARCH:
+        wide = max(query.knob(served.param) or 0, k)
+        value = min(max(value or 0, wide + min(len(allowed.rows), wide)), query.limits.max_ef_search)
+    chain = selector(allowed)
+    scores, rows = ann_topk(served, queries, k, value, chain[-1])
+    if ((rows != MISSING).sum(axis=1) < min(k, eligible)).any():
+        return _exact(served, queries, k, allowed)
     return scores, rows

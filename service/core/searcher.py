@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,11 +44,13 @@ class SimilarQuery:
 
 @dataclass(frozen=True)
 class ScoreQuery:
-    """One candidate list per query vector; `metric` None means the collection's first."""
+    """One candidate list per query vector; `metric` None means the collection's first; candidates
+    the `filter` leaves out are dropped."""
 
     vectors: np.ndarray
     ids: list[list[str]]
     metric: str | None
+    filter: dict[str, Any] | None = None
 
 
 class Searcher:
@@ -100,7 +102,7 @@ class Searcher:
         async def work() -> SearchResult:
             if options.include:
                 await version.check_known(options.include, "include")
-            answer = await version.parts.search(query)
+            answer = await version.search(query)
             return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 
         return await self._admitted(work, deadline_s)
@@ -128,10 +130,9 @@ class Searcher:
         if total > self.limits.max_filter_ids:
             raise TooLarge(f"ids: {total} candidates exceed the limit of {self.limits.max_filter_ids}")
         metric, queries = version.prepare(query.vectors, query.metric, "vectors", zero_has_score=True)
-        scored = await self._admitted(lambda: version.score(metric, queries, query.ids), deadline_s)
-        return metric, [
-            [Hit(c, s) for c, s in zip(ids, values, strict=True)] for ids, values in zip(query.ids, scored, strict=True)
-        ]
+        where = version.where(query.filter, self.limits)
+        scored = await self._admitted(lambda: version.score(metric, queries, query.ids, where), deadline_s)
+        return metric, [[Hit(c, s) for c, s in pairs] for pairs in scored]
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -20,14 +20,16 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from index_builder.artifact.errors import InvalidMetric, NotFoundError
+from index_builder.artifact.attributes import AttributeType
+from index_builder.artifact.errors import InputError, InvalidMetric, NotFoundError
 from index_builder.artifact.manifest import Manifest
-from index_builder.retrieval.scoring import Prepared
+from index_builder.retrieval.scoring import MISSING, Prepared
 from index_builder.retrieval.spaces import Metric, MetricSpace
 from service.core.batching import Coalescer
 from service.core.config import Limits
+from service.core.filters import Node, compile_filter, with_ids
 from service.core.part import Part, known_ids, score_part, search_part, vector_of
-from service.core.query import Answer, Query, SearchOptions, check_finite, check_options, check_zero
+from service.core.query import Answer, GroupBy, Query, SearchOptions, check_finite, check_options, check_zero
 
 T = TypeVar("T")
 MAX_NAMED_IDS = 5
@@ -72,7 +74,7 @@ class LocalParts:
         return Answer.merge([search_part(part, query) for part in self.parts], query.options.k)
 
     async def search(self, query: Query) -> Answer:
-        if query.options.filtered:
+        if not query.plain:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self.answer, query)
         options = query.options
         key: Hashable = (id(self), query.metric, options.exact, options.nprobe, options.ef_search)
@@ -134,11 +136,55 @@ class Version:
         check_zero(queries, name, space.normalizes_queries and not zero_has_score, field)
         return name, queries
 
+    def where(
+        self, raw: Any, limits: Limits, include: list[str] | None = None, exclude: list[str] | None = None
+    ) -> Node | None:
+        """The request's filter checked against this collection's attributes, the id lists folded in."""
+        tree = None if raw is None else compile_filter(raw, self.collection, self.manifest.attributes, limits)
+        return with_ids(tree, include, exclude or [])
+
+    def fields(self, options: SearchOptions) -> tuple[str, ...]:
+        """The attributes each hit carries back: all with with_attributes, else the group_by key."""
+        if options.group_by is not None:
+            key = options.group_by.key
+            entry = self.manifest.attributes.get(key)
+            if entry is None:
+                known = ", ".join(self.manifest.attributes) or "none (built without --attributes)"
+                raise InputError(
+                    f"group_by.key: unknown attribute {key!r}; collection {self.collection!r} has: {known}"
+                )
+            if entry.type is AttributeType.KEYWORDS:
+                raise InputError(f"group_by.key: {key!r} is a keyword list; group by a single-valued attribute")
+        if options.with_attributes:
+            return tuple(self.manifest.attributes)
+        return () if options.group_by is None else (options.group_by.key,)
+
     def query(self, vectors: np.ndarray, options: SearchOptions, limits: Limits, field: str) -> Query:
         """Every check a search needs before any part runs (once per request)."""
         check_options(options, len(vectors), limits)
         name, queries = self.prepare(vectors, options.metric, field)
-        return Query(name, queries, options, self.manifest.metrics[name].index.search_params, limits)
+        where = self.where(options.filter, limits, options.include, options.exclude)
+        defaults = self.manifest.metrics[name].index.search_params
+        return Query(name, queries, options, defaults, limits, where, self.fields(options))
+
+    async def search(self, query: Query) -> Answer:
+        """The parts' merged answer, grouped when asked, without hits below the score threshold."""
+        group = query.options.group_by
+        answer = await self.parts.search(query) if group is None else await self._grouped(query, group)
+        return answer.at_least(query.options.score_threshold)
+
+    async def _grouped(self, query: Query, group: GroupBy) -> Answer:
+        """k hits with at most max_per_group per key value: rank more candidates until k are found,
+        every passing document was ranked, or max_group_candidates is reached."""
+        k, cap = query.options.k, max(query.limits.max_group_candidates, query.options.k)
+        fetch = min(cap, k * min(group.max_per_group + 3, 8))
+        while True:
+            answer = await self.parts.search(query.batched(query.queries, fetch))
+            grouped, complete = group_answer(answer, group, k)
+            if complete or fetch >= cap:
+                break
+            fetch = min(cap, fetch * 4)
+        return grouped if query.options.with_attributes else grouped._replace(attrs=None)
 
     async def check_known(self, ids: list[str], field: str) -> None:
         """NotFoundError naming the ids no part holds."""
@@ -153,10 +199,13 @@ class Version:
             raise unknown_ids("id", self.collection, [doc_id])
         return found[0]
 
-    async def score(self, metric: str, queries: Prepared, ids: list[list[str]]) -> list[list[float]]:
-        """Exact scores of candidates held anywhere in the collection, in the order given."""
+    async def score(
+        self, metric: str, queries: Prepared, ids: list[list[str]], where: Node | None = None
+    ) -> list[list[tuple[str, float]]]:
+        """Exact scores of candidates held anywhere in the collection, in the order given; those the
+        filter `where` leaves out are dropped."""
         combined: list[list[float | None]] = [[None] * len(c) for c in ids]
-        for scores in await self.parts.each(score_part, metric, queries, ids):
+        for scores in await self.parts.each(score_part, metric, queries, ids, where):
             for merged, found in zip(combined, scores, strict=True):
                 for j, value in enumerate(found):
                     if value is not None:
@@ -165,4 +214,39 @@ class Version:
             missing = [c for c, v in zip(candidates, values, strict=True) if v is None]
             if missing:
                 raise unknown_ids(f"ids[{i}]" if len(ids) > 1 else "ids", self.collection, missing)
-        return [[float(v) for v in values if v is not None] for values in combined]
+        return [
+            [(c, float(v)) for c, v in zip(candidates, values, strict=True) if v is not None and v == v]
+            for candidates, values in zip(ids, combined, strict=True)
+        ]
+
+
+def group_answer(answer: Answer, group: GroupBy, k: int) -> tuple[Answer, bool]:
+    """The k best hits per query with at most max_per_group per value of the key (hits whose key
+    is null are not grouped), and whether every query is complete: it has k hits, or the answer
+    held every candidate there is (it came back short)."""
+    assert answer.attrs is not None
+    nq = len(answer.rows)
+    keep = np.full((nq, k), -1, dtype=np.int64)
+    complete = True
+    for i in range(nq):
+        taken: list[int] = []
+        counts: dict[Any, int] = {}
+        for j, attrs in enumerate(answer.attrs[i]):
+            if attrs is None or len(taken) == k:
+                continue
+            value = attrs[group.key]
+            if value is not None and counts.get(value, 0) >= group.max_per_group:
+                continue
+            counts[value] = counts.get(value, 0) + 1
+            taken.append(j)
+        keep[i, : len(taken)] = taken
+        complete = complete and (len(taken) == k or answer.rows[i, -1] == MISSING)
+    line = np.arange(nq)[:, None]
+    found = keep >= 0
+    at = np.where(found, keep, 0)
+    scores = np.where(found, answer.scores[line, at], -np.inf)
+    rows = np.where(found, answer.rows[line, at], MISSING)
+    labels, attrs = answer.labels[line, at], answer.attrs[line, at]
+    labels[~found] = None
+    attrs[~found] = None
+    return Answer(scores, rows, labels, attrs), complete
