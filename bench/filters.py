@@ -1,7 +1,7 @@
 """Attribute filters on a large collection: recall against exact filtered search, cost against the
 unfiltered search, the exact/ANN crossover, exclusion lists, group-by, and storage.
 
-Run: python -m bench.filters  (writes bench/results/filters.md, .json and .png)
+Run: python -m bench.filters [--index hnsw|ivf --name filters]  (writes bench/results/<name>.md, .json, .png)
 
 The corpus: --docs two-tower-like vectors with three attributes read from a parquet side file: a
 keyword `brand` of 1,000 values with Zipf-skewed frequencies, a keyword list `tags` (0-3 of 30),
@@ -270,6 +270,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100, help="queries per recall figure")
     parser.add_argument("--workdir", type=Path, default=Path("bench/.work/filters"))
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--name", default="filters", help="result file names")
     args = parser.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
@@ -277,7 +278,7 @@ def main() -> None:
     docs, queries, attrs = make_corpus(work, args.docs, args.dim)
     queries = queries[: args.queries]
     norms = np.linalg.norm(docs, axis=1)
-    build_s = build(work, args.index, ["--hnsw-m", "16", "--ef-construction", "80"] if args.index == "hnsw" else [])
+    build_s = build(work, args.index, [])
     specs = filters(attrs, args.docs)
     core = Core(work / "root", args.index)
     inprocess = []
@@ -339,10 +340,10 @@ def main() -> None:
         "attribute_bytes_per_doc": round(storage / args.docs, 2),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "filters.json").write_text(json.dumps(result, indent=1))
-    (args.out / "filters.md").write_text(report(result))
-    plot(args.out / "filters.png", result)
-    print(f"wrote {args.out}/filters.md, .json, .png")
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{args.name}.md").write_text(report(result))
+    plot(args.out / f"{args.name}.png", result)
+    print(f"wrote {args.out}/{args.name}.md, .json, .png")
 
 
 def report(r: dict[str, Any]) -> str:

@@ -32,6 +32,20 @@ def _recall_line(manifest: Manifest) -> list[str]:
     return lines
 
 
+def _print_recall(manifest: Manifest) -> None:
+    """Each metric's index and self-check, its attributes, and the estimate warning when it applies."""
+    print("\n".join(_recall_line(manifest)))
+    if manifest.attributes:
+        described = (
+            f"{name} {a.type}{f' ({a.distinct} values)' if a.distinct is not None else ''}, {a.null_count} null"
+            for name, a in manifest.attributes.items()
+        )
+        print(f"  attributes: {'; '.join(described)}")
+    warning = _estimate_warning(manifest)
+    if warning:
+        log.warning("%s", warning)
+
+
 def _estimate_warning(manifest: Manifest) -> str | None:
     """A warning when user-facing metrics were tuned on documents used as queries: real queries come
     from the other tower and usually get less recall at the same knob than documents do."""
@@ -60,10 +74,7 @@ def build(request: BuildRequest, progress: Progress) -> int:
         f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
         f"dim {manifest.dim}{shards}, in {elapsed:.1f}s"
     )
-    print("\n".join(_recall_line(manifest)))
-    warning = _estimate_warning(manifest)
-    if warning:
-        log.warning("%s", warning)
+    _print_recall(manifest)
     for name, reason in manifest.not_built.items():
         print(f"  {name:<14} not built: {reason}")
     profile = manifest.norm_profile
@@ -127,10 +138,7 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
         f"  created {manifest.created_at.isoformat()}, {manifest.count} vectors, dim {manifest.dim}, "
         f"faiss {manifest.faiss_version}, schema {manifest.schema_version}"
     )
-    print("\n".join(_recall_line(manifest)))
-    warning = _estimate_warning(manifest)
-    if warning:
-        log.warning("%s", warning)
+    _print_recall(manifest)
     for name_, entry in manifest.metrics.items():
         check = entry.index.self_check
         if check and check.sweep:

@@ -32,8 +32,11 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(1024, ge=1, description="most query vectors in one request")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body (413 beyond)")
     max_filter_ids: int = Field(100_000, ge=1, description="most ids in include, exclude or a /score request")
-    exact_filter_threshold: int = Field(
-        20_000, ge=0, description="filters passing up to this many documents (of a part) are scored exactly"
+    exact_filter_threshold: int | None = Field(
+        None,
+        ge=0,
+        description="filters passing up to this many documents (of a part) are scored exactly; "
+        "unset: whenever that costs less than the filtered index search",
     )
     max_filter_conditions: int = Field(64, ge=1, description="most conditions in one filter tree")
     max_filter_depth: int = Field(5, ge=1, description="deepest nesting of a filter tree (the top level is 1)")

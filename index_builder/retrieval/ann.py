@@ -12,7 +12,7 @@ from functools import cached_property
 import faiss
 import numpy as np
 
-from index_builder.retrieval.faiss_params import EF_SEARCH, search_parameters, tuning_param
+from index_builder.retrieval.faiss_params import EF_SEARCH, distances_per_search, search_parameters, tuning_param
 from index_builder.retrieval.scoring import MISSING, Prepared, Queries, prepare, rescored_topk
 from index_builder.retrieval.spaces import Layout, MetricSpace, augment_queries
 
@@ -70,6 +70,10 @@ class ServedIndex:
     def exact(self) -> bool:
         """A flat index with uncompressed codes: FAISS's own answer is the exact one."""
         return self.param is None and self.refine_factor == 1
+
+    def search_cost(self, value: int | None) -> float:
+        """Vectors one search at this knob compares with, over every norm range."""
+        return sum(distances_per_search(index, value) for index in self.searched)
 
     def faiss_queries(self, queries: Prepared) -> np.ndarray:
         """Queries in the space the FAISS index was built in."""

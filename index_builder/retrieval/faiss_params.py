@@ -34,6 +34,19 @@ def tuning_param(index: faiss.Index) -> str | None:
     return None
 
 
+def distances_per_search(index: faiss.Index, value: int | None) -> float:
+    """About how many vectors one search compares the query with at this knob: efSearch times
+    the graph's base-layer neighbours for HNSW, nprobe lists of average size for IVF, every
+    vector otherwise (the planner weighs it against an exact scan of the passing documents)."""
+    inner = inner_index(index)
+    if isinstance(inner, faiss.IndexHNSW):
+        return float((value or inner.hnsw.efSearch) * inner.hnsw.nb_neighbors(0))  # type: ignore[attr-defined]
+    ivf = faiss.try_extract_index_ivf(inner)
+    if ivf is not None:
+        return float(min(value or ivf.nprobe, ivf.nlist) * ivf.ntotal / max(ivf.nlist, 1))
+    return float(index.ntotal)
+
+
 def search_parameters(
     param: str | None, value: int | None, selector: faiss.IDSelector | None = None
 ) -> faiss.SearchParameters | None:

@@ -92,6 +92,7 @@ def describe(version: Version) -> dict[str, object]:
         load_seconds=round(version.load_seconds, 4),
         norm_profile=manifest.norm_profile.model_dump(),
         shards=len(manifest.parts()),
+        attributes=manifest.attributes,
     ).model_dump(mode="json")
 
 

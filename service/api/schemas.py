@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from index_builder.artifact.manifest import AttributeEntry
 from service.core.query import GroupBy, SearchOptions
 
 FILTER_DESCRIPTION = (
@@ -163,6 +164,9 @@ class CollectionInfo(BaseModel):
     load_seconds: float
     norm_profile: dict[str, float]
     shards: int = 1
+    attributes: dict[str, AttributeEntry] = Field(
+        default_factory=dict, description="filterable attributes: type, null count, distinct keyword values"
+    )
 
 
 class CollectionList(BaseModel):

@@ -18,7 +18,7 @@ class Limits:
     max_k: int
     max_batch: int
     max_filter_ids: int
-    exact_filter_threshold: int
+    exact_filter_threshold: int | None
     max_ef_search: int
     max_filter_conditions: int
     max_filter_depth: int

@@ -223,6 +223,22 @@ def filtered_knob(param: str | None, value: int | None, k: int, selectivity: flo
     return value
 
 
+EXACT_ROW_COST = 1.6
+"""An exact scan of a passing document costs about this many ANN distance computations (a row
+gather and a dot product against one graph or list step; measured in bench/results/filters.md)."""
+
+
+def _scan_is_cheaper(served: ServedIndex, allowed: RowSet, eligible: int, value: int | None, limits: Limits) -> bool:
+    """Score the passing documents exactly rather than search the index: when they are at most
+    DOTCOS_EXACT_FILTER_THRESHOLD, or (with no fixed threshold) when the scan costs less than
+    the filtered search would. An exclusion list keeps most documents: it is always searched."""
+    if isinstance(allowed, AllBut):
+        return False
+    if limits.exact_filter_threshold is not None:
+        return eligible <= limits.exact_filter_threshold
+    return eligible * EXACT_ROW_COST <= served.search_cost(value)
+
+
 def run_search(served: ServedIndex, query: Query, allowed: RowSet | None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, local rows) of one part's index among the rows that pass the query's filter,
     complete whenever k passing documents exist in the part."""
@@ -235,10 +251,9 @@ def run_search(served: ServedIndex, query: Query, allowed: RowSet | None) -> tup
     eligible = count(allowed, served.ntotal)
     if eligible == 0:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), MISSING, np.int64)
-    few = not isinstance(allowed, AllBut) and eligible <= query.limits.exact_filter_threshold
-    if (options.exact and not served.exact) or few:
-        return _exact(served, queries, k, allowed)
     value = filtered_knob(served.param, query.knob(served.param), k, eligible / served.ntotal, query.limits)
+    if (options.exact and not served.exact) or _scan_is_cheaper(served, allowed, eligible, value, query.limits):
+        return _exact(served, queries, k, allowed)
     if isinstance(allowed, AllBut) and served.param == EF_SEARCH:
         wide = max(query.knob(served.param) or 0, k)
         value = min(max(value or 0, wide + min(len(allowed.rows), wide)), query.limits.max_ef_search)

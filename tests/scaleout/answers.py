@@ -22,13 +22,15 @@ def neighbours(version: Version, query: SimilarQuery) -> list[tuple[str, float]]
 
 
 def assert_same_answers(sharded: Version, single: Version, queries: np.ndarray, metric: str, ids: list[str]) -> None:
-    """Unfiltered, excluded, included, exact, /similar and /score answers are identical."""
+    """Unfiltered, excluded, included, filtered, exact, /similar and /score answers are identical."""
     excluded = ids[::7]
     included = ids[::11]
+    tree = {"should": [{"has_id": ids[::5]}, {"has_id": ids[1::9]}], "must_not": [{"has_id": ids[::15]}]}
     for options in (
         SearchOptions(k=10, metric=metric),
         SearchOptions(k=10, metric=metric, exclude=excluded),
         SearchOptions(k=10, metric=metric, include=included),
+        SearchOptions(k=10, metric=metric, filter=tree, exclude=excluded[:20]),
         SearchOptions(k=25, metric=metric, exact=True),
     ):
         assert top_k(sharded, queries, options) == top_k(single, queries, options), options
@@ -39,3 +41,8 @@ def assert_same_answers(sharded: Version, single: Version, queries: np.ndarray, 
         assert neighbours(sharded, query) == neighbours(single, query)
     candidates = ScoreQuery(vectors=queries[:2], ids=[ids[:30:3], ids[-5:]], metric=metric)
     assert score(sharded, candidates) == score(single, candidates)
+    filtered = ScoreQuery(
+        vectors=queries[:1], ids=[ids[:40]], metric=metric, filter={"must_not": [{"has_id": ids[:40:3]}]}
+    )
+    assert score(sharded, filtered) == score(single, filtered)
+    assert [i for i, _ in score(single, filtered)[0]] == [i for n, i in enumerate(ids[:40]) if n % 3]

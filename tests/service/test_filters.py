@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from index_builder.cli import main as build_main
 from tests.builder.helpers import active_manifest
-from tests.conftest import Corpus, in_process, make_corpus
+from tests.conftest import Corpus, in_process, make_corpus, start_server, stop_server
 from tests.service.filter_oracle import (
     MARKETS,
     SELLERS,
@@ -60,6 +60,7 @@ def setup(
         ("sharded", [*parquet, "--shards", "3"]),
         ("hnsw", [*parquet, "--index", "hnsw"]),
         ("ivf", [*parquet, "--index", "ivf", "--nlist", "32"]),
+        ("hnsw-sharded", [*parquet, "--index", "hnsw", "--shards", "2"]),
         ("plain", ["--input", str(corpus.docs_path), "--ids", str(corpus.ids_path)]),
     ):
         assert build_main(["build", "--name", name, *common, *extra]) == 0
@@ -120,7 +121,7 @@ def test_exact_collections_equal_the_oracle(setup, name: str, metric: str, at: i
         check_exact(hits, corpus, metric, q, exact_ids(corpus, attributes, metric, q, tree, 10))
 
 
-@pytest.mark.parametrize("name", ["hnsw", "ivf"])
+@pytest.mark.parametrize("name", ["hnsw", "ivf", "hnsw-sharded"])
 @pytest.mark.parametrize("metric", METRICS)
 def test_ann_collections_keep_recall_and_always_return_k(setup, name: str, metric: str) -> None:
     client, corpus, attributes, _ = setup
@@ -239,8 +240,11 @@ def test_a_filter_no_document_passes_is_an_empty_200(setup) -> None:
         assert search(client, name, {"vector": corpus.queries[0].tolist(), "filter": tree}) == []
 
 
-def test_manifest_lists_every_attribute(setup) -> None:
-    _, _, attributes, root = setup
+def test_manifest_and_collection_info_list_every_attribute(setup) -> None:
+    client, _, attributes, root = setup
+    info = client.get("/v1/collections/sharded").json()["attributes"]
+    assert info["seller"] == {"type": "keyword", "null_count": attributes["seller"].count(None), "distinct": 40}
+    assert info["price"]["distinct"] is None and client.get("/v1/collections/plain").json()["attributes"] == {}
     _, manifest = active_manifest(root, "flat")
     assert set(manifest.attributes) == set(attributes)
     seller = manifest.attributes["seller"]
@@ -349,6 +353,25 @@ def test_random_filter_trees_equal_the_oracle(setup, tree: dict[str, Any], q: in
         check_exact(hits, corpus, "dot", q, exact_ids(corpus, attributes, "dot", q, tree, k))
 
 
+def test_a_real_server_answers_as_the_routes_do(setup) -> None:
+    """The same filtered, grouped and attribute-returning requests through a real uvicorn process."""
+    client, corpus, _, root = setup
+    bodies = [
+        {"vector": corpus.queries[q].tolist(), "k": 7, "metric": metric, "filter": tree, "with_attributes": True}
+        for q, tree in enumerate(FILTERS)
+        for metric in METRICS
+    ]
+    bodies.append({"vector": corpus.queries[0].tolist(), "group_by": {"key": "seller", "max_per_group": 2}})
+    server = start_server(root, root.parent / "real.log", DOTCOS_EXACT_FILTER_THRESHOLD="100")
+    try:
+        with server.client() as real:
+            for name in ("flat", "hnsw", "sharded"):
+                for body in bodies:
+                    assert search(real, name, body) == search(client, name, body)
+    finally:
+        stop_server(server)
+
+
 def test_bad_attribute_input_exits_2_with_one_line(setup, tmp_path: Path, capsys) -> None:
     _, corpus, attributes, root = setup
     parquet = next(root.parent.glob("docs.parquet"))
@@ -366,6 +389,12 @@ def test_bad_attribute_input_exits_2_with_one_line(setup, tmp_path: Path, capsys
             "7 of its 3000 ids missing (first missing: 'doc-02993'), 0 ids not in it",
         )
     )
+    extra = tmp_path / "extra.jsonl"
+    write_jsonl(extra, corpus.ids, attributes, np.arange(N))
+    with open(extra, "a") as out:
+        out.write(json.dumps({"id": "stranger", "seller": "x"}) + "\n")
+    side_input = ["--input", str(corpus.docs_path), "--ids", str(corpus.ids_path)]
+    cases.append(([*side_input, "--attributes-file", str(extra)], "0 of its 3000 ids missing, 1 ids not in it"))
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(
         "".join(json.dumps({"id": i, "tags": ["a", 1] if r == 3 else ["a"]}) + "\n" for r, i in enumerate(corpus.ids))
@@ -398,3 +427,15 @@ def test_bad_attribute_input_exits_2_with_one_line(setup, tmp_path: Path, capsys
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "root" / "bad" / "CURRENT").exists()
     assert list((tmp_path / "root" / "bad" / "versions").iterdir()) == []
+
+
+def test_build_and_inspect_print_the_attributes(setup, tmp_path: Path, capsys) -> None:
+    _, _, attributes, root = setup
+    parquet = next(root.parent.glob("docs.parquet"))
+    argv = ["--name", "shown", "--root", str(tmp_path), "--quiet"]
+    assert build_main(["build", "--input", str(parquet), "--attributes", "seller,price", *argv]) == 0
+    nulls = attributes["seller"].count(None)
+    line = f"attributes: seller keyword (40 values), {nulls} null; price float, {attributes['price'].count(None)} null"
+    assert line in capsys.readouterr().out
+    assert build_main(["inspect", "--name", "shown", "--root", str(tmp_path)]) == 0
+    assert line in capsys.readouterr().out
