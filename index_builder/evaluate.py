@@ -11,10 +11,12 @@ import faiss
 import numpy as np
 
 from index_builder.artifact.manifest import NormProfile, SelfCheck, SweepPoint
-from index_builder.retrieval.ann import ServedIndex, ann_topk
+from index_builder.retrieval.ann import FILTER_BANDS, ServedIndex, ann_topk, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
-from index_builder.retrieval.scoring import MISSING, Prepared
+from index_builder.retrieval.rowsets import Mask, selector
+from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk
 from index_builder.retrieval.spaces import MetricSpace
+from index_builder.scaleout.sharding import merge_parts
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +104,54 @@ def self_check(
         sweep=sweep,
     )
     return check, ({param: int(chosen)} if param and chosen is not None else {})
+
+
+FILTER_BOOSTS = (1, 2, 4, 8)
+FILTER_QUERIES = 200
+MAX_FILTERED_EF = 4096
+"""The service's default DOTCOS_MAX_EF_SEARCH: a band needing more is scanned exactly."""
+
+
+def filtered_boosts(
+    parts: list[ServedIndex], offsets: list[int], queries: np.ndarray, default: int | None, target: float, seed: int
+) -> dict[str, int | None]:
+    """Per selectivity band, the smallest boost of the filtered knob (ann.filtered_knob) at which a
+    search among a random share of the documents reaches `target` recall@10 against exact search
+    among the same documents; None when no boost does within the knob's range (the service then
+    scans such filters exactly). Random filters are the baseline: filters correlated with the
+    query can do better or worse."""
+    param = parts[0].param
+    if param is None:
+        return {}
+    prepared = Prepared.of(parts[0].space, queries[:FILTER_QUERIES])
+    rng = np.random.default_rng(seed)
+    out: dict[str, int | None] = {}
+    for band in FILTER_BANDS:
+        masks = [rng.random(len(p.vectors)) < band for p in parts]
+        allowed = [m if p.indexed is None else m & p.indexed for m, p in zip(masks, parts, strict=True)]
+        exact = [
+            exact_topk(p.space, prepared, p.vectors, p.scales, RECALL_K, candidates=np.flatnonzero(a))
+            for p, a in zip(parts, allowed, strict=True)
+        ]
+        truth, _ = merge_parts(exact, offsets, RECALL_K)
+        out[str(band)] = None
+        for boost in FILTER_BOOSTS:
+            value = filtered_knob(param, default, RECALL_K, band, boost)
+            if param == EF_SEARCH and (value or 0) > MAX_FILTERED_EF:
+                break
+            found = [_filtered(p, prepared, value, a) for p, a in zip(parts, allowed, strict=True)]
+            scores, rows = merge_parts(found, offsets, RECALL_K)
+            if recall_at_k(truth, scores, rows) >= target:
+                out[str(band)] = boost
+                break
+    return out
+
+
+def _filtered(
+    part: ServedIndex, queries: Prepared, value: int | None, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    chain = selector(Mask(allowed))
+    return ann_topk(part, queries, RECALL_K, value, chain[-1])
 
 
 def norm_profile(norms: np.ndarray) -> NormProfile:

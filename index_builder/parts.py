@@ -41,7 +41,7 @@ from index_builder.artifact.manifest import (
     ShardEntry,
 )
 from index_builder.attributes import Attributes, part_columns, read_attributes
-from index_builder.evaluate import RECALL_K, Checked, norm_bias, served_check
+from index_builder.evaluate import RECALL_K, Checked, filtered_boosts, norm_bias, served_check
 from index_builder.faults import arm, armed, crash_point
 from index_builder.indexes import IndexOptions
 from index_builder.pipeline import (
@@ -328,11 +328,10 @@ def _offsets(results: list[ShardResult]) -> list[int]:
     return [int(x) for x in np.cumsum([0, *[r.count for r in results]])[:-1]]
 
 
-def _merged_check(
+def _served_parts(
     space: MetricSpace, layout_at: int, results: list[ShardResult], staging: Path, sharded: bool
-) -> Checked:
-    """The self-check of one layout over all parts: each part searched as served, answers merged."""
-    offsets = _offsets(results)
+) -> list[ServedIndex]:
+    """Every part's index of one layout, loaded as the service loads it."""
     served = []
     for result in results:
         entry = result.trials[space.name][layout_at]
@@ -343,6 +342,11 @@ def _merged_check(
                 indexes, space, entry.layout, entry.refine_factor, np.asarray(vectors), result.scales[space.name]
             )
         )
+    return served
+
+
+def _merged_check(space: MetricSpace, served: list[ServedIndex], offsets: list[int]) -> Checked:
+    """The self-check of one layout over all parts: each part searched as served, answers merged."""
     one = served_check(served[0])
 
     def search(queries: Prepared, k: int, value: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -363,14 +367,22 @@ def _finish_metric(
     offsets = _offsets(results)
     sharded = request.shards is not None
     truth, truth_rows = merge_parts([r.truth[space.name] for r in results], offsets, RECALL_K)
-    trials = []
+    trials, served = [], []
     for at, first in enumerate(results[0].trials[space.name]):
         total = sum(r.trials[space.name][at].count for r in results)
         entry = first.model_copy(update={"count": total, "file": None})
-        checked = _merged_check(space, at, results, staging, sharded)
+        served.append(_served_parts(space, at, results, staging, sharded))
+        checked = _merged_check(space, served[at], offsets)
         trials.append(checked_entry(entry, checked, queries, truth, request.target_recall, progress))
     chosen = choose_layout(space.metric, trials, request)
     at = trials.index(chosen)
+    default = next(iter(chosen.search_params.values()), None)
+    with progress.stage(f"filtered self-check {space.name}"):
+        boosts = filtered_boosts(
+            served[at], offsets, queries.vectors, default, request.target_recall, request.index.seed
+        )
+    chosen = chosen.model_copy(update={"filter_boosts": boosts})
+    served.clear()
     for result in results:
         shard_trials = result.trials[space.name]
         final = f"{file_stem(space.metric)}{suffix(result.shard, sharded)}.faiss"

@@ -58,6 +58,9 @@ class IndexEntry(_Model):
     search_params: dict[str, int] = Field(default_factory=dict)
     self_check: SelfCheck | None = None
     layout_trials: dict[str, str] = Field(default_factory=dict)
+    filter_boosts: dict[str, int | None] = Field(default_factory=dict)
+    """Per selectivity band (retrieval.ann.FILTER_BANDS), the measured boost of the filtered
+    knob, or None where filtered searches are scanned exactly."""
 
     def files_for(self, base: str) -> list[str]:
         """The FAISS files behind one part's index of this metric: `base`, or one per norm range."""

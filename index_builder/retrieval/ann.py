@@ -6,13 +6,20 @@ call `ann_topk`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
 import faiss
 import numpy as np
 
-from index_builder.retrieval.faiss_params import EF_SEARCH, distances_per_search, search_parameters, tuning_param
+from index_builder.retrieval.faiss_params import (
+    EF_SEARCH,
+    NPROBE,
+    distances_per_search,
+    search_parameters,
+    tuning_param,
+)
 from index_builder.retrieval.scoring import MISSING, Prepared, Queries, prepare, rescored_topk
 from index_builder.retrieval.spaces import Layout, MetricSpace, augment_queries
 
@@ -102,3 +109,29 @@ def ann_topk(
         scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
         rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=MISSING)
     return scores[:, :k], rows[:, :k]
+
+
+FILTER_BANDS = (0.5, 0.2, 0.1, 0.05, 0.02)
+"""Selectivities (shares of documents passing) at which a build measures filtered recall."""
+
+
+def filter_band(selectivity: float) -> str | None:
+    """The measured band that speaks for a selectivity: the largest band at or below it (the
+    more selective, so the more demanding, neighbour); None above the first band, where a filter
+    keeps most documents and the plain rule suffices."""
+    if selectivity > FILTER_BANDS[0]:
+        return None
+    return str(next((b for b in FILTER_BANDS if b <= selectivity), FILTER_BANDS[-1]))
+
+
+def filtered_knob(param: str | None, value: int | None, k: int, selectivity: float, boost: int = 1) -> int | None:
+    """The knob of a search among a share `selectivity` of the documents: a graph search visits
+    every document but keeps only the passing ones, so efSearch grows as boost / selectivity; an IVF
+    search finds passing documents in every list, in proportion, and grows as boost / sqrt(selectivity)
+    to reach the passing neighbours further out. `boost` is what the build measured for the band."""
+    if param == EF_SEARCH:
+        wide = max(value or 0, k)
+        return max(wide, round(boost * wide / selectivity))
+    if param == NPROBE and value is not None:
+        return max(value, round(boost * value / math.sqrt(selectivity)))
+    return value

@@ -14,14 +14,13 @@ is redone exactly. So whenever k documents pass, k come back.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
 from index_builder.artifact.errors import InputError
-from index_builder.retrieval.ann import ServedIndex, ann_topk
+from index_builder.retrieval.ann import ServedIndex, ann_topk, filter_band, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
 from index_builder.retrieval.rowsets import AllBut, RowSet, count, listed, restrict, selector
 from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, merge_order
@@ -68,6 +67,7 @@ class Query:
     limits: Limits
     where: Node | None = None
     fields: tuple[str, ...] = ()
+    boosts: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def plain(self) -> bool:
@@ -209,20 +209,6 @@ def _exact(served: ServedIndex, queries: Prepared, k: int, allowed: RowSet) -> t
     return exact_topk(served.space, queries, served.vectors, served.scales, k, candidates=pool)
 
 
-def filtered_knob(param: str | None, value: int | None, k: int, selectivity: float, limits: Limits) -> int | None:
-    """The knob a filtered search uses: a graph search visits every document but keeps only the
-    passing ones, so efSearch grows as 1/selectivity to keep as many passing candidates (and, for
-    an exclusion list, by up to efSearch more, in case the excluded ids are the query's nearest);
-    an IVF search keeps its lists (a list holds passing documents in proportion) and grows as
-    1/sqrt(selectivity) to reach the passing neighbours further out."""
-    if param == EF_SEARCH:
-        wide = max(value or 0, k)
-        return min(max(wide, round(wide / selectivity)), limits.max_ef_search)
-    if param == NPROBE and value is not None:
-        return max(value, round(value / math.sqrt(selectivity)))
-    return value
-
-
 EXACT_ROW_COST = 1.6
 """An exact scan of a passing document costs about this many ANN distance computations (a row
 gather and a dot product against one graph or list step; measured in bench/results/filters.md)."""
@@ -239,6 +225,19 @@ def _scan_is_cheaper(served: ServedIndex, allowed: RowSet, eligible: int, value:
     return eligible * EXACT_ROW_COST <= served.search_cost(value)
 
 
+def _filtered_value(served: ServedIndex, query: Query, selectivity: float) -> int | None | Literal["exact"]:
+    """The knob of a filtered search, boosted as the build measured for the selectivity's band, or
+    "exact" where the build found no knob keeping the recall target (or it exceeds the limit)."""
+    band = filter_band(selectivity)
+    boost = query.boosts.get(band, 1) if band is not None else 1
+    if boost is None:
+        return "exact"
+    value = filtered_knob(served.param, query.knob(served.param), query.options.k, selectivity, boost)
+    if served.param == EF_SEARCH and (value or 0) > query.limits.max_ef_search:
+        return "exact" if band is not None and query.boosts else query.limits.max_ef_search
+    return value
+
+
 def run_search(served: ServedIndex, query: Query, allowed: RowSet | None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores, local rows) of one part's index among the rows that pass the query's filter,
     complete whenever k passing documents exist in the part."""
@@ -251,12 +250,14 @@ def run_search(served: ServedIndex, query: Query, allowed: RowSet | None) -> tup
     eligible = count(allowed, served.ntotal)
     if eligible == 0:
         return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), MISSING, np.int64)
-    value = filtered_knob(served.param, query.knob(served.param), k, eligible / served.ntotal, query.limits)
-    if (options.exact and not served.exact) or _scan_is_cheaper(served, allowed, eligible, value, query.limits):
+    value = _filtered_value(served, query, eligible / served.ntotal)
+    if (options.exact and not served.exact) or value == "exact":
         return _exact(served, queries, k, allowed)
     if isinstance(allowed, AllBut) and served.param == EF_SEARCH:
         wide = max(query.knob(served.param) or 0, k)
         value = min(max(value or 0, wide + min(len(allowed.rows), wide)), query.limits.max_ef_search)
+    if _scan_is_cheaper(served, allowed, eligible, value, query.limits):
+        return _exact(served, queries, k, allowed)
     chain = selector(allowed)
     scores, rows = ann_topk(served, queries, k, value, chain[-1])
     if ((rows != MISSING).sum(axis=1) < min(k, eligible)).any():

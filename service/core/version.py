@@ -164,8 +164,9 @@ class Version:
         check_options(options, len(vectors), limits)
         name, queries = self.prepare(vectors, options.metric, field)
         where = self.where(options.filter, limits, options.include, options.exclude)
-        defaults = self.manifest.metrics[name].index.search_params
-        return Query(name, queries, options, defaults, limits, where, self.fields(options))
+        index = self.manifest.metrics[name].index
+        fields = self.fields(options)
+        return Query(name, queries, options, index.search_params, limits, where, fields, index.filter_boosts)
 
     async def search(self, query: Query) -> Answer:
         """The parts' merged answer, grouped when asked, without hits below the score threshold."""
