@@ -31,6 +31,9 @@ import pyarrow.parquet as pq
 
 from bench.service_load import BIN, start_dotcos, write_bodies, wrk
 from index_builder.artifact.layout import read_current, version_dir
+from index_builder.retrieval.ann import ann_topk, filtered_knob
+from index_builder.retrieval.rowsets import Mask, selector
+from index_builder.retrieval.scoring import Prepared, exact_topk
 from index_builder.synthetic import TwoTowerSpec, two_tower
 from service.core.loader import LocalLoader
 from service.core.query import GroupBy, SearchOptions
@@ -45,6 +48,7 @@ SELECTIVITIES = [0.5, 0.1, 0.01, 0.001, 0.0001]
 BRANDS = 1000
 TAGS = [f"tag-{i:02d}" for i in range(30)]
 K = 10
+MAX_EF = 4096
 
 
 def make_corpus(work: Path, docs: int, dim: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -175,27 +179,44 @@ def _row(
 
 
 def crossover(
-    root: Path, collection: str, queries: np.ndarray, attrs: dict[str, Any], seconds: float
+    core: Core, queries: np.ndarray, docs: np.ndarray, norms: np.ndarray, attrs: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Per-query time of the exact scan and of the filtered ANN search at small selectivities."""
-    exact = Core(root, collection, exact_filter_threshold=10**9)
-    ann = Core(root, collection, exact_filter_threshold=0)
+    """Per-query time (and recall) of the exact scan over the passing documents and of the filtered
+    ANN search at the plain knob rule, called directly (not through the planner), dot."""
+    part = core.version.parts.parts[0]  # type: ignore[attr-defined]
+    served = part.indexes["dot"]
+    default = core.version.manifest.metrics["dot"].index.search_params.get(served.param or "")
     rows = []
-    try:
-        for share in (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05):
-            tree = {"must": [{"key": "price", "range": {"lt": 100 * share}}]}
-            options = SearchOptions(k=K, metric="dot", filter=tree)
-            passing = int((attrs["price"] < 100 * share).sum())
-            rows.append(
-                {
-                    "passing": passing,
-                    "exact_ms": round(1000 / exact.qps(queries, options, seconds), 3),
-                    "ann_ms": round(1000 / ann.qps(queries, options, seconds), 3),
-                }
-            )
-    finally:
-        exact.close()
-        ann.close()
+    for share in (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5):
+        mask = attrs["price"] < 100 * share
+        value = filtered_knob(served.param, default, K, share)
+        chain = selector(Mask(mask))
+        prepared = [Prepared.of(served.space, q[None, :]) for q in queries]
+        truth = [true_topk("dot", docs, norms, q, mask) for q in queries]
+        pool = np.flatnonzero(mask)
+        knob = min(value or 0, MAX_EF) or None
+        timings = {}
+        for name in ("exact", "ann"):
+            start = time.perf_counter()
+            found = [
+                (
+                    exact_topk(served.space, p, served.vectors, served.scales, K, candidates=pool)
+                    if name == "exact"
+                    else ann_topk(served, p, K, knob, chain[-1])
+                )[1][0]
+                for p in prepared
+            ]
+            timings[name] = (time.perf_counter() - start) / len(prepared) * 1000
+            timings[f"{name}_recall"] = recall([[f"d{r}" for r in f if r >= 0] for f in found], truth)
+        rows.append(
+            {
+                "passing": int(mask.sum()),
+                "knob": min(value or 0, MAX_EF),
+                "exact_ms": round(timings["exact"], 3),
+                "ann_ms": round(timings["ann"], 3),
+                "ann_recall": round(timings["ann_recall"], 4),
+            }
+        )
     return rows
 
 
@@ -271,14 +292,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench/.work/filters"))
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--name", default="filters", help="result file names")
+    parser.add_argument("--reuse", action="store_true", help="keep the workdir's corpus and build if present")
     args = parser.parse_args()
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
     work = args.workdir
+    built = args.reuse and (work / "root" / args.index / "CURRENT").exists()
+    if not built:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
     docs, queries, attrs = make_corpus(work, args.docs, args.dim)
     queries = queries[: args.queries]
     norms = np.linalg.norm(docs, axis=1)
-    build_s = build(work, args.index, [])
+    build_s = build(work, args.index, []) if not built else "(reused)"
     specs = filters(attrs, args.docs)
     core = Core(work / "root", args.index)
     inprocess = []
@@ -317,9 +341,9 @@ def main() -> None:
                     "qps": round(core.qps(queries, options, args.seconds), 1),
                 }
             )
+        cross = crossover(core, queries, docs, norms, attrs)
     finally:
         core.close()
-    cross = crossover(work / "root", args.index, queries, attrs, args.seconds)
     http = http_rows(work, args.index, queries, specs[:5], args.seconds * 2)
     path = version_dir(work / "root", args.index, read_current(work / "root", args.index))
     storage = sum(f.stat().st_size for f in path.glob("attr.*")) + (path / "attributes.json").stat().st_size
@@ -396,10 +420,13 @@ def report(r: dict[str, Any]) -> str:
         "",
         "## Exact scan or ANN: where they cross (dot, price ranges)",
         "",
-        "| passing documents | exact scan ms | filtered ANN ms |",
-        "|---|---|---|",
+        "| passing documents | exact scan ms | filtered ANN ms (knob) | filtered ANN recall@10 |",
+        "|---|---|---|---|",
     ]
-    lines += [f"| {c['passing']:,} | {c['exact_ms']} | {c['ann_ms']} |" for c in r["crossover"]]
+    lines += [
+        f"| {c['passing']:,} | {c['exact_ms']} | {c['ann_ms']} ({c['knob']}) | {c['ann_recall']} |"
+        for c in r["crossover"]
+    ]
     lines += [
         "",
         f"Attribute storage: {r['attribute_bytes_per_doc']} bytes per document (every attribute file and the "

@@ -73,6 +73,9 @@ def indexed_rows(space: MetricSpace, scales: np.ndarray) -> np.ndarray:
 
 
 SCORE_BUDGET_BYTES = 32 << 20
+DENSE_SCAN = 16
+"""Candidates making up at least 1/16 of the rows are scored by a sequential scan of every row,
+the others masked: cheaper than gathering them one by one (bench/results/filters.md)."""
 
 
 def _block_topk(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,14 +142,23 @@ def exact_topk(
     best_s = np.empty((nq, 0), dtype=np.float32)
     best_r = np.empty((nq, 0), dtype=np.int64)
     p = prepare(space, queries).raw
-    contiguous = candidates is None and len(pool) == len(vectors)
+    dense = len(pool) * DENSE_SCAN >= len(vectors)
+    member = None
+    if dense and len(pool) != len(vectors):
+        member = np.zeros(len(vectors), dtype=bool)
+        member[pool] = True
+    scanned = np.arange(len(vectors), dtype=np.int64) if dense else pool
     block_rows = int(np.clip(SCORE_BUDGET_BYTES // (12 * max(nq, 1)), 1024, 262144))
-    for start in range(0, len(pool), block_rows):
-        rows = pool[start : start + block_rows]
-        block = vectors[start : start + len(rows)] if contiguous else vectors[rows]
+    for start in range(0, len(scanned), block_rows):
+        rows = scanned[start : start + block_rows]
+        block = vectors[start : start + len(rows)] if dense else vectors[rows]
         scores = (np.asarray(block, dtype=np.float32) @ p.T).T
         scores *= scales[rows][None, :]
+        if member is not None:
+            scores[:, ~member[start : start + len(rows)]] = -np.inf
         top_s, top_r = _block_topk(scores, rows, k)
+        if member is not None:
+            top_r = np.where(top_s == -np.inf, MISSING, top_r)
         best_s, best_r = merge_topk([best_s, top_s], [best_r, np.asarray(top_r, np.int64)], k)
     if best_s.shape[1] < k:
         pad = k - best_s.shape[1]

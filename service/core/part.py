@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from itertools import repeat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,8 +48,8 @@ class Part:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
         if not ids:
             return NO_ROWS
-        rows = [self.rows_by_id[i] for i in ids if i in self.rows_by_id]
-        return np.unique(np.asarray(rows, dtype=np.int64))
+        found = np.fromiter(map(self.rows_by_id.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+        return np.unique(found[found >= 0])
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
         """Ids of local rows (None for MISSING)."""

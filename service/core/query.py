@@ -226,13 +226,16 @@ def _scan_is_cheaper(served: ServedIndex, allowed: RowSet, eligible: int, value:
 
 
 def _filtered_value(served: ServedIndex, query: Query, selectivity: float) -> int | None | Literal["exact"]:
-    """The knob of a filtered search, boosted as the build measured for the selectivity's band, or
-    "exact" where the build found no knob keeping the recall target (or it exceeds the limit)."""
+    """The knob of a filtered search: the value the build found to keep the recall target at the
+    selectivity's band (the band at or below it, so at least as demanding), or "exact" where it
+    found none (or the value exceeds the limit). Without measurements: the plain rule at the
+    selectivity itself."""
     band = filter_band(selectivity)
     boost = query.boosts.get(band, 1) if band is not None else 1
     if boost is None:
         return "exact"
-    value = filtered_knob(served.param, query.knob(served.param), query.options.k, selectivity, boost)
+    measured = float(band) if band is not None and query.boosts else selectivity
+    value = filtered_knob(served.param, query.knob(served.param), query.options.k, measured, boost)
     if served.param == EF_SEARCH and (value or 0) > query.limits.max_ef_search:
         return "exact" if band is not None and query.boosts else query.limits.max_ef_search
     return value
