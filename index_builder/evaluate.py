@@ -117,13 +117,14 @@ def filtered_boosts(
 ) -> dict[str, int | None]:
     """Per selectivity band, the smallest boost of the filtered knob (ann.filtered_knob) at which a
     search among a random share of the documents reaches `target` recall@10 against exact search
-    among the same documents; None when no boost does within the knob's range (the service then
-    scans such filters exactly). Random filters are the baseline: filters correlated with the
-    query can do better or worse."""
+    among the same documents, with two standard errors of the sample to spare; None when no boost
+    does within the knob's range (the service then scans such filters exactly). Random filters
+    are the baseline: filters correlated with the query can do better or worse."""
     param = parts[0].param
     if param is None:
         return {}
     prepared = Prepared.of(parts[0].space, queries[:FILTER_QUERIES])
+    wanted = min(1.0, target + sampling_margin(target, len(prepared) * RECALL_K))
     rng = np.random.default_rng(seed)
     out: dict[str, int | None] = {}
     for band in FILTER_BANDS:
@@ -141,10 +142,15 @@ def filtered_boosts(
                 break
             found = [_filtered(p, prepared, value, a) for p, a in zip(parts, allowed, strict=True)]
             scores, rows = merge_parts(found, offsets, RECALL_K)
-            if recall_at_k(truth, scores, rows) >= target:
+            if recall_at_k(truth, scores, rows) >= wanted:
                 out[str(band)] = boost
                 break
     return out
+
+
+def sampling_margin(recall: float, hits: int) -> float:
+    """Two standard errors of a recall measured over `hits` possible hits."""
+    return float(2 * np.sqrt(recall * (1 - recall) / max(hits, 1)))
 
 
 def _filtered(
