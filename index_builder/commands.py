@@ -10,6 +10,7 @@ from index_builder.artifact.errors import NotFoundError
 from index_builder.artifact.integrity import verify_version
 from index_builder.artifact.layout import list_collections, list_versions, read_current, version_dir
 from index_builder.artifact.manifest import Manifest, read_manifest
+from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.demo import ensure_demo
 from index_builder.parts import build as build_version
 from index_builder.pipeline import BuildRequest
@@ -124,6 +125,25 @@ def _manifest_for(root: Path, name: str, version: str | None) -> tuple[Path, Man
     return path, read_manifest(path)
 
 
+def _query_log_lines(root: Path, manifest: Manifest) -> list[str]:
+    """The size and age of each metric's query log (recorded traffic of the service)."""
+    lines = []
+    for metric in manifest.metrics:
+        path = log_path(root, manifest.collection, metric)
+        try:
+            sample = read_sample(path)
+        except ValueError as exc:
+            lines.append(f"  query log {metric}: {exc}")
+            continue
+        if sample is not None:
+            age = time.time() - sample.updated
+            lines.append(
+                f"  query log {metric}: {len(sample.vectors)} vectors sampled from {sample.seen} queries, "
+                f"updated {age:.0f}s ago ({path})"
+            )
+    return lines
+
+
 def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
     _, manifest = _manifest_for(root, name, version)
     if as_json:
@@ -139,6 +159,8 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
         f"faiss {manifest.faiss_version}, schema {manifest.schema_version}"
     )
     _print_recall(manifest)
+    for line in _query_log_lines(root, manifest):
+        print(line)
     for name_, entry in manifest.metrics.items():
         check = entry.index.self_check
         if check and check.sweep:

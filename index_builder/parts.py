@@ -60,6 +60,7 @@ from index_builder.pipeline import (
     new_manifest,
     query_sets,
     range_bounds,
+    recorded_queries,
     whitening_for,
     write_index,
 )
@@ -436,7 +437,10 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
         user_queries, doc_queries = query_sets(request, scanned.documents, scanned.dim)
         norms64 = scanned.norms.astype(np.float64)
         spaces = [fit_metric_space(m, norms64, whitening) for m in request.metrics]
-        queries = {m.name: (doc_queries if m.rule.whitened else user_queries) for m in request.metrics}
+        recorded = recorded_queries(request, scanned.dim)
+        queries = {
+            m.name: doc_queries if m.rule.whitened else recorded.get(m.name, user_queries) for m in request.metrics
+        }
         part_queries = {k: q.vectors for k, q in queries.items()}
         attributes = _attributes(request, scanned.ids, staging)
         jobs, order = _shard_jobs(request, scanned, spaces, staging, part_queries, attributes, progress)

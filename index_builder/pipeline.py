@@ -16,6 +16,7 @@ import numpy as np
 import index_builder
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.manifest import SCHEMA_VERSION, IndexEntry, Manifest, MetricEntry, range_file
+from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.attributes import AttributeSpec
 from index_builder.covariance import user_covariance, whitening_matrix
 from index_builder.evaluate import Checked, norm_profile, self_check
@@ -290,6 +291,39 @@ def whitening_for(request: BuildRequest, dim: int, staging: Path, progress: Prog
     whitening = whitening_matrix(cov)
     np.save(staging / WHITENING_FILE, whitening, allow_pickle=False)
     return whitening
+
+
+MIN_RECORDED = 100
+RECORDED = "recorded traffic"
+
+
+def recorded_queries(request: BuildRequest, dim: int) -> dict[str, QuerySet]:
+    """Self-check queries from the collection's query log, per user-facing metric, when no
+    --queries were given and the log holds enough of them (a corrupt log is skipped, saying so)."""
+    out: dict[str, QuerySet] = {}
+    if request.queries is not None:
+        return out
+    for metric in request.metrics:
+        if metric.rule.whitened:
+            continue
+        try:
+            sample = read_sample(log_path(request.root, request.collection, metric.name))
+        except ValueError as exc:
+            log.warning("%s; the self-check of %s uses documents", exc, metric.name)
+            continue
+        if sample is None or sample.dim != dim or len(sample.vectors) < MIN_RECORDED:
+            continue
+        vectors = sample.vectors
+        if len(vectors) > request.selfcheck_queries:
+            chosen = np.random.default_rng(request.index.seed).choice(
+                len(vectors), request.selfcheck_queries, replace=False
+            )
+            vectors = vectors[np.sort(chosen)]
+        log.info(
+            "%s: self-check on %d recorded queries (a sample of %d served)", metric.name, len(vectors), sample.seen
+        )
+        out[metric.name] = QuerySet(vectors, RECORDED)
+    return out
 
 
 def query_sets(request: BuildRequest, documents: QuerySet, dim: int) -> tuple[QuerySet, QuerySet]:

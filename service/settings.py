@@ -44,6 +44,9 @@ class ServiceSettings(BaseSettings):
         10_000, ge=1, description="most candidates a group_by search ranks to fill k results"
     )
     max_ef_search: int = Field(4096, ge=1, description="largest efSearch a request (or a filter) may use")
+    query_log: bool = Field(True, description="record a sample of served query vectors (see Query log)")
+    query_log_size: int = Field(2000, ge=1, description="query vectors kept per collection and metric")
+    query_log_flush_s: float = Field(30.0, gt=0, description="seconds between merges of a worker's sample into the log")
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
     omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
     search_threads: int | None = Field(

@@ -22,6 +22,7 @@ from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
 from service.core import heap
 from service.core.loader import Loader, LocalLoader, configure_runtime
+from service.core.querylog import QueryLog
 from service.core.registry import Registry
 from service.core.searcher import Searcher
 from service.settings import ServiceSettings
@@ -123,7 +124,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     """Build the app; collections load in the background once the lifespan starts."""
     settings = settings or ServiceSettings()
     metrics = ServiceMetrics()
-    searcher = Searcher(settings.limits, settings.execution)
+    query_log = (
+        QueryLog(settings.index_root, settings.query_log_size, settings.query_log_flush_s)
+        if settings.query_log
+        else None
+    )
+    searcher = Searcher(settings.limits, settings.execution, query_log)
     loader = version_loader(settings, searcher)
     registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
@@ -139,8 +145,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         loader.start()
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
+        if query_log is not None:
+            query_log.start()
         yield
         registry.stop()
+        if query_log is not None:
+            query_log.stop()
         loader.close()
         searcher.close()
 

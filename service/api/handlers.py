@@ -125,7 +125,7 @@ def _result(result: SearchResult, batch: bool) -> Reply:
 async def search(state: AppState, name: str, body: bytes, headers: Mapping[str, str], batch: bool) -> Reply:
     vectors, options = parse_search(body, batch)
     result = await state.searcher.search(
-        state.registry.get(name), vectors, options, query_field(batch), deadline(headers)
+        state.registry.get(name), vectors, options, query_field(batch), deadline(headers), logged=True
     )
     return _result(result, batch)
 

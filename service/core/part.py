@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
-from itertools import repeat
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np

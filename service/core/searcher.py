@@ -20,6 +20,7 @@ from service.core.batching import Coalescer
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable
 from service.core.query import Hit, SearchOptions, check_batch, to_hits
+from service.core.querylog import QueryLog
 from service.core.version import Version
 
 T = TypeVar("T")
@@ -56,9 +57,10 @@ class ScoreQuery:
 class Searcher:
     """Owns the executor FAISS work runs in and the coalescer that batches it, and admits requests."""
 
-    def __init__(self, limits: Limits, execution: ExecutionSettings) -> None:
+    def __init__(self, limits: Limits, execution: ExecutionSettings, query_log: QueryLog | None = None) -> None:
         self.limits = limits
         self.execution = execution
+        self.query_log = query_log
         self.executor = ThreadPoolExecutor(max_workers=execution.threads, thread_name_prefix="dotcos-search")
         self.coalescer = Coalescer(self.executor, execution.max_batch, execution.window_s, execution.in_flight)
         self.pending = 0
@@ -94,9 +96,16 @@ class Searcher:
             self.pending -= 1
 
     async def search(
-        self, version: Version, vectors: np.ndarray, options: SearchOptions, field: str, deadline_s: float | None = None
+        self,
+        version: Version,
+        vectors: np.ndarray,
+        options: SearchOptions,
+        field: str,
+        deadline_s: float | None = None,
+        logged: bool = False,
     ) -> SearchResult:
-        """Top-k per query under the request's metric and filters; errors surface as DotcosError."""
+        """Top-k per query under the request's metric and filters; errors surface as DotcosError.
+        With `logged`, served user queries are offered to the query log."""
         query = version.query(vectors, options, self.limits, field)
 
         async def work() -> SearchResult:
@@ -105,7 +114,10 @@ class Searcher:
             answer = await version.search(query)
             return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 
-        return await self._admitted(work, deadline_s)
+        result = await self._admitted(work, deadline_s)
+        if logged and self.query_log is not None:
+            self.query_log.record(version.collection, query.metric, vectors)
+        return result
 
     async def similar(self, version: Version, query: SimilarQuery, deadline_s: float | None = None) -> SearchResult:
         """The k most similar documents under the metric, never the document itself."""
