@@ -22,10 +22,9 @@ import numpy as np
 from bench.datasets import Dataset
 from index_builder.artifact.layout import read_current, version_dir
 from index_builder.artifact.manifest import Manifest, read_manifest
-from index_builder.evaluate import recall_at_k
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import search_parameters
-from index_builder.retrieval.scoring import Prepared, doc_scales, exact_topk, score_rows
+from index_builder.retrieval.scoring import Prepared, doc_scales, exact_topk, recall_at_k, score_rows
 from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
 from service.core.part import Part, load_parts
 

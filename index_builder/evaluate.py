@@ -14,7 +14,7 @@ from index_builder.artifact.manifest import NormProfile, SelfCheck, SweepPoint
 from index_builder.retrieval.ann import FILTER_BANDS, ServedIndex, ann_topk, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
 from index_builder.retrieval.rowsets import Mask, selector
-from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk
+from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, recall_at_k
 from index_builder.retrieval.spaces import MetricSpace
 from index_builder.scaleout.sharding import merge_parts
 
@@ -22,16 +22,6 @@ log = logging.getLogger(__name__)
 
 RECALL_K = 10
 EF_SWEEP = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 2048)
-TIE_TOLERANCE = 1e-5
-
-
-def recall_at_k(truth_scores: np.ndarray, found_scores: np.ndarray, found_rows: np.ndarray) -> float:
-    """Tie-aware recall: a found row counts when its true score reaches the k-th exact score."""
-    kth = truth_scores[:, -1:]
-    tol = TIE_TOLERANCE * np.maximum(np.abs(kth), 1.0)
-    hits = (found_rows != MISSING) & (found_scores >= kth - tol)
-    possible = np.maximum((truth_scores > -np.inf).sum(axis=1), 1)
-    return float(np.mean(np.minimum(hits.sum(axis=1), possible) / possible))
 
 
 def _sweep_values(param: str | None, nlist: int) -> list[int | None]:

@@ -47,6 +47,12 @@ class ServiceSettings(BaseSettings):
     query_log: bool = Field(True, description="record a sample of served query vectors (see Query log)")
     query_log_size: int = Field(2000, ge=1, description="query vectors kept per collection and metric")
     query_log_flush_s: float = Field(30.0, gt=0, description="seconds between merges of a worker's sample into the log")
+    live_recall_sample: float = Field(
+        0.01, ge=0, le=1, description="share of served ANN searches re-run exactly for live recall (0: off)"
+    )
+    live_recall_cpu_share: float = Field(
+        0.05, gt=0, le=1, description="most of one core the live recall re-runs may use"
+    )
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
     omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
     search_threads: int | None = Field(

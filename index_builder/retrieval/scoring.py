@@ -72,6 +72,7 @@ def indexed_rows(space: MetricSpace, scales: np.ndarray) -> np.ndarray:
     return np.flatnonzero(scales > 0).astype(np.int64)
 
 
+TIE_TOLERANCE = 1e-5
 SCORE_BUDGET_BYTES = 32 << 20
 DENSE_SCAN = 16
 """Candidates making up at least 1/16 of the rows are scored by a sequential scan of every row,
@@ -197,3 +198,21 @@ def rescored_topk(
     """
     missing = _holes(rows)
     return _sorted(_scores(raw_queries, vectors, scales, rows, missing), rows, missing)
+
+
+def found_at_k(
+    truth_scores: np.ndarray, found_scores: np.ndarray, found_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, how many exact results were found (tie-aware: a found row counts when its true
+    score reaches the k-th exact score) and how many exist (fewer than k when few documents pass)."""
+    kth = truth_scores[:, -1:]
+    tol = TIE_TOLERANCE * np.maximum(np.abs(kth), 1.0)
+    hits = ((found_rows != MISSING) & (found_scores >= kth - tol)).sum(axis=1)
+    possible = (truth_scores > -np.inf).sum(axis=1)
+    return np.minimum(hits, possible), possible
+
+
+def recall_at_k(truth_scores: np.ndarray, found_scores: np.ndarray, found_rows: np.ndarray) -> float:
+    """Mean per-query recall of found answers against the exact ones (see `found_at_k`)."""
+    hits, possible = found_at_k(truth_scores, found_scores, found_rows)
+    return float(np.mean(hits / np.maximum(possible, 1)))

@@ -22,6 +22,7 @@ from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
 from service.core import heap
 from service.core.loader import Loader, LocalLoader, configure_runtime
+from service.core.monitor import RecallMonitor
 from service.core.querylog import QueryLog
 from service.core.registry import Registry
 from service.core.searcher import Searcher
@@ -129,10 +130,16 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if settings.query_log
         else None
     )
-    searcher = Searcher(settings.limits, settings.execution, query_log)
+    monitor = RecallMonitor(settings.live_recall_sample, settings.live_recall_cpu_share)
+    searcher = Searcher(settings.limits, settings.execution, query_log, monitor)
     loader = version_loader(settings, searcher)
     registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
+    metrics.live = lambda: [
+        (v.collection, metric, monitor.figure(v.collection, v.version, metric))
+        for v in registry.all()
+        for metric in v.manifest.metrics
+    ]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -147,7 +154,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
         if query_log is not None:
             query_log.start()
+        monitor.start()
         yield
+        monitor.stop()
         registry.stop()
         if query_log is not None:
             query_log.stop()

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.core.monitor import Figure
 
 log = logging.getLogger("service.requests")
 
@@ -39,6 +42,25 @@ class ServiceMetrics:
             "dotcos_reloads_total", "Version loads by outcome", ["collection", "outcome"], registry=self.registry
         )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self.live_recall = Gauge(
+            "dotcos_live_recall",
+            "Recall@10 of sampled served ANN searches against exact search (no value before the first sample)",
+            ["collection", "metric"],
+            registry=self.registry,
+        )
+        self.live_bounds = Gauge(
+            "dotcos_live_recall_bound",
+            "95% confidence interval of dotcos_live_recall",
+            ["collection", "metric", "bound"],
+            registry=self.registry,
+        )
+        self.live_samples = Gauge(
+            "dotcos_live_recall_samples",
+            "Searches measured for dotcos_live_recall (this version)",
+            ["collection", "metric"],
+            registry=self.registry,
+        )
+        self.live: Callable[[], list[tuple[str, str, Figure]]] = list
 
     def request_done(self, route: str, metric: str, status: int, seconds: float) -> None:
         """Count and time one request; the labelled children are looked up once per label set,
@@ -60,7 +82,21 @@ class ServiceMetrics:
     def refused(self, collection: str, version: str, reason: str) -> None:
         self.reloads.labels(collection, "refused").inc()
 
+    def _update_live(self) -> None:
+        """Live recall as of now, one series per served collection and metric (no value without samples)."""
+        for gauge in (self.live_recall, self.live_bounds, self.live_samples):
+            gauge.clear()
+        for collection, metric, figure in self.live():
+            self.live_samples.labels(collection, metric).set(figure.queries)
+            bounds = figure.interval()
+            if figure.recall is None or bounds is None:
+                continue
+            self.live_recall.labels(collection, metric).set(figure.recall)
+            self.live_bounds.labels(collection, metric, "lower").set(bounds[0])
+            self.live_bounds.labels(collection, metric, "upper").set(bounds[1])
+
     def exposition(self) -> bytes:
+        self._update_live()
         return generate_latest(self.registry)
 
 

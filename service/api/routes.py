@@ -62,9 +62,10 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def describe(version: Version) -> dict[str, object]:
-    """The public description of a served version."""
+def describe(version: Version, state: AppState) -> dict[str, object]:
+    """The public description of a served version, with its live recall so far."""
     manifest = version.manifest
+    monitor = state.searcher.monitor
     metrics = {}
     for name, entry in manifest.metrics.items():
         index, check = entry.index, entry.index.self_check
@@ -78,6 +79,9 @@ def describe(version: Version) -> dict[str, object]:
             recall_at_10=check.recall_at_10 if check else None,
             self_check_queries=check.queries if check else None,
             self_check_query_source=check.query_source if check else None,
+            live_recall=None
+            if monitor is None or index.exact
+            else monitor.figure(version.collection, version.version, name).describe(),
         )
     return CollectionInfo(
         name=version.collection,
@@ -98,12 +102,14 @@ def describe(version: Version) -> dict[str, object]:
 
 @router.get("/v1/collections", response_model=CollectionList)
 def list_collections(request: Request) -> Response:
-    return JSONBytes({"collections": [describe(v) for v in app_state(request).registry.all()]})
+    state = app_state(request)
+    return JSONBytes({"collections": [describe(v, state) for v in state.registry.all()]})
 
 
 @router.get("/v1/collections/{name}", response_model=CollectionInfo, responses=error_responses(404))
 def get_collection(name: str, request: Request) -> Response:
-    return JSONBytes(describe(app_state(request).registry.get(name)))
+    state = app_state(request)
+    return JSONBytes(describe(state.registry.get(name), state))
 
 
 def _query_route(route: Route) -> None:

@@ -149,6 +149,11 @@ class MetricInfo(BaseModel):
     self_check_query_source: str | None = Field(
         None, description="what the recall was measured on: queries (user vectors) or documents (an estimate)"
     )
+    live_recall: dict[str, float | int | None] | None = Field(
+        None,
+        description="recall@10 of sampled served searches at the default knob against exact search, with its "
+        "sample count and 95% interval (this version; null for exact indexes)",
+    )
 
 
 class CollectionInfo(BaseModel):

@@ -19,6 +19,7 @@ from index_builder.artifact.errors import InputError
 from service.core.batching import Coalescer
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable
+from service.core.monitor import RecallMonitor
 from service.core.query import Hit, SearchOptions, check_batch, to_hits
 from service.core.querylog import QueryLog
 from service.core.version import Version
@@ -57,10 +58,17 @@ class ScoreQuery:
 class Searcher:
     """Owns the executor FAISS work runs in and the coalescer that batches it, and admits requests."""
 
-    def __init__(self, limits: Limits, execution: ExecutionSettings, query_log: QueryLog | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        execution: ExecutionSettings,
+        query_log: QueryLog | None = None,
+        monitor: RecallMonitor | None = None,
+    ) -> None:
         self.limits = limits
         self.execution = execution
         self.query_log = query_log
+        self.monitor = monitor
         self.executor = ThreadPoolExecutor(max_workers=execution.threads, thread_name_prefix="dotcos-search")
         self.coalescer = Coalescer(self.executor, execution.max_batch, execution.window_s, execution.in_flight)
         self.pending = 0
@@ -112,6 +120,8 @@ class Searcher:
             if options.include:
                 await version.check_known(options.include, "include")
             answer = await version.search(query)
+            if self.monitor is not None and self.monitor.measurable(query, version.exact_index(query.metric)):
+                self.monitor.offer(version.collection, version.version, query, answer, version.search)
             return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 
         result = await self._admitted(work, deadline_s)

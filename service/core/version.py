@@ -114,6 +114,10 @@ class Version:
     def default_metric(self) -> str:
         return next(iter(self.manifest.metrics))
 
+    def exact_index(self, metric: str) -> bool:
+        """Whether the metric's index answers exactly (flat): nothing for live recall to measure."""
+        return self.manifest.metrics[metric].index.exact
+
     def metric_name(self, metric: str | None) -> str:
         """A built metric's canonical name (default: the first built), or an error naming the built ones."""
         if metric is None:

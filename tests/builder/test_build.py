@@ -13,11 +13,10 @@ import pytest
 
 from index_builder.artifact.integrity import open_vectors
 from index_builder.cli import main
-from index_builder.evaluate import recall_at_k
 from index_builder.indexes import training_size
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import read_index
-from index_builder.retrieval.scoring import doc_scales, exact_topk
+from index_builder.retrieval.scoring import doc_scales, exact_topk, recall_at_k
 from index_builder.retrieval.spaces import Metric, fit_metric_space, row_norms
 from tests.builder.helpers import active_manifest
 from tests.conftest import Corpus, build

@@ -230,7 +230,7 @@ async def _replay_all(root: Path, sent: list[Request], door: str) -> list[dict[s
     from service.api.app import create_app
     from service.settings import ServiceSettings
 
-    app = create_app(ServiceSettings(index_root=root, reload_interval=0, admin_token=TOKEN))
+    app = create_app(ServiceSettings(index_root=root, reload_interval=0, admin_token=TOKEN, live_recall_sample=0))
     entry = app if door == "front" else functools.partial(FastAPI.__call__, app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=entry)

@@ -1,0 +1,143 @@
+"""Live recall: a sampled share of served ANN searches re-run exactly in the background, and the
+recall@10 the service actually delivers, per collection and metric, with a confidence interval.
+
+Never in the request path: a served search is offered (a dictionary lookup and a random draw),
+a bounded queue takes it or drops it, and one background thread re-runs it exactly, sleeping
+between runs so that it uses at most DOTCOS_LIVE_RECALL_CPU_SHARE of one core. Left out: flat
+indexes (exact already), exact requests, requests with their own ef_search / nprobe (they are
+not the default's figure), group_by requests and score thresholds. Filtered requests are compared with the exact
+answer under the same filter. Figures belong to one version; a new version starts from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, replace
+from typing import Any
+
+from index_builder.retrieval.scoring import found_at_k
+from service.core.query import Answer, Query
+
+log = logging.getLogger(__name__)
+
+Z95 = 1.96
+
+
+@dataclass
+class Figure:
+    """Recall measured on `queries` sampled searches: `hits` of `possible` exact top-k results found."""
+
+    version: str
+    queries: int = 0
+    hits: int = 0
+    possible: int = 0
+
+    @property
+    def recall(self) -> float | None:
+        return self.hits / self.possible if self.possible else None
+
+    def interval(self) -> tuple[float, float] | None:
+        """A 95 % Wilson interval, treating each exact result as one trial."""
+        if not self.possible:
+            return None
+        n, p = self.possible, self.hits / self.possible
+        centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+        half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
+    def describe(self) -> dict[str, Any]:
+        bounds = self.interval()
+        return {
+            "recall_at_10": None if self.recall is None else round(self.recall, 4),
+            "samples": self.queries,
+            "lower": None if bounds is None else round(bounds[0], 4),
+            "upper": None if bounds is None else round(bounds[1], 4),
+        }
+
+
+Exact = Callable[[Query], Coroutine[Any, Any, Answer]]
+
+
+@dataclass(frozen=True)
+class _Sample:
+    collection: str
+    version: str
+    metric: str
+    query: Query
+    served: Answer
+    exact: Exact
+    loop: asyncio.AbstractEventLoop
+
+
+class RecallMonitor:
+    """Samples served searches and keeps live recall figures per (collection, metric)."""
+
+    def __init__(self, share: float, cpu_share: float, queue_size: int = 256, seed: int | None = None) -> None:
+        self.share, self.cpu_share = share, cpu_share
+        self.random = random.Random(seed)
+        self.queue: deque[_Sample] = deque(maxlen=queue_size)
+        self.figures: dict[tuple[str, str], Figure] = {}
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def measurable(query: Query, exact_index: bool) -> bool:
+        options = query.options
+        return not (exact_index or options.exact or options.ef_search or options.nprobe or options.group_by is not None)
+
+    def offer(self, collection: str, version: str, query: Query, served: Answer, exact: Exact) -> None:
+        """Called on the event loop after a search was answered: maybe keep it for an exact re-run."""
+        if self.share <= 0 or self.random.random() >= self.share:
+            return
+        self.queue.append(_Sample(collection, version, query.metric, query, served, exact, asyncio.get_running_loop()))
+        self._ready.set()
+
+    def figure(self, collection: str, version: str, metric: str) -> Figure:
+        found = self.figures.get((collection, metric))
+        return found if found is not None and found.version == version else Figure(version)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dotcos-live-recall", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._ready.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._ready.wait()
+            self._ready.clear()
+            while self.queue and not self._stop.is_set():
+                sample = self.queue.popleft()
+                started = time.perf_counter()
+                try:
+                    self._measure(sample)
+                except Exception as exc:  # a swap or shutdown mid-measure loses one sample, nothing else
+                    log.debug("live recall sample of %s dropped: %s", sample.collection, exc)
+                spent = time.perf_counter() - started
+                self._stop.wait(spent * (1 / self.cpu_share - 1))
+
+    def _measure(self, sample: _Sample) -> None:
+        exact_query = replace(sample.query, options=replace(sample.query.options, exact=True))
+        truth = asyncio.run_coroutine_threadsafe(sample.exact(exact_query), sample.loop).result(timeout=60)
+        hits, possible = found_at_k(truth.scores, sample.served.scores, sample.served.rows)
+        with self._lock:
+            key = (sample.collection, sample.metric)
+            figure = self.figures.get(key)
+            if figure is None or figure.version != sample.version:
+                figure = self.figures[key] = Figure(sample.version)
+            figure.queries += len(possible)
+            figure.hits += int(hits.sum())
+            figure.possible += int(possible.sum())
