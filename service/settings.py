@@ -53,6 +53,9 @@ class ServiceSettings(BaseSettings):
     live_recall_cpu_share: float = Field(
         0.05, gt=0, le=1, description="most of one core the live recall re-runs may use"
     )
+    live_recall_adapt: bool = Field(
+        True, description="retune each metric's default knob to hold the target recall (false: monitor only)"
+    )
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
     omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
     search_threads: int | None = Field(

@@ -130,13 +130,13 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if settings.query_log
         else None
     )
-    monitor = RecallMonitor(settings.live_recall_sample, settings.live_recall_cpu_share)
+    monitor = RecallMonitor(settings.live_recall_sample, settings.live_recall_cpu_share, settings.live_recall_adapt)
     searcher = Searcher(settings.limits, settings.execution, query_log, monitor)
     loader = version_loader(settings, searcher)
     registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
     metrics.live = lambda: [
-        (v.collection, metric, monitor.figure(v.collection, v.version, metric))
+        (v.collection, metric, monitor.figure(v.collection, v.version, metric), v.knobs.knob(metric))
         for v in registry.all()
         for metric in v.manifest.metrics
     ]

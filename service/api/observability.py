@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.monitor import Figure
+from service.core.tuning import Knob
 
 log = logging.getLogger("service.requests")
 
@@ -60,7 +61,19 @@ class ServiceMetrics:
             ["collection", "metric"],
             registry=self.registry,
         )
-        self.live: Callable[[], list[tuple[str, str, Figure]]] = list
+        self.knob = Gauge(
+            "dotcos_default_knob",
+            "Current default efSearch / nprobe per metric (live recall may retune it)",
+            ["collection", "metric", "param"],
+            registry=self.registry,
+        )
+        self.knob_changes = Gauge(
+            "dotcos_default_knob_changes",
+            "Times live recall retuned the default knob of this version",
+            ["collection", "metric"],
+            registry=self.registry,
+        )
+        self.live: Callable[[], list[tuple[str, str, Figure, Knob | None]]] = list
 
     def request_done(self, route: str, metric: str, status: int, seconds: float) -> None:
         """Count and time one request; the labelled children are looked up once per label set,
@@ -84,9 +97,12 @@ class ServiceMetrics:
 
     def _update_live(self) -> None:
         """Live recall as of now, one series per served collection and metric (no value without samples)."""
-        for gauge in (self.live_recall, self.live_bounds, self.live_samples):
+        for gauge in (self.live_recall, self.live_bounds, self.live_samples, self.knob, self.knob_changes):
             gauge.clear()
-        for collection, metric, figure in self.live():
+        for collection, metric, figure, knob in self.live():
+            if knob is not None:
+                self.knob.labels(collection, metric, knob.param).set(knob.value)
+                self.knob_changes.labels(collection, metric).set(knob.changes)
             self.live_samples.labels(collection, metric).set(figure.queries)
             bounds = figure.interval()
             if figure.recall is None or bounds is None:

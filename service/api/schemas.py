@@ -143,7 +143,8 @@ class MetricInfo(BaseModel):
     layout: str
     count: int
     exact: bool
-    search_params: dict[str, int]
+    search_params: dict[str, int] = Field(description="the default knob now (live recall may have retuned it)")
+    built_search_params: dict[str, int] = Field(default_factory=dict, description="the default knob the build chose")
     recall_at_10: float | None
     self_check_queries: int | None
     self_check_query_source: str | None = Field(

@@ -18,6 +18,7 @@ from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.retrieval.spaces import MetricSpace
 from service.core.batching import Coalescer
 from service.core.part import load_parts
+from service.core.tuning import Knobs
 from service.core.version import LocalParts, Parts, Version
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ def new_version(manifest: Manifest, path: Path, parts: Parts, started: float) ->
         parts=parts,
         load_seconds=time.perf_counter() - started,
         loaded_at=datetime.now(UTC),
+        knobs=Knobs(manifest),
     )
 
 

@@ -18,12 +18,12 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
 from index_builder.retrieval.scoring import found_at_k
 from service.core.query import Answer, Query
+from service.core.version import Version
 
 log = logging.getLogger(__name__)
 
@@ -62,25 +62,21 @@ class Figure:
         }
 
 
-Exact = Callable[[Query], Coroutine[Any, Any, Answer]]
-
-
 @dataclass(frozen=True)
 class _Sample:
-    collection: str
-    version: str
-    metric: str
+    version: Version
     query: Query
     served: Answer
-    exact: Exact
     loop: asyncio.AbstractEventLoop
 
 
 class RecallMonitor:
     """Samples served searches and keeps live recall figures per (collection, metric)."""
 
-    def __init__(self, share: float, cpu_share: float, queue_size: int = 256, seed: int | None = None) -> None:
-        self.share, self.cpu_share = share, cpu_share
+    def __init__(
+        self, share: float, cpu_share: float, adapt: bool, queue_size: int = 256, seed: int | None = None
+    ) -> None:
+        self.share, self.cpu_share, self.adapt = share, cpu_share, adapt
         self.random = random.Random(seed)
         self.queue: deque[_Sample] = deque(maxlen=queue_size)
         self.figures: dict[tuple[str, str], Figure] = {}
@@ -94,11 +90,11 @@ class RecallMonitor:
         options = query.options
         return not (exact_index or options.exact or options.ef_search or options.nprobe or options.group_by is not None)
 
-    def offer(self, collection: str, version: str, query: Query, served: Answer, exact: Exact) -> None:
+    def offer(self, version: Version, query: Query, served: Answer) -> None:
         """Called on the event loop after a search was answered: maybe keep it for an exact re-run."""
         if self.share <= 0 or self.random.random() >= self.share:
             return
-        self.queue.append(_Sample(collection, version, query.metric, query, served, exact, asyncio.get_running_loop()))
+        self.queue.append(_Sample(version, query, served, asyncio.get_running_loop()))
         self._ready.set()
 
     def figure(self, collection: str, version: str, metric: str) -> Figure:
@@ -125,19 +121,30 @@ class RecallMonitor:
                 try:
                     self._measure(sample)
                 except Exception as exc:  # a swap or shutdown mid-measure loses one sample, nothing else
-                    log.debug("live recall sample of %s dropped: %s", sample.collection, exc)
+                    log.debug("live recall sample of %s dropped: %s", sample.version.collection, exc)
                 spent = time.perf_counter() - started
                 self._stop.wait(spent * (1 / self.cpu_share - 1))
 
     def _measure(self, sample: _Sample) -> None:
+        version, metric = sample.version, sample.query.metric
         exact_query = replace(sample.query, options=replace(sample.query.options, exact=True))
-        truth = asyncio.run_coroutine_threadsafe(sample.exact(exact_query), sample.loop).result(timeout=60)
+        truth = asyncio.run_coroutine_threadsafe(version.search(exact_query), sample.loop).result(timeout=60)
         hits, possible = found_at_k(truth.scores, sample.served.scores, sample.served.rows)
         with self._lock:
-            key = (sample.collection, sample.metric)
+            key = (version.collection, metric)
             figure = self.figures.get(key)
-            if figure is None or figure.version != sample.version:
-                figure = self.figures[key] = Figure(sample.version)
+            if figure is None or figure.version != version.version:
+                figure = self.figures[key] = Figure(version.version)
+            if sample.query.defaults != version.knobs.current(metric):
+                return
             figure.queries += len(possible)
             figure.hits += int(hits.sum())
             figure.possible += int(possible.sum())
+            bounds = figure.interval()
+            if not self.adapt or bounds is None:
+                return
+            changed = version.knobs.adjust(
+                version.collection, metric, figure.queries, bounds, sample.query.limits.max_ef_search
+            )
+            if changed:
+                self.figures[key] = Figure(version.version)

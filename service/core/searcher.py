@@ -121,7 +121,7 @@ class Searcher:
                 await version.check_known(options.include, "include")
             answer = await version.search(query)
             if self.monitor is not None and self.monitor.measurable(query, version.exact_index(query.metric)):
-                self.monitor.offer(version.collection, version.version, query, answer, version.search)
+                self.monitor.offer(version, query, answer)
             return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 
         result = await self._admitted(work, deadline_s)

@@ -30,6 +30,7 @@ from service.core.config import Limits
 from service.core.filters import Node, compile_filter, with_ids
 from service.core.part import Part, known_ids, score_part, search_part, vector_of
 from service.core.query import Answer, GroupBy, Query, SearchOptions, check_finite, check_options, check_zero
+from service.core.tuning import Knobs
 
 T = TypeVar("T")
 MAX_NAMED_IDS = 5
@@ -92,7 +93,8 @@ class LocalParts:
 
 @dataclass(frozen=True)
 class Version:
-    """Immutable once loaded: a request holds one for its whole life, so a swap never tears it."""
+    """Immutable once loaded (but for its default knobs, which live recall may retune): a request
+    holds one for its whole life, so a swap never tears it."""
 
     collection: str
     manifest: Manifest
@@ -101,6 +103,7 @@ class Version:
     parts: Parts
     load_seconds: float
     loaded_at: datetime
+    knobs: Knobs
 
     @property
     def version(self) -> str:
@@ -168,9 +171,9 @@ class Version:
         check_options(options, len(vectors), limits)
         name, queries = self.prepare(vectors, options.metric, field)
         where = self.where(options.filter, limits, options.include, options.exclude)
-        index = self.manifest.metrics[name].index
+        boosts = self.manifest.metrics[name].index.filter_boosts
         fields = self.fields(options)
-        return Query(name, queries, options, index.search_params, limits, where, fields, index.filter_boosts)
+        return Query(name, queries, options, self.knobs.current(name), limits, where, fields, boosts)
 
     async def search(self, query: Query) -> Answer:
         """The parts' merged answer, grouped when asked, without hits below the score threshold."""

@@ -40,7 +40,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
         == 0
     )
     assert build_main(["build", "--name", "flat", *common]) == 0
-    with in_process(root, DOTCOS_LIVE_RECALL_SAMPLE="1", DOTCOS_LIVE_RECALL_CPU_SHARE="1") as client:
+    monitor_only = {"DOTCOS_LIVE_RECALL_ADAPT": "false"}
+    with in_process(root, DOTCOS_LIVE_RECALL_SAMPLE="1", DOTCOS_LIVE_RECALL_CPU_SHARE="1", **monitor_only) as client:
         yield client, corpus
 
 
@@ -93,6 +94,8 @@ def test_live_recall_agrees_with_an_independent_exact_computation(served) -> Non
     value = re.search(r'^dotcos_live_recall\{collection="hnsw",metric="dot"\} ([0-9.e-]+)$', exposed, re.M)
     assert value is not None and float(value.group(1)) == pytest.approx(independent, abs=1e-4)
     assert 'dotcos_live_recall_bound{bound="lower",collection="hnsw",metric="dot"}' in exposed
+    info = client.get("/v1/collections/hnsw").json()["metrics"]["dot"]
+    assert info["search_params"] == info["built_search_params"], "monitor only: the knob stays"
 
 
 def test_the_monitor_never_touches_answers(served, tmp_path: Path) -> None:
@@ -101,3 +104,61 @@ def test_the_monitor_never_touches_answers(served, tmp_path: Path) -> None:
     first = client.post("/v1/collections/hnsw/search", json=body).json()["results"]
     for _ in range(5):
         assert client.post("/v1/collections/hnsw/search", json=body).json()["results"] == first
+
+
+def _recall_at(client: httpx.Client, corpus: Corpus, queries: np.ndarray, ef: int) -> float:
+    """Recall@10 of the collection at an explicit efSearch, against numpy brute force."""
+    hits = 0
+    for q in queries:
+        body = {"vector": q.tolist(), "k": 10, "metric": "dot", "params": {"ef_search": ef}}
+        results = client.post("/v1/collections/c/search", json=body).json()["results"]
+        kth = np.sort(true_scores("dot", q, corpus.docs))[::-1][9]
+        hits += sum(h["score"] >= kth - 1e-5 * max(abs(kth), 1) for h in results)
+    return hits / (10 * len(queries))
+
+
+def test_shifted_traffic_raises_the_knob_until_the_target_holds_and_tunes_the_next_build(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "data", n=3000)
+    root = tmp_path / "root"
+    argv = [
+        "build",
+        "--input",
+        str(corpus.docs_path),
+        "--ids",
+        str(corpus.ids_path),
+        "--name",
+        "c",
+        "--root",
+        str(root),
+    ]
+    graph = ["--index", "hnsw", "--hnsw-m", "8", "--ef-construction", "40", "--metrics", "dot", "--quiet"]
+    assert build_main([*argv, *graph]) == 0
+    rng = np.random.default_rng(3)
+
+    def shifted(n: int) -> np.ndarray:
+        """User-tower-like queries: related to the documents' clusters, not drawn from them."""
+        return (corpus.queries[rng.integers(0, 64, n)] * 0.5 + rng.normal(0, 0.5, (n, 24))).astype(np.float32)
+
+    env = {"DOTCOS_LIVE_RECALL_SAMPLE": "1", "DOTCOS_LIVE_RECALL_CPU_SHARE": "1", "DOTCOS_QUERY_LOG_SIZE": "400"}
+    with in_process(root, **env) as client:
+        built = client.get("/v1/collections/c").json()["metrics"]["dot"]["built_search_params"]["efSearch"]
+        assert _recall_at(client, corpus, shifted(100), built) < 0.95, "documents flatter the default here"
+        figure: dict = {}
+        for _ in range(20):
+            for q in shifted(40):
+                client.post("/v1/collections/c/search", json={"vector": q.tolist(), "metric": "dot"})
+            time.sleep(0.3)
+            info = client.get("/v1/collections/c").json()["metrics"]["dot"]
+            figure, now = info["live_recall"], info["search_params"]["efSearch"]
+            if now > built and figure["samples"] >= 120 and figure["upper"] >= 0.95:
+                break
+        assert now > built and figure["upper"] >= 0.95, (built, now, figure)
+        assert _recall_at(client, corpus, shifted(150), now) >= 0.93
+        exposed = client.get("/metrics").text
+        assert f'dotcos_default_knob{{collection="c",metric="dot",param="efSearch"}} {float(now)}' in exposed
+    assert build_main([*argv, *graph]) == 0
+    with in_process(root, DOTCOS_LIVE_RECALL_SAMPLE="0") as client:
+        dot = client.get("/v1/collections/c").json()["metrics"]["dot"]
+        assert dot["self_check_query_source"] == "recorded traffic"
+        fresh = _recall_at(client, corpus, shifted(200), dot["built_search_params"]["efSearch"])
+        assert abs(dot["recall_at_10"] - fresh) <= 0.03, (dot["recall_at_10"], fresh)
