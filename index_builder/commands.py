@@ -48,8 +48,8 @@ def _print_recall(manifest: Manifest) -> None:
 
 
 def _estimate_warning(manifest: Manifest) -> str | None:
-    """A warning when user-facing metrics were tuned on documents used as queries: real queries come
-    from the other tower and usually get less recall at the same knob than documents do."""
+    """A warning when user-facing metrics were tuned without user queries: the knob was chosen on
+    proxies drawn from the documents' distribution (conservative, but an estimate)."""
     guessed = [
         name
         for name, entry in manifest.metrics.items()
@@ -61,8 +61,9 @@ def _estimate_warning(manifest: Manifest) -> str | None:
     if not guessed:
         return None
     return (
-        f"recall@10 of {', '.join(guessed)} is an estimate from documents used as queries, not from user "
-        "queries; real traffic usually gets less at the same knob: pass --queries with a sample of user vectors"
+        f"recall@10 of {', '.join(guessed)} is an estimate from queries drawn from the documents' distribution, "
+        "not from user queries (the default knob is chosen conservatively and the service retunes it on live "
+        "traffic): pass --queries with a sample of user vectors, or rebuild once the service has recorded traffic"
     )
 
 

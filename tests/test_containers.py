@@ -42,7 +42,8 @@ def test_compose_has_a_one_shot_builder_and_a_service_sharing_the_index_volume()
     assert set(services) == {"builder", "service"}
     assert "indexes" in COMPOSE["volumes"]
     assert "indexes:/indexes" in services["builder"]["volumes"]
-    assert "indexes:/indexes:ro" in services["service"]["volumes"]
+    assert "indexes:/indexes" in services["service"]["volumes"], "writable for the query log (querylog/ only)"
+    assert services["service"]["read_only"] is True
     assert "./data:/data:ro" in services["builder"]["volumes"]
     assert "build" in services["builder"] and "build" not in services["service"], "the image is built once"
     assert services["service"]["image"] == services["builder"]["image"]

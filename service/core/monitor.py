@@ -1,9 +1,10 @@
 """Live recall: a sampled share of served ANN searches re-run exactly in the background, and the
 recall@10 the service actually delivers, per collection and metric, with a confidence interval.
 
-Never in the request path: a served search is offered (a dictionary lookup and a random draw),
-a bounded queue takes it or drops it, and one background thread re-runs it exactly, sleeping
-between runs so that it uses at most DOTCOS_LIVE_RECALL_CPU_SHARE of one core. Left out: flat
+Never in the request path: a served search is offered (a random draw), a bounded queue takes it
+or drops its oldest entry, and one background thread wakes once a second to re-run what was
+sampled exactly, batched into one call per version, metric and knob (filtered samples one by
+one), pausing so that it uses at most DOTCOS_LIVE_RECALL_CPU_SHARE of one core. Left out: flat
 indexes (exact already), exact requests, requests with their own ef_search / nprobe (they are
 not the default's figure), group_by requests and score thresholds. Filtered requests are compared with the exact
 answer under the same filter. Figures belong to one version; a new version starts from zero.
@@ -21,13 +22,14 @@ from collections import deque
 from dataclasses import dataclass, replace
 from typing import Any
 
-from index_builder.retrieval.scoring import found_at_k
+from index_builder.retrieval.scoring import Prepared, found_at_k
 from service.core.query import Answer, Query
 from service.core.version import Version
 
 log = logging.getLogger(__name__)
 
 Z95 = 1.96
+ROUND_S = 1.0
 
 
 @dataclass
@@ -80,7 +82,6 @@ class RecallMonitor:
         self.random = random.Random(seed)
         self.queue: deque[_Sample] = deque(maxlen=queue_size)
         self.figures: dict[tuple[str, str], Figure] = {}
-        self._ready = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -95,7 +96,6 @@ class RecallMonitor:
         if self.share <= 0 or self.random.random() >= self.share:
             return
         self.queue.append(_Sample(version, query, served, asyncio.get_running_loop()))
-        self._ready.set()
 
     def figure(self, collection: str, version: str, metric: str) -> Figure:
         found = self.figures.get((collection, metric))
@@ -107,44 +107,64 @@ class RecallMonitor:
 
     def stop(self) -> None:
         self._stop.set()
-        self._ready.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._ready.wait()
-            self._ready.clear()
-            while self.queue and not self._stop.is_set():
-                sample = self.queue.popleft()
-                started = time.perf_counter()
+        """Every ROUND_S, re-run what was sampled since, batched: a thread that wakes rarely and
+        makes few calls takes the interpreter lock from the event loop rarely."""
+        pause = ROUND_S
+        while not self._stop.wait(pause):
+            started = time.perf_counter()
+            samples = [self.queue.popleft() for _ in range(len(self.queue))]
+            for group in _groups(samples):
                 try:
-                    self._measure(sample)
-                except Exception as exc:  # a swap or shutdown mid-measure loses one sample, nothing else
-                    log.debug("live recall sample of %s dropped: %s", sample.version.collection, exc)
-                spent = time.perf_counter() - started
-                self._stop.wait(spent * (1 / self.cpu_share - 1))
+                    self._measure(group)
+                except Exception as exc:  # a swap or shutdown mid-measure loses a round, nothing else
+                    log.debug("live recall samples of %s dropped: %s", group[0].version.collection, exc)
+            spent = time.perf_counter() - started
+            pause = max(ROUND_S, spent * (1 / self.cpu_share - 1))
 
-    def _measure(self, sample: _Sample) -> None:
-        version, metric = sample.version, sample.query.metric
-        exact_query = replace(sample.query, options=replace(sample.query.options, exact=True))
-        truth = asyncio.run_coroutine_threadsafe(version.search(exact_query), sample.loop).result(timeout=60)
-        hits, possible = found_at_k(truth.scores, sample.served.scores, sample.served.rows)
+    def _measure(self, group: list[_Sample]) -> None:
+        """Re-run one group's queries exactly in one call and count what each served answer found."""
+        first = group[0]
+        version, metric = first.version, first.query.metric
+        sizes, ks = [len(s.query.queries) for s in group], [s.query.options.k for s in group]
+        batch = first.query.batched(Prepared.concat([s.query.queries for s in group]), max(ks))
+        exact = replace(batch, options=replace(batch.options, exact=True))
+        truth = asyncio.run_coroutine_threadsafe(version.search(exact), first.loop).result(timeout=60)
         with self._lock:
-            key = (version.collection, metric)
-            figure = self.figures.get(key)
-            if figure is None or figure.version != version.version:
-                figure = self.figures[key] = Figure(version.version)
-            if sample.query.defaults != version.knobs.current(metric):
-                return
-            figure.queries += len(possible)
-            figure.hits += int(hits.sum())
-            figure.possible += int(possible.sum())
-            bounds = figure.interval()
-            if not self.adapt or bounds is None:
-                return
-            changed = version.knobs.adjust(
-                version.collection, metric, figure.queries, bounds, sample.query.limits.max_ef_search
-            )
-            if changed:
-                self.figures[key] = Figure(version.version)
+            for sample, answer in zip(group, truth.split(sizes, ks), strict=True):
+                self._count(version, metric, sample, answer)
+
+    def _count(self, version: Version, metric: str, sample: _Sample, truth: Answer) -> None:
+        hits, possible = found_at_k(truth.scores, sample.served.scores, sample.served.rows)
+        key = (version.collection, metric)
+        figure = self.figures.get(key)
+        if figure is None or figure.version != version.version:
+            figure = self.figures[key] = Figure(version.version)
+        if sample.query.defaults != version.knobs.current(metric):
+            return
+        figure.queries += len(possible)
+        figure.hits += int(hits.sum())
+        figure.possible += int(possible.sum())
+        bounds = figure.interval()
+        if not self.adapt or bounds is None:
+            return
+        changed = version.knobs.adjust(
+            version.collection, metric, figure.queries, bounds, sample.query.limits.max_ef_search
+        )
+        if changed:
+            self.figures[key] = Figure(version.version)
+
+
+def _groups(samples: list[_Sample]) -> list[list[_Sample]]:
+    """Samples that one exact call can answer together: same version, metric and knob, no filter
+    (a filtered sample is its own group)."""
+    groups: dict[object, list[_Sample]] = {}
+    for at, sample in enumerate(samples):
+        query = sample.query
+        plain = query.where is None and not query.fields
+        key = (id(sample.version), query.metric, tuple(query.defaults.items())) if plain else at
+        groups.setdefault(key, []).append(sample)
+    return list(groups.values())

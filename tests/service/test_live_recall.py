@@ -15,7 +15,7 @@ import pytest
 
 from index_builder.cli import main as build_main
 from service.core.monitor import Figure
-from tests.conftest import Corpus, in_process, make_corpus
+from tests.conftest import Corpus, in_process, make_corpus, start_server, stop_server
 from tests.service.oracle import true_scores
 
 
@@ -118,6 +118,7 @@ def _recall_at(client: httpx.Client, corpus: Corpus, queries: np.ndarray, ef: in
 
 
 def test_shifted_traffic_raises_the_knob_until_the_target_holds_and_tunes_the_next_build(tmp_path: Path) -> None:
+    """On a real server: a build without --queries, shifted traffic, the knob rising, a rebuild on the log."""
     corpus = make_corpus(tmp_path / "data", n=3000)
     root = tmp_path / "root"
     argv = [
@@ -140,7 +141,8 @@ def test_shifted_traffic_raises_the_knob_until_the_target_holds_and_tunes_the_ne
         return (corpus.queries[rng.integers(0, 64, n)] * 0.5 + rng.normal(0, 0.5, (n, 24))).astype(np.float32)
 
     env = {"DOTCOS_LIVE_RECALL_SAMPLE": "1", "DOTCOS_LIVE_RECALL_CPU_SHARE": "1", "DOTCOS_QUERY_LOG_SIZE": "400"}
-    with in_process(root, **env) as client:
+    server = start_server(root, tmp_path / "server.log", **env)
+    with server.client() as client:
         built = client.get("/v1/collections/c").json()["metrics"]["dot"]["built_search_params"]["efSearch"]
         assert _recall_at(client, corpus, shifted(100), built) < 0.95, "documents flatter the default here"
         figure: dict = {}
@@ -156,6 +158,8 @@ def test_shifted_traffic_raises_the_knob_until_the_target_holds_and_tunes_the_ne
         assert _recall_at(client, corpus, shifted(150), now) >= 0.93
         exposed = client.get("/metrics").text
         assert f'dotcos_default_knob{{collection="c",metric="dot",param="efSearch"}} {float(now)}' in exposed
+    stop_server(server)
+    assert "live recall@10 in [" in server.log() and f"raised efSearch from {built} to" in server.log()
     assert build_main([*argv, *graph]) == 0
     with in_process(root, DOTCOS_LIVE_RECALL_SAMPLE="0") as client:
         dot = client.get("/v1/collections/c").json()["metrics"]["dot"]
