@@ -1,6 +1,8 @@
 """Without user queries a build picks a default knob that holds the target on real shifted
 queries: Debian package descriptions as documents, Python module docstrings as queries
-(bench/data/shifted.npz, made by bench.text_embeddings), where documents used as queries flatter."""
+(bench/data/shifted.npz, made by `python -m bench.text_embeddings` and kept out of git), where
+documents used as queries flatter. Skipped where that set has not been made: it needs the
+packaged MiniLM weights, which neither the project nor CI installs."""
 
 from __future__ import annotations
 
@@ -28,6 +30,8 @@ def recall(client, name: str, metric: str, docs: np.ndarray, queries: np.ndarray
 
 @pytest.mark.parametrize("metric", ["dot", "cosine"])
 def test_the_default_without_queries_holds_the_target_on_real_shifted_queries(tmp_path: Path, metric: str) -> None:
+    if not DATA.is_file():
+        pytest.skip(f"{DATA} not made here (python -m bench.text_embeddings, with the bench extra and the model)")
     data = np.load(DATA)
     docs, queries = data["docs"].astype(np.float32), data["queries"].astype(np.float32)
     np.save(tmp_path / "docs.npy", docs)
