@@ -126,7 +126,7 @@ class Core:
     def __init__(self, root: Path, collection: str, **settings: Any) -> None:
         chosen = ServiceSettings(index_root=root, **settings)
         self.searcher = Searcher(chosen.limits, chosen.execution)
-        loader = LocalLoader(root, self.searcher.coalescer, mmap=True)
+        loader = LocalLoader(root, self.searcher.coalescer, True, chosen.overlay)
         self.version: Version = loader(collection, read_current(root, collection), lambda why: None)
         self.loop = asyncio.new_event_loop()
 

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from index_builder import commands
 from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
+from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
 from index_builder.attributes import AttributeSpec
-from index_builder.faults import arm
 from index_builder.indexes import KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
@@ -50,14 +50,20 @@ def _positive(text: str) -> int:
 
 def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("build", help="build and publish a new version of a collection")
-    p.add_argument("--input", required=True, help=".npy/.parquet/.fvecs file, directory or glob")
+    p.add_argument("--input", help=".npy/.parquet/.fvecs file, directory or glob")
+    p.add_argument(
+        "--from-current",
+        action="store_true",
+        help="instead of --input: the active version's documents with the change journal applied "
+        "(metrics and index kind default to the active version's)",
+    )
     p.add_argument("--ids", help="ids file(s), one id per line (default: parquet id column or row numbers)")
     p.add_argument("--name", required=True, help="collection name")
     p.add_argument("--root", type=Path, help="index root (default: $DOTCOS_INDEX_ROOT or ./indexes)")
     p.add_argument(
-        "--metrics", default="dot,cosine", help="comma-separated: dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance"
+        "--metrics", help="comma-separated: dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance (default dot,cosine)"
     )
-    p.add_argument("--index", default="flat", help=f"{'|'.join(KINDS)} or a FAISS index_factory string")
+    p.add_argument("--index", help=f"{'|'.join(KINDS)} or a FAISS index_factory string (default flat)")
     p.add_argument(
         "--mips",
         choices=MIPS_MODES,
@@ -148,7 +154,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     if not 0.0 < args.target_recall <= 1.0:
         raise InputError(f"--target-recall must be in (0, 1], got {args.target_recall}")
     options = IndexOptions(
-        kind=args.index,
+        kind=args.index or "flat",
         hnsw_m=args.hnsw_m,
         ef_construction=args.ef_construction,
         nlist=args.nlist,
@@ -158,6 +164,8 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         seed=args.seed,
         refine_factor=args.refine_factor,
     )
+    if args.input is None:
+        raise InputError("build: give --input (embeddings to build from) or --from-current")
     inputs = _input_spec(args.input, args, "input", args.ids)
     assert inputs is not None
     if args.ray is not None and args.shards is None:
@@ -168,7 +176,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         inputs=inputs,
         collection=args.name,
         root=root,
-        metrics=parse_metric_list(args.metrics),
+        metrics=parse_metric_list(args.metrics or "dot,cosine"),
         index=options,
         mips=args.mips,
         mips_ranges=args.mips_ranges,
@@ -210,8 +218,9 @@ def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
         if threads:
             faiss.omp_set_num_threads(threads)
         progress = Progress(quiet=args.quiet)
-        request = _build_request(args, root, settings)
-        return commands.build(request, progress)
+        if args.from_current:
+            return commands.build_from_current(args, root, lambda: _build_request(args, root, settings), progress)
+        return commands.build(_build_request(args, root, settings), progress)
     if args.command == "demo":
         spec = TwoTowerSpec(docs=args.docs, dim=args.dim, seed=args.seed)
         return commands.demo(root, spec, Progress(quiet=args.quiet))

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
+import shutil
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from index_builder.artifact.errors import NotFoundError
+from index_builder.artifact.errors import InputError, NotFoundError
 from index_builder.artifact.integrity import verify_version
 from index_builder.artifact.layout import list_collections, list_versions, read_current, version_dir
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.demo import ensure_demo
+from index_builder.fold import export_current
 from index_builder.parts import build as build_version
 from index_builder.pipeline import BuildRequest
 from index_builder.progress import Progress
-from index_builder.publish import activate, gc
+from index_builder.publish import activate, compact_journal, gc, new_staging_dir, new_version_name
 from index_builder.retrieval.spaces import Metric
 from index_builder.synthetic import TwoTowerSpec
 
@@ -92,6 +97,30 @@ def build(request: BuildRequest, progress: Progress) -> int:
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in progress.timings.items())
     print(f"  stages: {stages}")
     return 0
+
+
+def build_from_current(
+    args: argparse.Namespace, root: Path, request_of: Callable[[], BuildRequest], progress: Progress
+) -> int:
+    """Build from the active version plus the change journal, written as an ordinary input first
+    (in a staging directory of the collection, removed afterwards)."""
+    flags = (("--input", args.input), ("--ids", args.ids), ("--attributes-file", args.attributes_file))
+    given = [flag for flag, value in flags if value]
+    if given:
+        raise InputError(f"--from-current builds from the active version; leave out {', '.join(given)}")
+    _, current = _manifest_for(root, args.name, None)
+    work = new_staging_dir(root, args.name, f"export-{new_version_name()}")
+    try:
+        folded = export_current(root, args.name, work)
+        args.input, args.ids = str(folded.inputs.paths[0]), str((folded.inputs.id_paths or [])[0])
+        args.attributes_file = str(folded.attributes.side_file) if folded.attributes else None
+        args.metrics = args.metrics or ",".join(current.metrics)
+        args.index = args.index or str(current.build_params.get("index", "flat"))
+        request = request_of()
+        extra = {**request.extra_params, "from_current": folded.source}
+        return build(replace(request, journal_position=folded.position, extra_params=extra), progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def demo(root: Path, spec: TwoTowerSpec, progress: Progress) -> int:
@@ -199,4 +228,7 @@ def activate_version(root: Path, name: str, version: str) -> int:
 def collect(root: Path, name: str, keep: int) -> int:
     removed = gc(root, name, keep)
     print(f"{name}: removed {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
+    segments = compact_journal(root, name)
+    if segments:
+        print(f"{name}: removed {len(segments)} change-journal segment(s) every version includes")
     return 0

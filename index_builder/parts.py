@@ -31,7 +31,9 @@ import numpy as np
 
 from index_builder.artifact import attributes as stored
 from index_builder.artifact.errors import InputError
+from index_builder.artifact.faults import arm, armed, crash_point
 from index_builder.artifact.integrity import verify_shapes
+from index_builder.artifact.journal import end_position
 from index_builder.artifact.manifest import (
     SCHEMA_VERSION,
     SHARDED_SCHEMA_VERSION,
@@ -42,7 +44,6 @@ from index_builder.artifact.manifest import (
 )
 from index_builder.attributes import Attributes, part_columns, read_attributes
 from index_builder.evaluate import RECALL_K, Checked, filtered_boosts, norm_bias, served_check
-from index_builder.faults import arm, armed, crash_point
 from index_builder.indexes import IndexOptions
 from index_builder.pipeline import (
     BuildRequest,
@@ -426,6 +427,9 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
     if request.shards is not None and request.shards < 1:
         raise InputError(f"--shards must be at least 1, got {request.shards}")
     version = request.version or new_version_name()
+    position = request.journal_position
+    if position is None:
+        position = end_position(request.root, request.collection)
     staging = new_staging_dir(request.root, request.collection, version)
     run = runner(request.ray, request.task_retries)
     try:
@@ -462,6 +466,7 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
             staging,
             not_built=skipped,
             attributes=attributes.entries() if attributes else {},
+            journal_position=position,
             **_layout_fields(request, results),
         )
         verify_shapes(manifest, staging)

@@ -64,6 +64,8 @@ class BuildRequest:
     task_retries: int = 3
     extra_params: dict[str, object] = field(default_factory=dict)
     attributes: AttributeSpec | None = None
+    journal_position: int | None = None
+    """The change-journal position the input includes; None: the journal's end when the build starts."""
 
 
 @dataclass(frozen=True)

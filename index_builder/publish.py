@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from index_builder.artifact.errors import InputError, NotFoundError
+from index_builder.artifact.faults import crash_point
 from index_builder.artifact.integrity import verify_checksums
+from index_builder.artifact.journal import Journal, journal_dir
 from index_builder.artifact.layout import (
     CURRENT_FILE,
     MANIFEST_FILE,
@@ -33,7 +35,6 @@ from index_builder.artifact.layout import (
     write_atomic,
 )
 from index_builder.artifact.manifest import FileEntry, Manifest, read_manifest
-from index_builder.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,17 @@ def gc(root: Path, collection: str, keep: int) -> list[str]:
         shutil.rmtree(trash)
     _drop_dead_stagings(collection_dir(root, collection))
     return doomed
+
+
+def compact_journal(root: Path, collection: str) -> list[Path]:
+    """Delete the change-journal segments every remaining version includes (their records are
+    folded into each of them; a rollback to any of them still finds the records after it)."""
+    positions = [
+        read_manifest(version_dir(root, collection, v)).journal_position for v in list_versions(root, collection)
+    ]
+    if not positions or not journal_dir(root, collection).is_dir():
+        return []
+    return Journal(root, collection).compact(min(positions))
 
 
 def _pid_alive(pid: int) -> bool:

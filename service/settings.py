@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.core.config import ExecutionSettings, Limits, RaySettings
+from service.core.config import ExecutionSettings, Limits, OverlaySettings, RaySettings
 
 
 class ServiceSettings(BaseSettings):
@@ -56,6 +56,17 @@ class ServiceSettings(BaseSettings):
     live_recall_adapt: bool = Field(
         True, description="retune each metric's default knob to hold the target recall (false: monitor only)"
     )
+    overlay_refresh_s: float = Field(
+        0.5, gt=0, description="seconds between each worker's reads of the change journal (see Changes)"
+    )
+    overlay_max_entries: int = Field(
+        1_000_000, ge=1, description="most pending deletes + upserts per collection; more get 503 until a rebuild"
+    )
+    overlay_max_bytes: int = Field(
+        1 << 30, ge=1, description="most memory the upserted documents of a collection may take in a worker"
+    )
+    max_change_ids: int = Field(10_000, ge=1, description="most ids in one delete or upsert call")
+    journal_segment_mb: int = Field(64, ge=1, description="size at which the change journal starts a new segment")
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")
     omp_threads: int | None = Field(None, ge=1, description="FAISS threads per worker (default: cores / workers)")
     search_threads: int | None = Field(
@@ -99,6 +110,16 @@ class ServiceSettings(BaseSettings):
             max_filter_conditions=self.max_filter_conditions,
             max_filter_depth=self.max_filter_depth,
             max_group_candidates=self.max_group_candidates,
+        )
+
+    @property
+    def overlay(self) -> OverlaySettings:
+        return OverlaySettings(
+            refresh_s=self.overlay_refresh_s,
+            max_entries=self.overlay_max_entries,
+            max_bytes=self.overlay_max_bytes,
+            max_ids=self.max_change_ids,
+            segment_bytes=self.journal_segment_mb << 20,
         )
 
     @property

@@ -25,7 +25,8 @@ SEARCHER = new_searcher()
 
 def load(root: Path, name: str, searcher: Searcher = SEARCHER) -> Version:
     """The active version of a collection, loaded as the service loads it."""
-    return LocalLoader(root, searcher.coalescer, mmap=True)(name, read_current(root, name), lambda why: None)
+    overlay = ServiceSettings().overlay
+    return LocalLoader(root, searcher.coalescer, True, overlay)(name, read_current(root, name), lambda why: None)
 
 
 def search(

@@ -143,6 +143,30 @@ class Column:
         return self.arrays["values"][row].item()
 
 
+def column_of(kind: AttributeType, values: list[Any]) -> Column:
+    """An in-memory column of checked JSON values (None for null), with a dictionary of its own:
+    how documents upserted between rebuilds are filtered like stored ones."""
+    nulls = np.array([v is None for v in values], dtype=bool)
+    dictionary: list[Any] = list(BOOLEAN_VALUES)
+    if kind.numeric:
+        dtype = np.int64 if kind is AttributeType.INTEGER else np.float64
+        column = {"values": np.array([0 if v is None else v for v in values], dtype=dtype), "nulls": nulls}
+    elif kind is AttributeType.BOOLEAN:
+        column = {"codes": np.array([-1 if v is None else int(v) for v in values], dtype=np.int32)}
+    else:
+        lists = [([] if v is None else [v]) if kind is AttributeType.KEYWORD else (v or []) for v in values]
+        dictionary = sorted({x for items in lists for x in items})
+        position = {v: i for i, v in enumerate(dictionary)}
+        codes = np.array([position[x] for items in lists for x in items], dtype=np.int32)
+        if kind is AttributeType.KEYWORD:
+            column = {"codes": np.array([position[v] if v is not None else -1 for v in values], dtype=np.int32)}
+        else:
+            offsets = np.concatenate([[0], np.cumsum([len(items) for items in lists])]).astype(np.int64)
+            column = {"offsets": offsets, "codes": codes, "nulls": nulls}
+    arrays = part_arrays(kind, column)
+    return Column(kind, arrays, dictionary, len(values), _lookup(kind, arrays, len(dictionary)))
+
+
 def _union_slices(column: Column, ranges: list[tuple[float | None, float | None, bool, bool]]) -> RowSet:
     """Rows whose value lies in any of the ranges (low, high, low inclusive, high inclusive)."""
     ordered, order = column.lookup, column.arrays["order"]

@@ -128,6 +128,8 @@ class Manifest(_Model):
     shards: list[ShardEntry] = Field(default_factory=list)
     shard_key: str | None = None
     attributes: dict[str, AttributeEntry] = Field(default_factory=dict)
+    journal_position: int = 0
+    """The last change-journal position this version's documents include (artifact.journal)."""
 
     @property
     def sharded(self) -> bool:
@@ -180,6 +182,8 @@ class Manifest(_Model):
         exclude = set() if self.shards else {"shards", "shard_key"}
         if not self.attributes:
             exclude.add("attributes")
+        if not self.journal_position:
+            exclude.add("journal_position")
         return json.dumps(self.model_dump(mode="json", exclude=exclude), indent=2) + "\n"
 
 

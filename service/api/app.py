@@ -23,6 +23,7 @@ from service.api.state import AppState
 from service.core import heap
 from service.core.loader import Loader, LocalLoader, configure_runtime
 from service.core.monitor import RecallMonitor
+from service.core.overlay import Tailer
 from service.core.querylog import QueryLog
 from service.core.registry import Registry
 from service.core.searcher import Searcher
@@ -83,7 +84,7 @@ def version_loader(settings: ServiceSettings, searcher: Searcher) -> Loader:
         from service.scaleout.ray_parts import RayLoader
 
         return RayLoader(settings.index_root, settings.ray)
-    return LocalLoader(settings.index_root, searcher.coalescer, settings.mmap)
+    return LocalLoader(settings.index_root, searcher.coalescer, settings.mmap, settings.overlay)
 
 
 class DotcosApp(FastAPI):
@@ -135,6 +136,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     loader = version_loader(settings, searcher)
     registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
+    tailer = Tailer(lambda: [v.overlay for v in registry.all() if v.overlay is not None], settings.overlay_refresh_s)
     metrics.live = lambda: [
         (v.collection, metric, monitor.figure(v.collection, v.version, metric), v.knobs.knob(metric))
         for v in registry.all()
@@ -155,7 +157,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if query_log is not None:
             query_log.start()
         monitor.start()
+        tailer.start()
         yield
+        tailer.stop()
         monitor.stop()
         registry.stop()
         if query_log is not None:

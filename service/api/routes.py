@@ -98,6 +98,7 @@ def describe(version: Version, state: AppState) -> dict[str, object]:
         norm_profile=manifest.norm_profile.model_dump(),
         shards=len(manifest.parts()),
         attributes=manifest.attributes,
+        changes=None if version.overlay is None else version.overlay.snapshot.describe(manifest.journal_position),
     ).model_dump(mode="json")
 
 

@@ -173,6 +173,30 @@ class CollectionInfo(BaseModel):
     attributes: dict[str, AttributeEntry] = Field(
         default_factory=dict, description="filterable attributes: type, null count, distinct keyword values"
     )
+    changes: dict[str, int] | None = Field(
+        None,
+        description="changes since the build: journal position applied and built from, pending deletes and "
+        "upserts, and the upserted documents' memory in this worker (null when not served)",
+    )
+
+
+class DeleteRequest(_Body):
+    ids: list[str] = Field(description="ids to delete; unknown ones are reported and skipped")
+
+
+class UpsertRequest(_Body):
+    ids: list[str] = Field(description="ids to insert or replace, each once")
+    vectors: list[list[float]] = Field(description="one vector per id, of the collection's dimension")
+    attributes: list[dict[str, Any] | None] | None = Field(
+        None, description="one object of attribute values per id (null or missing keys: null)"
+    )
+
+
+class ChangeResponse(BaseModel):
+    collection: str
+    position: int = Field(description="the journal position of the change (durable when answered)")
+    count: int = Field(description="documents deleted or upserted")
+    unknown: list[str] = Field(default_factory=list, description="ids a delete did not find (nothing done for them)")
 
 
 class CollectionList(BaseModel):

@@ -53,3 +53,14 @@ class RaySettings:
     drain_s: float
     deploy_timeout_s: float
     max_ongoing: int
+
+
+@dataclass(frozen=True)
+class OverlaySettings:
+    """How changes between rebuilds are held and read."""
+
+    refresh_s: float
+    max_entries: int
+    max_bytes: int
+    max_ids: int
+    segment_bytes: int

@@ -149,7 +149,7 @@ class _Checker:
         if test == "any" and (type(values) is not list or not values):
             raise InputError(f"{where}: expected a non-empty list of values")
         for i, value in enumerate(values):
-            _check_value(key, entry.type, value, where if test == "match" else f"{where}[{i}]")
+            check_value(key, entry.type, value, where if test == "match" else f"{where}[{i}]")
         return Match(key, tuple(values))
 
 
@@ -163,7 +163,7 @@ def _number(value: Any) -> bool:
     return type(value) in (int, float)
 
 
-def _check_value(key: str, kind: AttributeType, value: Any, where: str) -> None:
+def check_value(key: str, kind: AttributeType, value: Any, where: str) -> None:
     """A match value must have the attribute's own type (no coercion: "3" is not 3)."""
     ok = {
         AttributeType.KEYWORD: type(value) is str,

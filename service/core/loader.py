@@ -13,10 +13,13 @@ from typing import Protocol
 import faiss
 
 from index_builder.artifact.errors import ArtifactError
+from index_builder.artifact.journal import Journal
 from index_builder.artifact.layout import version_dir
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.retrieval.spaces import MetricSpace
 from service.core.batching import Coalescer
+from service.core.config import OverlaySettings
+from service.core.overlay import Overlay
 from service.core.part import load_parts
 from service.core.tuning import Knobs
 from service.core.version import LocalParts, Parts, Version
@@ -55,16 +58,19 @@ def spaces_of(manifest: Manifest, path: Path) -> dict[str, MetricSpace]:
     return {name: manifest.metric_space(name, path) for name in manifest.metrics}
 
 
-def new_version(manifest: Manifest, path: Path, parts: Parts, started: float) -> Version:
+def new_version(
+    manifest: Manifest, path: Path, parts: Parts, started: float, overlay: Overlay | None = None
+) -> Version:
     return Version(
         collection=manifest.collection,
         manifest=manifest,
         path=path,
-        spaces=spaces_of(manifest, path),
+        spaces=overlay.spaces if overlay is not None else spaces_of(manifest, path),
         parts=parts,
         load_seconds=time.perf_counter() - started,
         loaded_at=datetime.now(UTC),
         knobs=Knobs(manifest),
+        overlay=overlay,
     )
 
 
@@ -81,8 +87,8 @@ class Loader(Protocol):
 class LocalLoader:
     """Loads every part of a version into this process, refusing it if any file does not match its manifest."""
 
-    def __init__(self, root: Path, coalescer: Coalescer, mmap: bool) -> None:
-        self.root, self.coalescer, self.mmap = root, coalescer, mmap
+    def __init__(self, root: Path, coalescer: Coalescer, mmap: bool, overlay: OverlaySettings) -> None:
+        self.root, self.coalescer, self.mmap, self.overlay = root, coalescer, mmap, overlay
 
     def start(self) -> None:
         return None
@@ -91,7 +97,10 @@ class LocalLoader:
         started = time.perf_counter()
         manifest, path = read_version(self.root, collection, version)
         parts = load_parts(manifest, path, self.mmap)
-        loaded = new_version(manifest, path, LocalParts(parts, self.coalescer.executor, self.coalescer), started)
+        executor = self.coalescer.executor
+        journal = Journal(self.root, collection, self.overlay.segment_bytes)
+        overlay = Overlay(journal, manifest, spaces_of(manifest, path), parts, self.overlay, executor)
+        loaded = new_version(manifest, path, LocalParts(parts, executor, self.coalescer), started, overlay)
         shards = f" in {len(parts)} shards" if manifest.sharded else ""
         log.info(
             "loaded %s version %s (%d vectors%s, %s) in %.2fs",

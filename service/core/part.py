@@ -21,7 +21,7 @@ from index_builder.artifact.attributes import Column
 from index_builder.artifact.integrity import open_attributes, open_indexes, open_vectors, read_ids, verify_checksums
 from index_builder.artifact.manifest import Manifest, ShardEntry
 from index_builder.retrieval.ann import ServedIndex
-from index_builder.retrieval.rowsets import contains
+from index_builder.retrieval.rowsets import RowSet, contains, intersect
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
 from service.core.filters import Node, evaluate
 from service.core.query import Answer, Query, run_search
@@ -113,12 +113,20 @@ def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = No
     return parts
 
 
+def allowed_rows(part: Part, query: Query) -> RowSet | None:
+    """The part's rows that pass the filter and still stand (None: every row)."""
+    total = len(part.ids)
+    allowed = None if query.where is None else evaluate(query.where, part.columns, part.known_rows, total)
+    visible = None if query.overlay is None else query.overlay.hidden.visible(part.offset, total)
+    if visible is None:
+        return allowed
+    return visible if allowed is None else intersect(allowed, visible, total)
+
+
 def search_part(part: Part, query: Query) -> Answer:
     """This part's top-k per query among its rows passing the filter, with version-wide rows, ids
     and the attributes asked for."""
-    total = len(part.ids)
-    allowed = None if query.where is None else evaluate(query.where, part.columns, part.known_rows, total)
-    scores, rows = run_search(part.indexes[query.metric], query, allowed)
+    scores, rows = run_search(part.indexes[query.metric], query, allowed_rows(part, query))
     labels = part.labels(rows)
     attrs = part.attributes(rows, query.fields) if query.fields else None
     if part.offset:

@@ -15,18 +15,21 @@ is redone exactly. So whenever k documents pass, k come back.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
 from index_builder.artifact.errors import InputError
 from index_builder.retrieval.ann import ServedIndex, ann_topk, filter_band, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
-from index_builder.retrieval.rowsets import AllBut, RowSet, count, listed, restrict, selector
+from index_builder.retrieval.rowsets import AllBut, Mask, RowSet, count, listed, restrict, selector
 from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, merge_order
 from service.core.config import Limits
 from service.core.errors import TooLarge
 from service.core.filters import Node
+
+if TYPE_CHECKING:
+    from service.core.overlay import Snapshot
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,8 @@ class Query:
     where: Node | None = None
     fields: tuple[str, ...] = ()
     boosts: dict[str, int | None] = field(default_factory=dict)
+    overlay: Snapshot | None = None
+    """The changes since the version was built, as this request sees them (all its parts alike)."""
 
     @property
     def plain(self) -> bool:
@@ -84,6 +89,27 @@ class Query:
             return None
         requested = self.options.ef_search if param == EF_SEARCH else self.options.nprobe if param == NPROBE else None
         return requested if requested is not None else self.defaults.get(param)
+
+
+@dataclass
+class Hidden:
+    """Version-wide rows (sorted) whose stored documents were deleted or replaced since the build,
+    with each part's visibility mask made once (the search keeps the rest: a Mask, so the knob
+    grows only with the share hidden)."""
+
+    rows: np.ndarray
+    masks: dict[int, Mask | None] = field(default_factory=dict)
+
+    def visible(self, offset: int, total: int) -> Mask | None:
+        """The rows of the part starting at `offset` that still stand (None when all do)."""
+        if offset not in self.masks:
+            start, end = np.searchsorted(self.rows, [offset, offset + total])
+            mask = None
+            if end > start:
+                mask = np.ones(total, dtype=bool)
+                mask[self.rows[start:end] - offset] = False
+            self.masks[offset] = None if mask is None else Mask(mask)
+        return self.masks[offset]
 
 
 class Answer(NamedTuple):

@@ -28,6 +28,7 @@ from index_builder.retrieval.spaces import Metric, MetricSpace
 from service.core.batching import Coalescer
 from service.core.config import Limits
 from service.core.filters import Node, compile_filter, with_ids
+from service.core.overlay import Overlay, Snapshot
 from service.core.part import Part, known_ids, score_part, search_part, vector_of
 from service.core.query import Answer, GroupBy, Query, SearchOptions, check_finite, check_options, check_zero
 from service.core.tuning import Knobs
@@ -78,7 +79,7 @@ class LocalParts:
         if not query.plain:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self.answer, query)
         options = query.options
-        key: Hashable = (id(self), query.metric, options.exact, options.nprobe, options.ef_search)
+        key: Hashable = (id(self), id(query.overlay), query.metric, options.exact, options.nprobe, options.ef_search)
         return await self.coalescer.run(key, query, self.answer)
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
@@ -104,6 +105,7 @@ class Version:
     load_seconds: float
     loaded_at: datetime
     knobs: Knobs
+    overlay: Overlay | None = None
 
     @property
     def version(self) -> str:
@@ -173,13 +175,31 @@ class Version:
         where = self.where(options.filter, limits, options.include, options.exclude)
         boosts = self.manifest.metrics[name].index.filter_boosts
         fields = self.fields(options)
-        return Query(name, queries, options, self.knobs.current(name), limits, where, fields, boosts)
+        return Query(name, queries, options, self.knobs.current(name), limits, where, fields, boosts, self.changes())
+
+    def changes(self) -> Snapshot | None:
+        """The changes since the build as of now (None when nothing is overlaid)."""
+        if self.overlay is None:
+            return None
+        snapshot = self.overlay.snapshot
+        return snapshot if snapshot.delta is not None or len(snapshot.hidden.rows) else None
 
     async def search(self, query: Query) -> Answer:
         """The parts' merged answer, grouped when asked, without hits below the score threshold."""
         group = query.options.group_by
-        answer = await self.parts.search(query) if group is None else await self._grouped(query, group)
+        answer = await self._answer(query) if group is None else await self._grouped(query, group)
         return answer.at_least(query.options.score_threshold)
+
+    async def _answer(self, query: Query) -> Answer:
+        """The stored parts' answer merged with the upserted documents' (searched exactly)."""
+        delta = None if query.overlay is None else query.overlay.delta
+        if delta is None or self.overlay is None:
+            return await self.parts.search(query)
+        loop = asyncio.get_running_loop()
+        stored, upserted = await asyncio.gather(
+            self.parts.search(query), loop.run_in_executor(self.overlay.executor, search_part, delta, query)
+        )
+        return Answer.merge([stored, upserted], query.options.k)
 
     async def _grouped(self, query: Query, group: GroupBy) -> Answer:
         """k hits with at most max_per_group per key value: rank more candidates until k are found,
@@ -187,7 +207,7 @@ class Version:
         k, cap = query.options.k, max(query.limits.max_group_candidates, query.options.k)
         fetch = min(cap, k * min(group.max_per_group + 3, 8))
         while True:
-            answer = await self.parts.search(query.batched(query.queries, fetch))
+            answer = await self._answer(query.batched(query.queries, fetch))
             grouped, complete = group_answer(answer, group, k)
             if complete or fetch >= cap:
                 break
@@ -195,13 +215,25 @@ class Version:
         return grouped if query.options.with_attributes else grouped._replace(attrs=None)
 
     async def check_known(self, ids: list[str], field: str) -> None:
-        """NotFoundError naming the ids no part holds."""
+        """NotFoundError naming the ids the collection does not hold (stored and not deleted, or upserted)."""
+        changes = self.changes()
         held = {i for found in await self.parts.each(known_ids, ids) for i in found}
+        if changes is not None:
+            upserted = changes.delta.rows_by_id if changes.delta is not None else {}
+            held = {i for i in held if i not in changes.deleted} | {i for i in ids if i in upserted}
         missing = [i for i in ids if i not in held]
         if missing:
             raise unknown_ids(field, self.collection, missing)
 
     async def vector_of(self, doc_id: str) -> np.ndarray:
+        """A document's vector: its upserted one, else the stored one (unknown once deleted)."""
+        changes = self.changes()
+        if changes is not None:
+            upserted = changes.vector(doc_id)
+            if upserted is not None:
+                return upserted
+            if doc_id in changes.deleted:
+                raise unknown_ids("id", self.collection, [doc_id])
         found = [v for v in await self.parts.each(vector_of, doc_id) if v is not None]
         if not found:
             raise unknown_ids("id", self.collection, [doc_id])
@@ -213,7 +245,20 @@ class Version:
         """Exact scores of candidates held anywhere in the collection, in the order given; those the
         filter `where` leaves out are dropped."""
         combined: list[list[float | None]] = [[None] * len(c) for c in ids]
-        for scores in await self.parts.each(score_part, metric, queries, ids, where):
+        changes = self.changes()
+        found_lists = await self.parts.each(score_part, metric, queries, ids, where)
+        if changes is not None:
+            gone = changes.deleted | (changes.delta.rows_by_id.keys() if changes.delta is not None else set())
+            found_lists = [
+                [
+                    [None if c in gone else v for c, v in zip(cs, vs, strict=True)]
+                    for cs, vs in zip(ids, found, strict=True)
+                ]
+                for found in found_lists
+            ]
+            if changes.delta is not None:
+                found_lists.append(score_part(changes.delta, metric, queries, ids, where))
+        for scores in found_lists:
             for merged, found in zip(combined, scores, strict=True):
                 for j, value in enumerate(found):
                     if value is not None:

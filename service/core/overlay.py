@@ -1,0 +1,282 @@
+"""Changes between rebuilds: a version's view of its collection's change journal.
+
+Every worker tails the journal (index_builder.artifact.journal) and keeps, per served version,
+the net effect of the records after the position the version was built from: the stored rows
+deleted or replaced (hidden inside every part's search, so k results still come back) and the
+upserted documents, held as one more, in-memory part searched exactly and merged by true score.
+A request takes one `Snapshot` and keeps it, so it sees the changes all at once or not at all.
+Writes (`Overlay.write`) go through the journal's lock: caught up, checked, appended, fsynced.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faiss
+import numpy as np
+
+from index_builder.artifact.attributes import AttributeType, Column, column_of
+from index_builder.artifact.errors import InputError
+from index_builder.artifact.journal import DELETE, Change, Journal, Pending
+from index_builder.artifact.manifest import Manifest
+from index_builder.retrieval.ann import ServedIndex
+from index_builder.retrieval.scoring import doc_scales, indexed_rows
+from index_builder.retrieval.spaces import Layout, MetricSpace, row_norms
+from service.core.config import OverlaySettings
+from service.core.errors import Unavailable
+from service.core.filters import check_value
+from service.core.part import Part
+from service.core.query import Hidden, check_finite
+
+log = logging.getLogger(__name__)
+
+NO_ROWS = np.empty(0, dtype=np.int64)
+ENTRY_OVERHEAD = 200
+"""Bytes an overlay entry costs beyond its vector: dict slots, the id, index and row bookkeeping."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The changes after the version's build, as of journal position `position`."""
+
+    position: int
+    hidden: Hidden
+    delta: Part | None
+    deleted: frozenset[str]
+    memory_bytes: int = 0
+    upserted: int = 0
+
+    def vector(self, doc_id: str) -> np.ndarray | None:
+        """The upserted vector of an id as (1, d) float32, or None."""
+        if self.delta is None or doc_id not in self.delta.rows_by_id:
+            return None
+        row = self.delta.rows_by_id[doc_id]
+        return np.asarray(self.delta.vectors[row : row + 1])
+
+    def describe(self, built: int) -> dict[str, int]:
+        return {
+            "journal_position": self.position,
+            "built_position": built,
+            "pending_deletes": len(self.deleted),
+            "pending_upserts": self.upserted,
+            "memory_bytes": self.memory_bytes,
+        }
+
+
+@dataclass
+class Written:
+    """What one accepted call did: its journal position, and the ids a delete did not know."""
+
+    position: int
+    count: int
+    unknown: list[str] = field(default_factory=list)
+
+
+def delta_part(
+    pending: Pending, manifest: Manifest, spaces: dict[str, MetricSpace], offset: int
+) -> tuple[Part | None, int]:
+    """The upserted documents as an exactly searched part numbered from `offset`, and its bytes."""
+    if not pending.upserts:
+        return None, 0
+    ids = list(pending.upserts)
+    vectors = np.stack([pending.upserts[i][0] for i in ids]).astype(np.float32)
+    indexes = {}
+    for name, space in spaces.items():
+        scales = doc_scales(space, vectors, len(vectors))
+        rows = indexed_rows(space, scales)
+        flat = faiss.IndexIDMap(faiss.IndexFlatIP(manifest.dim))
+        if len(rows):
+            flat.add_with_ids(space.prepare_documents(vectors[rows]), rows)
+        indexes[name] = ServedIndex.of([flat], space, Layout.IP, 1, vectors, scales)
+    values = [pending.upserts[i][1] or {} for i in ids]
+    columns: dict[str, Column] = {
+        key: column_of(entry.type, [v.get(key) for v in values]) for key, entry in manifest.attributes.items()
+    }
+    part = Part(
+        ids=np.array(ids, dtype=object),
+        rows_by_id={doc_id: row for row, doc_id in enumerate(ids)},
+        vectors=vectors,
+        indexes=indexes,
+        offset=offset,
+        columns=columns,
+    )
+    memory = vectors.nbytes * (1 + len(spaces)) + len(ids) * ENTRY_OVERHEAD
+    return part, memory
+
+
+class Overlay:
+    """One version's overlay: the journal tail after its build position, refreshed and written."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        manifest: Manifest,
+        spaces: dict[str, MetricSpace],
+        parts: list[Part],
+        settings: OverlaySettings,
+        executor: Executor,
+    ) -> None:
+        self.journal, self.manifest, self.spaces = journal, manifest, spaces
+        self.parts, self.executor = parts, executor
+        self.settings = settings
+        self.pending = Pending({}, set(), manifest.journal_position)
+        self._hidden: set[int] = set()
+        self._lock = threading.Lock()
+        self.snapshot = Snapshot(manifest.journal_position, Hidden(NO_ROWS), None, frozenset())
+        try:
+            with self._lock, journal.locked() as caught_up:
+                self._apply(caught_up)
+        except OSError as exc:
+            log.warning("change journal %s cannot be locked (%s): changes are read, not written", journal.path, exc)
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Apply what other workers (or processes) wrote since the last look."""
+        with self._lock:
+            self._apply(self.journal.read_new())
+
+    def _apply(self, changes: list[Change]) -> None:
+        fresh = [c for c in changes if c.position > self.pending.position]
+        if not fresh:
+            return
+        for change in fresh:
+            self.pending.apply(change)
+            for part in self.parts:
+                self._hidden.update((part.known_rows(list(change.ids)) + part.offset).tolist())
+        rows = np.array(sorted(self._hidden), dtype=np.int64)
+        delta, memory = delta_part(self.pending, self.manifest, self.spaces, self.manifest.count)
+        deleted = frozenset(self.pending.deletes)
+        self.snapshot = Snapshot(self.pending.position, Hidden(rows), delta, deleted, memory, len(self.pending.upserts))
+
+    def _entries(self) -> int:
+        return len(self.pending.deletes) + len(self.pending.upserts)
+
+    def _check_room(self, ids: list[str], vectors: np.ndarray | None) -> None:
+        """Unavailable (503) once the overlay would pass its caps: a rebuild folds it in."""
+        entries = self._entries() + len([i for i in ids if i not in self.pending.touched()])
+        added = 0 if vectors is None else vectors.nbytes * (1 + len(self.spaces)) + len(ids) * ENTRY_OVERHEAD
+        memory = self.snapshot.memory_bytes + added
+        if entries > self.settings.max_entries or memory > self.settings.max_bytes:
+            raise Unavailable(
+                f"the change overlay of {self.manifest.collection!r} is full ({self._entries()} pending changes, "
+                f"{self.snapshot.memory_bytes} bytes; limits DOTCOS_OVERLAY_MAX_ENTRIES={self.settings.max_entries}, "
+                f"DOTCOS_OVERLAY_MAX_BYTES={self.settings.max_bytes}): run `dotcos-build build --name "
+                f"{self.manifest.collection} --from-current` to fold the changes into a new version"
+            )
+
+    def _standing(self, ids: list[str]) -> set[str]:
+        """The ids the collection holds now: stored and not deleted, or upserted."""
+        stored = {i for part in self.parts for i in ids if i in part.rows_by_id}
+        return {i for i in ids if i in self.pending.upserts or (i in stored and i not in self.pending.deletes)}
+
+    def write(
+        self, op: str, ids: list[str], vectors: np.ndarray | None = None, attributes: list[Any] | None = None
+    ) -> Written:
+        """Append one change durably (blocking: call off the event loop) and apply it here at once."""
+        with self._lock, self.journal.locked() as caught_up:
+            self._apply(caught_up)
+            unknown: list[str] = []
+            if op == DELETE:
+                standing = self._standing(ids)
+                unknown = [i for i in ids if i not in standing]
+                ids = [i for i in ids if i in standing]
+                if not ids:
+                    return Written(self.pending.position, 0, unknown)
+            self._check_room(ids, vectors)
+            try:
+                position = self.journal.append(op, ids, vectors, attributes)
+            except OSError as exc:
+                raise Unavailable(f"the change journal {self.journal.path} cannot be written: {exc}") from None
+            self._apply([Change(position, op, tuple(ids), vectors, None if attributes is None else tuple(attributes))])
+            return Written(position, len(ids), unknown)
+
+
+class Tailer:
+    """The thread that keeps every served version's overlay within `interval` of the journal."""
+
+    def __init__(self, overlays: Callable[[], list[Overlay]], interval: float) -> None:
+        self.overlays, self.interval = overlays, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dotcos-overlay", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            for overlay in self.overlays():
+                try:
+                    overlay.refresh()
+                except Exception:
+                    log.exception("reading the change journal of %s failed; retrying", overlay.manifest.collection)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def check_ids(ids: list[str], field_name: str = "ids") -> None:
+    """Non-empty ids without line breaks, each once."""
+    if not ids:
+        raise InputError(f"{field_name}: give at least one id")
+    seen: set[str] = set()
+    for i, doc_id in enumerate(ids):
+        if not doc_id.strip() or "\n" in doc_id or "\r" in doc_id:
+            raise InputError(f"{field_name}[{i}]: an id is a non-empty string without line breaks")
+        if doc_id in seen:
+            raise InputError(f"{field_name}[{i}]: id {doc_id!r} appears twice in one call; send each id once")
+        seen.add(doc_id)
+
+
+def check_upsert(
+    manifest: Manifest,
+    spaces: dict[str, MetricSpace],
+    ids: list[str],
+    vectors: np.ndarray,
+    attributes: list[Any] | None,
+) -> list[dict[str, Any] | None] | None:
+    """Every check an upsert needs before anything is written; the attributes in stored form."""
+    check_ids(ids)
+    if len(vectors) != len(ids):
+        raise InputError(f"vectors: {len(ids)} vectors expected (one per id), got {len(vectors)}")
+    check_finite(vectors, manifest.dim, manifest.collection, "vectors")
+    zero = row_norms(vectors) == 0
+    if zero.any() and all(space.normalizes_queries for space in spaces.values()):
+        row = int(np.flatnonzero(zero)[0])
+        built = ", ".join(spaces)
+        raise InputError(f"vectors[{row}]: zero-norm vector has no {built} score; nothing was written")
+    if attributes is None:
+        return None
+    if len(attributes) != len(ids):
+        raise InputError(f"attributes: {len(ids)} entries expected (one per id, null for none), got {len(attributes)}")
+    return [_checked_attributes(manifest, raw, f"attributes[{i}]") for i, raw in enumerate(attributes)]
+
+
+def _checked_attributes(manifest: Manifest, raw: Any, where: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if type(raw) is not dict:
+        raise InputError(f"{where}: expected an object of attribute values or null")
+    known = manifest.attributes
+    for key, value in raw.items():
+        entry = known.get(key)
+        if entry is None:
+            listed = ", ".join(known) or "none (built without --attributes)"
+            raise InputError(f"{where}.{key}: unknown attribute; collection {manifest.collection!r} has: {listed}")
+        if value is None:
+            continue
+        if entry.type is AttributeType.KEYWORDS:
+            if type(value) is not list:
+                raise InputError(f"{where}.{key}: {key!r} is a keyword list, so the value must be a list of strings")
+            for j, item in enumerate(value):
+                check_value(key, entry.type, item, f"{where}.{key}[{j}]")
+        else:
+            check_value(key, entry.type, value, f"{where}.{key}")
+    return dict(raw)
