@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,10 +118,9 @@ class Overlay:
         spaces: dict[str, MetricSpace],
         parts: list[Part],
         settings: OverlaySettings,
-        executor: Executor,
     ) -> None:
         self.journal, self.manifest, self.spaces = journal, manifest, spaces
-        self.parts, self.executor = parts, executor
+        self.parts = parts
         self.settings = settings
         self.pending = Pending({}, set(), manifest.journal_position)
         self._hidden: set[int] = set()
@@ -144,12 +142,16 @@ class Overlay:
         fresh = [c for c in changes if c.position > self.pending.position]
         if not fresh:
             return
+        reshaped = False
         for change in fresh:
+            reshaped = reshaped or change.op != DELETE or any(i in self.pending.upserts for i in change.ids)
             self.pending.apply(change)
             for part in self.parts:
                 self._hidden.update((part.known_rows(list(change.ids)) + part.offset).tolist())
         rows = np.array(sorted(self._hidden), dtype=np.int64)
-        delta, memory = delta_part(self.pending, self.manifest, self.spaces, self.manifest.count)
+        delta, memory = self.snapshot.delta, self.snapshot.memory_bytes
+        if reshaped:
+            delta, memory = delta_part(self.pending, self.manifest, self.spaces, self.manifest.count)
         deleted = frozenset(self.pending.deletes)
         self.snapshot = Snapshot(self.pending.position, Hidden(rows), delta, deleted, memory, len(self.pending.upserts))
 

@@ -72,8 +72,10 @@ class LocalParts:
         self.parts, self.executor, self.coalescer = parts, executor, coalescer
 
     def answer(self, query: Query) -> Answer:
-        """Every part's answer, merged (runs in the executor)."""
-        return Answer.merge([search_part(part, query) for part in self.parts], query.options.k)
+        """Every part's answer and the upserted documents', merged (runs in the executor)."""
+        delta = None if query.overlay is None else query.overlay.delta
+        parts = self.parts if delta is None else [*self.parts, delta]
+        return Answer.merge([search_part(part, query) for part in parts], query.options.k)
 
     async def search(self, query: Query) -> Answer:
         if not query.plain:
@@ -187,19 +189,8 @@ class Version:
     async def search(self, query: Query) -> Answer:
         """The parts' merged answer, grouped when asked, without hits below the score threshold."""
         group = query.options.group_by
-        answer = await self._answer(query) if group is None else await self._grouped(query, group)
+        answer = await self.parts.search(query) if group is None else await self._grouped(query, group)
         return answer.at_least(query.options.score_threshold)
-
-    async def _answer(self, query: Query) -> Answer:
-        """The stored parts' answer merged with the upserted documents' (searched exactly)."""
-        delta = None if query.overlay is None else query.overlay.delta
-        if delta is None or self.overlay is None:
-            return await self.parts.search(query)
-        loop = asyncio.get_running_loop()
-        stored, upserted = await asyncio.gather(
-            self.parts.search(query), loop.run_in_executor(self.overlay.executor, search_part, delta, query)
-        )
-        return Answer.merge([stored, upserted], query.options.k)
 
     async def _grouped(self, query: Query, group: GroupBy) -> Answer:
         """k hits with at most max_per_group per key value: rank more candidates until k are found,
@@ -207,7 +198,7 @@ class Version:
         k, cap = query.options.k, max(query.limits.max_group_candidates, query.options.k)
         fetch = min(cap, k * min(group.max_per_group + 3, 8))
         while True:
-            answer = await self._answer(query.batched(query.queries, fetch))
+            answer = await self.parts.search(query.batched(query.queries, fetch))
             grouped, complete = group_answer(answer, group, k)
             if complete or fetch >= cap:
                 break

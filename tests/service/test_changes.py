@@ -113,9 +113,12 @@ def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path,
             json={"vector": corpus.queries[0].tolist(), "ids": [upserted], "metric": "dot"},
         ).json()["results"]
         assert scored[0]["score"] == pytest.approx(float(oracle.changed[upserted] @ corpus.queries[0]), rel=1e-4)
-        assert client.post(
-            "/v1/collections/items/score", json={"vector": corpus.queries[0].tolist(), "ids": [gone]}
-        ).status_code == 404
+        assert (
+            client.post(
+                "/v1/collections/items/score", json={"vector": corpus.queries[0].tolist(), "ids": [gone]}
+            ).status_code
+            == 404
+        )
         info = client.get("/v1/collections/items").json()["changes"]
         assert info["journal_position"] == 24 and info["built_position"] == 0
         assert info["pending_upserts"] == len(oracle.changed) and info["memory_bytes"] > 0
@@ -126,9 +129,9 @@ def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path,
         assert info["changes"]["built_position"] == 24 and info["changes"]["pending_upserts"] == 0
         assert info["count"] == len(oracle.items()[0])
         folded = [
-            client.post(
-                "/v1/collections/items/search", json={"vector": q.tolist(), "k": 10, "metric": m}
-            ).json()["results"]
+            client.post("/v1/collections/items/search", json={"vector": q.tolist(), "k": 10, "metric": m}).json()[
+                "results"
+            ]
             for q in corpus.queries[:8]
             for m in ("dot", "cosine")
         ]
@@ -139,9 +142,9 @@ def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path,
     assert build(other, final, "items", "--index", index) == 0
     with in_process(other) as client:
         fresh_answers = [
-            client.post(
-                "/v1/collections/items/search", json={"vector": q.tolist(), "k": 10, "metric": m}
-            ).json()["results"]
+            client.post("/v1/collections/items/search", json={"vector": q.tolist(), "k": 10, "metric": m}).json()[
+                "results"
+            ]
             for q in corpus.queries[:8]
             for m in ("dot", "cosine")
         ]

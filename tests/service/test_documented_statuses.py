@@ -42,6 +42,19 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
             {"vector": q, "ids": ["ghost"]},
         ),
     }
+    changes = {
+        "delete": ({"ids": ["doc-00002"]}, {"ids": []}),
+        "upsert": ({"ids": ["new-1"], "vectors": [q]}, {"ids": ["new-2"], "vectors": [[1.0]]}),
+    }
+    for op, (good, bad) in changes.items():
+        path, url = "/v1/collections/{name}/" + op, "/v1/collections/c/" + op
+        table[("POST", path, 200)] = lambda c, u=url, b=good: c.post(u, json=b, headers=auth)
+        table[("POST", path, 400)] = lambda c, u=url, b=bad: c.post(u, json=b, headers=auth)
+        table[("POST", path, 401)] = lambda c, u=url, b=good: c.post(u, json=b)
+        table[("POST", path, 403)] = lambda c, u=url, b=good: c.post(u, json=b, headers={"Authorization": "Bearer no"})
+        table[("POST", path, 404)] = lambda c, o=op, b=good: c.post(f"/v1/collections/nope/{o}", json=b, headers=auth)
+        table[("POST", path, 413)] = lambda c, u=url: c.post(u, json={"ids": ["x" * 5000]}, headers=auth)
+        table[("POST", path, 422)] = lambda c, u=url: c.post(u, json={"unexpected": 1}, headers=auth)
     for suffix, (good, bad, unknown) in bodies.items():
         path, url = "/v1/collections/{name}" + suffix, "/v1/collections/c" + suffix
         table[("POST", path, 200)] = lambda c, u=url, b=good: c.post(u, json=b)
@@ -69,6 +82,21 @@ def shed_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.
     }
 
 
+def full_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]]:
+    """503 for the change routes, sent to a server whose overlay holds one entry at most."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    bodies = {
+        "delete": {"ids": ["doc-00003", "doc-00004"]},
+        "upsert": {"ids": ["new-3", "new-4"], "vectors": [corpus.queries[0].tolist()] * 2},
+    }
+    return {
+        ("POST", "/v1/collections/{name}/" + op, 503): (
+            lambda c, u="/v1/collections/c/" + op, b=body: c.post(u, json=b, headers=auth)
+        )
+        for op, body in bodies.items()
+    }
+
+
 def documented(settings: ServiceSettings) -> set[tuple[str, str, int]]:
     schema = create_app(settings).openapi()
     return {
@@ -82,12 +110,13 @@ def documented(settings: ServiceSettings) -> set[tuple[str, str, int]]:
 def test_every_documented_status_is_reachable(corpus: Corpus, tmp_path: Path, serve) -> None:
     assert build(tmp_path, corpus, "c") == 0
     settings = ServiceSettings(index_root=tmp_path, admin_token=SecretStr(TOKEN), max_body_bytes=4096)
-    table, shed = requests_by_status(corpus), shed_requests(corpus)
+    table, shed, full = requests_by_status(corpus), shed_requests(corpus), full_requests(corpus)
     not_ready = ("GET", "/readyz", 503)
-    assert documented(settings) == set(table) | set(shed) | {not_ready}
-    normal = serve(tmp_path, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_MAX_BODY_BYTES="4096")
+    assert documented(settings) == set(table) | set(shed) | set(full) | {not_ready}
     draining = serve(tmp_path, DOTCOS_MAX_PENDING="0")
-    for server, requests in ((normal, table), (draining, shed)):
+    overflowing = serve(tmp_path, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_OVERLAY_MAX_ENTRIES="1")
+    normal = serve(tmp_path, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_MAX_BODY_BYTES="4096")
+    for server, requests in ((normal, table), (draining, shed), (overflowing, full)):
         with server.client() as client:
             for (method, path, status), send in requests.items():
                 response = send(client)
