@@ -78,15 +78,19 @@ def attribute_type(name: str, kind: pa.DataType) -> AttributeType:
     )
 
 
+ARROW_TYPES = {
+    AttributeType.KEYWORD: pa.large_string(),
+    AttributeType.KEYWORDS: pa.large_list(pa.large_string()),
+    AttributeType.INTEGER: pa.int64(),
+    AttributeType.FLOAT: pa.float64(),
+    AttributeType.BOOLEAN: pa.bool_(),
+}
+"""The Arrow type each attribute type's arrays are made from."""
+
+
 def _normalized(name: str, column: pa.ChunkedArray, kind: AttributeType) -> pa.ChunkedArray:
     """The column in the type its arrays are made from (strings, lists of strings, int64, float64)."""
-    target = {
-        AttributeType.KEYWORD: pa.large_string(),
-        AttributeType.KEYWORDS: pa.large_list(pa.large_string()),
-        AttributeType.INTEGER: pa.int64(),
-        AttributeType.FLOAT: pa.float64(),
-        AttributeType.BOOLEAN: pa.bool_(),
-    }[kind]
+    target = ARROW_TYPES[kind]
     try:
         column = column.cast(target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

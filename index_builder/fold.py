@@ -17,25 +17,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from index_builder.artifact.attributes import AttributeType, Column
+from index_builder.artifact.attributes import Column
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.integrity import open_attributes, open_vectors, read_ids, verify_checksums
 from index_builder.artifact.journal import Journal, Pending
 from index_builder.artifact.layout import read_current, version_dir
 from index_builder.artifact.manifest import read_manifest
-from index_builder.attributes import AttributeSpec
+from index_builder.attributes import ARROW_TYPES, AttributeSpec
 from index_builder.readers import ParquetColumns
 from index_builder.staging import InputSpec, VectorWriter
 
 log = logging.getLogger(__name__)
 
-ARROW_TYPES = {
-    AttributeType.KEYWORD: pa.large_string(),
-    AttributeType.KEYWORDS: pa.large_list(pa.large_string()),
-    AttributeType.INTEGER: pa.int64(),
-    AttributeType.FLOAT: pa.float64(),
-    AttributeType.BOOLEAN: pa.bool_(),
-}
 BLOCK_ROWS = 65536
 
 

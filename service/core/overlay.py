@@ -123,7 +123,7 @@ class Overlay:
         self.parts = parts
         self.settings = settings
         self.pending = Pending({}, set(), manifest.journal_position)
-        self._hidden: set[int] = set()
+        self._hidden = NO_ROWS
         self._lock = threading.Lock()
         self.snapshot = Snapshot(manifest.journal_position, Hidden(NO_ROWS), None, frozenset())
         try:
@@ -146,21 +146,22 @@ class Overlay:
         for change in fresh:
             reshaped = reshaped or change.op != DELETE or any(i in self.pending.upserts for i in change.ids)
             self.pending.apply(change)
-            for part in self.parts:
-                self._hidden.update((part.known_rows(list(change.ids)) + part.offset).tolist())
-        rows = np.array(sorted(self._hidden), dtype=np.int64)
+            found = [part.known_rows(list(change.ids)) + part.offset for part in self.parts]
+            self._hidden = np.union1d(self._hidden, np.concatenate(found))
         delta, memory = self.snapshot.delta, self.snapshot.memory_bytes
         if reshaped:
             delta, memory = delta_part(self.pending, self.manifest, self.spaces, self.manifest.count)
         deleted = frozenset(self.pending.deletes)
-        self.snapshot = Snapshot(self.pending.position, Hidden(rows), delta, deleted, memory, len(self.pending.upserts))
+        upserted = len(self.pending.upserts)
+        self.snapshot = Snapshot(self.pending.position, Hidden(self._hidden), delta, deleted, memory, upserted)
 
     def _entries(self) -> int:
         return len(self.pending.deletes) + len(self.pending.upserts)
 
     def _check_room(self, ids: list[str], vectors: np.ndarray | None) -> None:
         """Unavailable (503) once the overlay would pass its caps: a rebuild folds it in."""
-        entries = self._entries() + len([i for i in ids if i not in self.pending.touched()])
+        pending = self.pending
+        entries = self._entries() + sum(1 for i in ids if i not in pending.deletes and i not in pending.upserts)
         added = 0 if vectors is None else vectors.nbytes * (1 + len(self.spaces)) + len(ids) * ENTRY_OVERHEAD
         memory = self.snapshot.memory_bytes + added
         if entries > self.settings.max_entries or memory > self.settings.max_bytes:

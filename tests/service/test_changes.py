@@ -5,15 +5,18 @@ with --from-current equal to a fresh build of the same final data, and bad input
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from index_builder.artifact.journal import Journal
+from index_builder.artifact.layout import read_current
 from index_builder.cli import main as build_main
 from tests.builder.helpers import active_manifest
-from tests.conftest import Corpus, build, in_process, make_corpus
+from tests.conftest import BIN, Corpus, build, in_process, make_corpus
 from tests.service.oracle import true_scores
 
 TOKEN = "s3cret"
@@ -63,11 +66,11 @@ def _check(hits: list[dict], oracle: Oracle, metric: str, query: np.ndarray, exa
         assert len(set(expected) & {h["id"] for h in hits}) >= 0.8 * len(expected)
 
 
-@pytest.mark.parametrize("index", ["flat", "hnsw"])
-def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path, index: str) -> None:
+@pytest.mark.parametrize(("index", "shards"), [("flat", []), ("hnsw", []), ("flat", ["--shards", "3"])])
+def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path, index: str, shards: list[str]) -> None:
     corpus = make_corpus(tmp_path / "data", n=1500, dim=16, zeros=1)
     root = tmp_path / "root"
-    assert build(root, corpus, "items", "--index", index) == 0
+    assert build(root, corpus, "items", "--index", index, *shards) == 0
     oracle = Oracle(corpus.ids, corpus.docs)
     rng = np.random.default_rng(3)
     with in_process(root, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_LIVE_RECALL_SAMPLE="0") as client:
@@ -123,7 +126,8 @@ def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path,
         assert info["journal_position"] == 24 and info["built_position"] == 0
         assert info["pending_upserts"] == len(oracle.changed) and info["memory_bytes"] > 0
 
-        assert build_main(["build", "--from-current", "--name", "items", "--root", str(root), "--quiet"]) == 0
+        fold = ["build", "--from-current", "--name", "items", "--root", str(root), "--quiet", *shards]
+        assert build_main(fold) == 0
         client.post("/v1/admin/reload", headers=AUTH)
         info = client.get("/v1/collections/items").json()
         assert info["changes"]["built_position"] == 24 and info["changes"]["pending_upserts"] == 0
@@ -139,7 +143,7 @@ def test_random_changes_match_the_oracle_and_fold_into_a_rebuild(tmp_path: Path,
     ids, docs = oracle.items()
     final = make_final(tmp_path / "final", ids, docs, corpus)
     other = tmp_path / "other"
-    assert build(other, final, "items", "--index", index) == 0
+    assert build(other, final, "items", "--index", index, *shards) == 0
     with in_process(other) as client:
         fresh_answers = [
             client.post("/v1/collections/items/search", json={"vector": q.tolist(), "k": 10, "metric": m}).json()[
@@ -231,3 +235,22 @@ def test_changes_with_attributes_are_filtered_like_stored_ones(tmp_path: Path) -
     assert manifest.journal_position == 1 and manifest.count == 402
     assert manifest.attributes["brand"].distinct == 5 and manifest.attributes["stock"].null_count == 1
     assert json.loads(manifest.to_json())["build_params"]["from_current"].endswith("+journal:1")
+
+
+@pytest.mark.parametrize("point", ["publish.before_rename", "publish.before_current"])
+def test_a_fold_killed_before_publishing_changes_nothing(tmp_path: Path, corpus: Corpus, point: str) -> None:
+    root = tmp_path / "root"
+    assert build(root, corpus, "items") == 0
+    journal = Journal(root, "items")
+    with journal.locked():
+        journal.append("delete", ["doc-00001"], None, None)
+    before = read_current(root, "items")
+    argv = [str(BIN / "dotcos-build"), "build", "--from-current", "--name", "items", "--root", str(root), "--quiet"]
+    killed = subprocess.run(argv, env={**os.environ, "DOTCOS_CRASH_AT": point}, check=False)
+    assert killed.returncode == -9 and read_current(root, "items") == before
+    assert [c.position for c in Journal(root, "items").read_new()] == [1]
+    assert subprocess.run(argv, check=False).returncode == 0
+    _, manifest = active_manifest(root, "items")
+    assert manifest.journal_position == 1 and manifest.count == len(corpus.ids) - 1
+    assert build_main(["gc", "--name", "items", "--root", str(root), "--keep", "1"]) == 0
+    assert not any(p.name.startswith(".staging-") for p in (root / "items").iterdir())
