@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 
 from index_builder.artifact.layout import read_current
 from index_builder.cli import main as build_main
@@ -29,9 +30,12 @@ def positions(url: str, tries: int = 12) -> set[int]:
     return seen
 
 
-def test_changes_stream_through_two_workers_and_a_rebuild(corpus: Corpus, tmp_path: Path, serve) -> None:
+@pytest.mark.parametrize("layout", [["--index", "hnsw"], ["--index", "flat", "--shards", "2"]])
+def test_changes_stream_through_two_workers_and_a_rebuild(
+    corpus: Corpus, tmp_path: Path, serve, layout: list[str]
+) -> None:
     root = tmp_path / "root"
-    assert build(root, corpus, "c", "--index", "hnsw") == 0
+    assert build(root, corpus, "c", *layout) == 0
     server = serve(root, DOTCOS_WORKERS="2", DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_OVERLAY_REFRESH_S="0.1")
     oracle = Oracle(corpus.ids, corpus.docs)
     rng = np.random.default_rng(5)
@@ -68,7 +72,8 @@ def test_changes_stream_through_two_workers_and_a_rebuild(corpus: Corpus, tmp_pa
         with lock:
             target = written[-1]
         wait_for(lambda: min(positions(server.url)) >= target, timeout=10)
-        assert build_main(["build", "--from-current", "--name", "c", "--root", str(root), "--quiet"]) == 0
+        fold = ["build", "--from-current", "--name", "c", "--root", str(root), "--quiet", *layout[2:]]
+        assert build_main(fold) == 0
         second = read_current(root, "c")
         wait_for(lambda: hammer.seen() == {second})
         time.sleep(1.0)
