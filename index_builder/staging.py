@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.artifact.errors import InputError
+from index_builder.artifact.layout import id_problem
 from index_builder.readers import ParquetColumns, Reader, open_input, read_id_files
 
 
@@ -105,10 +106,9 @@ def check_ids(ids: list[str], count: int, source: str) -> None:
         raise InputError(f"{source} holds {len(ids)} ids but the input has {count} vectors")
     seen: set[str] = set()
     for line, value in enumerate(ids):
-        if not value.strip():
-            raise InputError(f"{source}: id at position {line} is empty")
-        if "\n" in value or "\r" in value:
-            raise InputError(f"{source}: id at position {line} contains a line break")
+        problem = id_problem(value)
+        if problem:
+            raise InputError(f"{source}: id at position {line} {problem}")
         if value in seen:
             raise InputError(f"{source}: duplicate id {value!r} (again at position {line})")
         seen.add(value)

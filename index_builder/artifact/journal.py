@@ -138,10 +138,6 @@ class Journal:
                 break
         return out
 
-    def read_after(self, position: int) -> list[Change]:
-        """The records after `position`, read from the start (a fresh handle's view)."""
-        return [c for c in Journal(self.root, self.collection).read_new() if c.position > position]
-
     @contextmanager
     def locked(self) -> Iterator[list[Change]]:
         """The one writer across processes. Yields the records this handle had not read yet; the

@@ -32,6 +32,15 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def id_problem(value: str) -> str | None:
+    """What makes a document id unusable (ids are stored one per line), or None."""
+    if not value.strip():
+        return "is empty"
+    if "\n" in value or "\r" in value:
+        return "contains a line break"
+    return None
+
+
 def collection_dir(root: Path, collection: str) -> Path:
     return root / check_name("collection", collection)
 

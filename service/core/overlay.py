@@ -22,6 +22,7 @@ import numpy as np
 from index_builder.artifact.attributes import AttributeType, Column, column_of
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.journal import DELETE, Change, Journal, Pending
+from index_builder.artifact.layout import id_problem
 from index_builder.artifact.manifest import Manifest
 from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.scoring import doc_scales, indexed_rows
@@ -50,12 +51,26 @@ class Snapshot:
     memory_bytes: int = 0
     upserted: int = 0
 
+    def is_upserted(self, doc_id: str) -> bool:
+        return self.delta is not None and doc_id in self.delta.rows_by_id
+
+    def changed(self, doc_id: str) -> bool:
+        """Whether the stored document of this id no longer stands (deleted or replaced)."""
+        return doc_id in self.deleted or self.is_upserted(doc_id)
+
     def vector(self, doc_id: str) -> np.ndarray | None:
         """The upserted vector of an id as (1, d) float32, or None."""
-        if self.delta is None or doc_id not in self.delta.rows_by_id:
+        if self.delta is None or not self.is_upserted(doc_id):
             return None
         row = self.delta.rows_by_id[doc_id]
         return np.asarray(self.delta.vectors[row : row + 1])
+
+    def without_changed(self, ids: list[list[str]], scores: list[list[float | None]]) -> list[list[float | None]]:
+        """A stored part's scores of candidate lists, None where the stored document no longer stands."""
+        return [
+            [None if self.changed(c) else v for c, v in zip(candidates, values, strict=True)]
+            for candidates, values in zip(ids, scores, strict=True)
+        ]
 
     def describe(self, built: int) -> dict[str, int]:
         return {
@@ -104,8 +119,12 @@ def delta_part(
         offset=offset,
         columns=columns,
     )
-    memory = vectors.nbytes * (1 + len(spaces)) + len(ids) * ENTRY_OVERHEAD
-    return part, memory
+    return part, entry_bytes(vectors, len(spaces))
+
+
+def entry_bytes(vectors: np.ndarray, metrics: int) -> int:
+    """Memory the upserted documents `vectors` take: raw, one prepared copy per metric, bookkeeping."""
+    return vectors.nbytes * (1 + metrics) + len(vectors) * ENTRY_OVERHEAD
 
 
 class Overlay:
@@ -162,7 +181,7 @@ class Overlay:
         """Unavailable (503) once the overlay would pass its caps: a rebuild folds it in."""
         pending = self.pending
         entries = self._entries() + sum(1 for i in ids if i not in pending.deletes and i not in pending.upserts)
-        added = 0 if vectors is None else vectors.nbytes * (1 + len(self.spaces)) + len(ids) * ENTRY_OVERHEAD
+        added = 0 if vectors is None else entry_bytes(vectors, len(self.spaces))
         memory = self.snapshot.memory_bytes + added
         if entries > self.settings.max_entries or memory > self.settings.max_bytes:
             raise Unavailable(
@@ -231,8 +250,9 @@ def check_ids(ids: list[str], field_name: str = "ids") -> None:
         raise InputError(f"{field_name}: give at least one id")
     seen: set[str] = set()
     for i, doc_id in enumerate(ids):
-        if not doc_id.strip() or "\n" in doc_id or "\r" in doc_id:
-            raise InputError(f"{field_name}[{i}]: an id is a non-empty string without line breaks")
+        problem = id_problem(doc_id)
+        if problem:
+            raise InputError(f"{field_name}[{i}]: id {doc_id!r} {problem}")
         if doc_id in seen:
             raise InputError(f"{field_name}[{i}]: id {doc_id!r} appears twice in one call; send each id once")
         seen.add(doc_id)

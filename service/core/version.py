@@ -210,8 +210,7 @@ class Version:
         changes = self.changes()
         held = {i for found in await self.parts.each(known_ids, ids) for i in found}
         if changes is not None:
-            upserted = changes.delta.rows_by_id if changes.delta is not None else {}
-            held = {i for i in held if i not in changes.deleted} | {i for i in ids if i in upserted}
+            held = {i for i in ids if changes.is_upserted(i) or (i in held and i not in changes.deleted)}
         missing = [i for i in ids if i not in held]
         if missing:
             raise unknown_ids(field, self.collection, missing)
@@ -239,14 +238,7 @@ class Version:
         changes = self.changes()
         found_lists = await self.parts.each(score_part, metric, queries, ids, where)
         if changes is not None:
-            gone = changes.deleted | (changes.delta.rows_by_id.keys() if changes.delta is not None else set())
-            found_lists = [
-                [
-                    [None if c in gone else v for c, v in zip(cs, vs, strict=True)]
-                    for cs, vs in zip(ids, found, strict=True)
-                ]
-                for found in found_lists
-            ]
+            found_lists = [changes.without_changed(ids, found) for found in found_lists]
             if changes.delta is not None:
                 found_lists.append(score_part(changes.delta, metric, queries, ids, where))
         for scores in found_lists:
