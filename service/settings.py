@@ -75,6 +75,12 @@ class ServiceSettings(BaseSettings):
     coalesce_max_batch: int = Field(256, ge=1, description="most query rows coalesced into one FAISS call")
     coalesce_window_ms: float = Field(0.0, ge=0, description="how long a lone search waits for company (0: not at all)")
     coalesce_in_flight: int = Field(1, ge=1, description="coalesced FAISS calls running at once per lane")
+    inline_max_cost: float = Field(
+        8e6,
+        ge=0,
+        description="searches estimated at most this much work (vectors compared x dimension, over the "
+        "request's queries) run on the event loop, sparing the executor hop; 0: never",
+    )
     blas_threshold: int = Field(16, ge=1, description="flat searches of this many queries or more use BLAS")
     max_pending: int = Field(512, ge=0, description="searches that may wait; more get 503 (0 sheds all: drain)")
     switch_interval_ms: float = Field(1.0, gt=0, le=100, description="the GIL switch interval")
@@ -127,9 +133,11 @@ class ServiceSettings(BaseSettings):
         deadline = self.default_deadline_ms / 1000 if self.default_deadline_ms else None
         return ExecutionSettings(
             threads=self.search_threads or max(2, os.cpu_count() or 1),
+            faiss_threads=self.faiss_threads,
             max_batch=self.coalesce_max_batch,
             window_s=self.coalesce_window_ms / 1000,
             in_flight=self.coalesce_in_flight,
+            inline_max_cost=self.inline_max_cost,
             max_pending=self.max_pending,
             default_deadline_s=deadline,
         )

@@ -145,9 +145,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        configure_runtime(settings.faiss_threads, settings.blas_threshold, settings.switch_interval_ms)
+        # The event loop runs only inline searches (cheap by definition, service.core.batching):
+        # one thread each, as a second would cost a wake-up per search for little work.
+        configure_runtime(1, settings.blas_threshold, settings.switch_interval_ms)
         log.info(
-            "loading collections from %s (reload every %ss, %d FAISS threads)",
+            "loading collections from %s (reload every %ss, %d FAISS threads per executor search)",
             settings.index_root,
             settings.reload_interval,
             settings.faiss_threads,

@@ -30,9 +30,11 @@ class ExecutionSettings:
     """How FAISS work is scheduled."""
 
     threads: int
+    faiss_threads: int
     max_batch: int
     window_s: float
     in_flight: int
+    inline_max_cost: float
     max_pending: int
     default_deadline_s: float | None
 

@@ -31,17 +31,23 @@ Note = Callable[[str], None]
 
 
 def configure_runtime(threads: int, blas_threshold: int, switch_interval_ms: float) -> None:
-    """Process-wide knobs of the search runtime, set once at start-up.
+    """Knobs of the search runtime, set once at start-up on the thread that will call FAISS.
 
-    - OpenMP threads FAISS may use per call (cores shared out among workers).
+    - OpenMP threads FAISS may use per call made on this thread (OpenMP keeps the count per
+      thread: each search thread sets its own, see `faiss_threads`).
     - From how many queries flat search uses BLAS: FAISS ships a threshold of 20 (128000 in
       some releases); coalesced batches of 16-512 queries run several times faster through BLAS.
     - The GIL switch interval: search threads re-take the GIL between FAISS calls, and with a
       busy event loop each re-take waits up to the interval (5 ms by default in CPython).
     """
-    faiss.omp_set_num_threads(threads)
+    faiss_threads(threads)
     faiss.cvar.distance_compute_blas_threshold = blas_threshold
     sys.setswitchinterval(switch_interval_ms / 1000)
+
+
+def faiss_threads(threads: int) -> None:
+    """OpenMP threads of the FAISS calls the calling thread makes (a thread starts with every core)."""
+    faiss.omp_set_num_threads(threads)
 
 
 def read_version(root: Path, collection: str, version: str) -> tuple[Manifest, Path]:

@@ -19,6 +19,7 @@ from index_builder.artifact.errors import InputError
 from service.core.batching import Coalescer
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable
+from service.core.loader import faiss_threads
 from service.core.monitor import RecallMonitor
 from service.core.query import Hit, SearchOptions, check_batch, to_hits
 from service.core.querylog import QueryLog
@@ -69,8 +70,15 @@ class Searcher:
         self.execution = execution
         self.query_log = query_log
         self.monitor = monitor
-        self.executor = ThreadPoolExecutor(max_workers=execution.threads, thread_name_prefix="dotcos-search")
-        self.coalescer = Coalescer(self.executor, execution.max_batch, execution.window_s, execution.in_flight)
+        self.executor = ThreadPoolExecutor(
+            max_workers=execution.threads,
+            thread_name_prefix="dotcos-search",
+            initializer=faiss_threads,
+            initargs=(execution.faiss_threads,),
+        )
+        self.coalescer = Coalescer(
+            self.executor, execution.max_batch, execution.window_s, execution.in_flight, execution.inline_max_cost
+        )
         self.pending = 0
 
     def saturated(self) -> bool:

@@ -23,6 +23,8 @@ import numpy as np
 from index_builder.artifact.attributes import AttributeType
 from index_builder.artifact.errors import InputError, InvalidMetric, NotFoundError
 from index_builder.artifact.manifest import Manifest
+from index_builder.retrieval.ann import ServedIndex
+from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
 from index_builder.retrieval.scoring import MISSING, Prepared
 from index_builder.retrieval.spaces import Metric, MetricSpace
 from service.core.batching import Coalescer
@@ -35,6 +37,14 @@ from service.core.tuning import Knobs
 
 T = TypeVar("T")
 MAX_NAMED_IDS = 5
+MAX_COSTS = 4096
+
+
+def plain_cost(served: ServedIndex, query: Query) -> float:
+    """Work of one unfiltered query against one index: vectors compared x dimension."""
+    exact = query.options.exact and not served.exact
+    compared = served.ntotal if exact else served.search_cost(query.knob(served.param))
+    return float(compared * served.vectors.shape[1])
 
 
 def unknown_ids(field: str, collection: str, missing: list[str]) -> NotFoundError:
@@ -70,6 +80,20 @@ class LocalParts:
 
     def __init__(self, parts: list[Part], executor: Executor, coalescer: Coalescer) -> None:
         self.parts, self.executor, self.coalescer = parts, executor, coalescer
+        self._costs: dict[tuple[str, bool, int | None, int | None], float] = {}
+
+    def cost(self, query: Query) -> float:
+        """Estimated work of a plain query (vectors compared x dimension, over its rows and every
+        part, the upserted documents included); the stored parts' share is computed once per knob."""
+        knobs = (query.metric, query.options.exact, query.knob(EF_SEARCH), query.knob(NPROBE))
+        stored = self._costs.get(knobs)
+        if stored is None:
+            if len(self._costs) > MAX_COSTS:
+                self._costs.clear()
+            stored = self._costs[knobs] = sum(plain_cost(part.indexes[query.metric], query) for part in self.parts)
+        delta = None if query.overlay is None else query.overlay.delta
+        upserted = 0.0 if delta is None else plain_cost(delta.indexes[query.metric], query)
+        return (stored + upserted) * len(query.queries)
 
     def answer(self, query: Query) -> Answer:
         """Every part's answer and the upserted documents', merged (runs in the executor)."""
@@ -82,7 +106,7 @@ class LocalParts:
             return await asyncio.get_running_loop().run_in_executor(self.executor, self.answer, query)
         options = query.options
         key: Hashable = (id(self), id(query.overlay), query.metric, options.exact, options.nprobe, options.ef_search)
-        return await self.coalescer.run(key, query, self.answer)
+        return await self.coalescer.run(key, query, self.answer, self.cost(query))
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
         loop = asyncio.get_running_loop()

@@ -155,3 +155,70 @@ def test_a_window_holds_a_lone_query_for_company() -> None:
         assert [t.result().scores[0, 0] for t in tasks] == [0, 10]
 
     asyncio.run(scenario())
+
+
+def counted(calls: list[int]) -> Callable[[Query], Answer]:
+    """echo, recording the rows of every call it answers."""
+
+    def fn(batch: Query) -> Answer:
+        calls.append(len(batch.queries))
+        return echo(batch)
+
+    return fn
+
+
+def test_cheap_queries_of_one_loop_iteration_share_one_call_on_the_loop() -> None:
+    """Within inline_max_cost the call runs on the event loop: the executor is never used, every
+    query that arrived before the loop came round shares the call, and each gets its own k."""
+
+    async def scenario() -> None:
+        executor, calls = ManualExecutor(), []
+        coalescer = Coalescer(executor, max_batch=64, window_s=0, in_flight=1, inline_max_cost=100)
+        tasks = [
+            asyncio.ensure_future(coalescer.run("lane", query(10 * i, 1, i + 1), counted(calls), cost=10))
+            for i in range(3)
+        ]
+        results = await asyncio.gather(*tasks)
+        assert executor.calls == [] and calls == [3]
+        assert [r.scores.shape for r in results] == [(1, 1), (1, 2), (1, 3)]
+        assert [r.scores[0, 0] for r in results] == [0, 10, 20]
+
+    asyncio.run(scenario())
+
+
+def test_an_inline_call_stays_within_the_cost_and_dearer_queries_use_the_executor() -> None:
+    async def scenario() -> None:
+        executor, calls = ManualExecutor(), []
+        coalescer = Coalescer(executor, max_batch=64, window_s=0, in_flight=1, inline_max_cost=25)
+        cheap = [
+            asyncio.ensure_future(coalescer.run("lane", query(i, 1, 1), counted(calls), cost=10)) for i in range(5)
+        ]
+        dear = asyncio.ensure_future(coalescer.run("lane", query(99, 1, 1), counted(calls), cost=26))
+        await asyncio.gather(*cheap)
+        assert calls == [2, 2, 1], "no inline call holds more than inline_max_cost of work"
+        await asyncio.sleep(0)
+        assert len(executor.calls) == 1 and not dear.done()
+        await executor.run_next()
+        assert dear.result().scores[0, 0] == 99
+
+    asyncio.run(scenario())
+
+
+def test_inline_errors_and_cancellations_reach_only_their_own_call() -> None:
+    def broken(batch: Query) -> Answer:
+        raise RuntimeError("faiss said no")
+
+    async def scenario() -> None:
+        coalescer = Coalescer(ManualExecutor(), max_batch=64, window_s=0, in_flight=1, inline_max_cost=100)
+        failing = asyncio.ensure_future(coalescer.run("a", query(0, 1, 1), broken, cost=1))
+        gone = asyncio.ensure_future(coalescer.run("b", query(1, 1, 1), echo, cost=1))
+        kept = asyncio.ensure_future(coalescer.run("b", query(2, 1, 1), echo, cost=1))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.gather(failing, gone, kept, return_exceptions=True)
+        with pytest.raises(RuntimeError, match="faiss said no"):
+            failing.result()
+        assert gone.cancelled() and kept.result().scores[0, 0] == 2
+        assert coalescer._lanes == {}, "finished lanes are dropped"
+
+    asyncio.run(scenario())
