@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from index_builder.artifact.errors import DotcosError
 from service.api.errors import dotcos_reply
-from service.api.handlers import ROUTES, answer
+from service.api.handlers import ROUTES, Call, answer
 from service.api.state import AppState
 
 QUERY_PATH = re.compile(r"^/v1/collections/([^/]+)/(search|search/batch|similar|score)$")
@@ -49,6 +49,7 @@ class QueryFront:
         except DotcosError as exc:
             reply = dotcos_reply(exc)
         else:
-            reply = await answer(route, self.state, match.group(1), body, Headers(scope=scope), scope["path"])
+            call = Call(match.group(1), body, Headers(scope=scope), scope["query_string"].decode("latin-1"))
+            reply = await answer(route, self.state, call, scope["path"])
         scope.setdefault("state", {}).update(route=route.template, metric=reply.metric)
         await reply.response()(scope, receive, send)

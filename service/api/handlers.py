@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from index_builder.artifact.errors import DotcosError, InputError
+from service.api.binary import binary_search, is_binary
 from service.api.errors import Reply, dotcos_reply, unexpected_reply, validation_reply
 from service.api.schemas import BatchSearchRequest, ScoreRequest, SearchRequest, SimilarRequest
 from service.api.state import AppState
@@ -56,10 +57,10 @@ def plain_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions] |
     except orjson.JSONDecodeError:
         return None
     field = query_field(batch)
-    if type(doc) is not dict or not doc.keys() <= {field, "k", "metric"}:
+    if type(doc) is not dict or not doc.keys() <= {field, "k", "metric", "params"}:
         return None
-    k, metric = doc.get("k", DEFAULT_K), doc.get("metric")
-    if type(k) is not int or k < 1 or not (metric is None or type(metric) is str):
+    k, metric, params = doc.get("k", DEFAULT_K), doc.get("metric"), plain_params(doc.get("params", {}))
+    if type(k) is not int or k < 1 or not (metric is None or type(metric) is str) or params is None:
         return None
     try:
         values = np.array(doc.get(field))
@@ -68,7 +69,16 @@ def plain_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions] |
     if values.dtype.kind not in "fi" or values.ndim != (2 if batch else 1) or 0 in values.shape:
         return None
     matrix = as_float32(np.asarray(values if batch else values[None, :], dtype=np.float64), field)
-    return matrix, SearchOptions(k=k, metric=metric)
+    return matrix, SearchOptions(k=k, metric=metric, ef_search=params.get("ef_search"), nprobe=params.get("nprobe"))
+
+
+def plain_params(params: object) -> dict[str, int] | None:
+    """`params` holding only positive integer knobs (ef_search, nprobe), or None."""
+    if type(params) is not dict or not params.keys() <= {"ef_search", "nprobe"}:
+        return None
+    if not all(type(v) is int and v >= 1 for v in params.values()):
+        return None
+    return params
 
 
 def query_field(batch: bool) -> str:
@@ -122,32 +132,51 @@ def _result(result: SearchResult, batch: bool) -> Reply:
     )
 
 
-async def search(state: AppState, name: str, body: bytes, headers: Mapping[str, str], batch: bool) -> Reply:
-    vectors, options = parse_search(body, batch)
+@dataclass(frozen=True)
+class Call:
+    """One query-route request as either door hands it over: the collection's name, the raw
+    body, the headers and the query string (read by binary searches only)."""
+
+    name: str
+    body: bytes
+    headers: Mapping[str, str]
+    query: str = ""
+
+
+async def search(state: AppState, call: Call, batch: bool) -> Reply:
+    if is_binary(call.headers):
+        version = state.registry.get(call.name)
+        vectors, options = binary_search(call.body, call.query, batch, version.dim)
+    else:
+        vectors, options = parse_search(call.body, batch)
+        version = state.registry.get(call.name)
     result = await state.searcher.search(
-        state.registry.get(name), vectors, options, query_field(batch), deadline(headers), logged=True
+        version, vectors, options, query_field(batch), deadline(call.headers), logged=True
     )
     return _result(result, batch)
 
 
-async def similar(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+async def similar(state: AppState, call: Call) -> Reply:
     """The k documents most similar to a stored document (by id) or to a document vector."""
-    request = SimilarRequest.model_validate_json(body)
+    request = SimilarRequest.model_validate_json(call.body)
     vector = to_matrix([request.vector], "vector") if request.vector is not None else None
     query = SimilarQuery(doc_id=request.id, vector=vector, options=request.options())
-    return _result(await state.searcher.similar(state.registry.get(name), query, deadline(headers)), batch=False)
+    version = state.registry.get(call.name)
+    return _result(await state.searcher.similar(version, query, deadline(call.headers)), batch=False)
 
 
-async def score(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+async def score(state: AppState, call: Call) -> Reply:
     """Exact scores of given candidates, in the order given (re-ranking)."""
-    request = ScoreRequest.model_validate_json(body)
-    version = state.registry.get(name)
+    request = ScoreRequest.model_validate_json(call.body)
+    version = state.registry.get(call.name)
     single = request.vector is not None
     rows = [request.vector] if request.vector is not None else request.vectors or []
     vectors = to_matrix(rows, "vector" if single else "vectors")
     ids = [[str(i) for i in request.ids]] if single else [[str(i) for i in group] for group in request.ids]
     metric, lists = await state.searcher.score(
-        version, ScoreQuery(vectors=vectors, ids=ids, metric=request.metric, filter=request.filter), deadline(headers)
+        version,
+        ScoreQuery(vectors=vectors, ids=ids, metric=request.metric, filter=request.filter),
+        deadline(call.headers),
     )
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
     return Reply.json(
@@ -156,7 +185,7 @@ async def score(state: AppState, name: str, body: bytes, headers: Mapping[str, s
     )
 
 
-Handler = Callable[[AppState, str, bytes, Mapping[str, str]], Awaitable[Reply]]
+Handler = Callable[[AppState, Call], Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
@@ -172,12 +201,12 @@ class Route:
         return f"/v1/collections/{{name}}/{self.suffix}"
 
 
-async def _search_one(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-    return await search(state, name, body, headers, batch=False)
+async def _search_one(state: AppState, call: Call) -> Reply:
+    return await search(state, call, batch=False)
 
 
-async def _search_batch(state: AppState, name: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-    return await search(state, name, body, headers, batch=True)
+async def _search_batch(state: AppState, call: Call) -> Reply:
+    return await search(state, call, batch=True)
 
 
 ROUTES = {
@@ -191,12 +220,10 @@ ROUTES = {
 }
 
 
-async def answer(
-    route: Route, state: AppState, name: str, body: bytes, headers: Mapping[str, str], where: str
-) -> Reply:
+async def answer(route: Route, state: AppState, call: Call, where: str) -> Reply:
     """A route's reply, every failure included (the one error mapping of the query routes)."""
     try:
-        return await route.handler(state, name, body, headers)
+        return await route.handler(state, call)
     except ValidationError as exc:
         return validation_reply(exc.errors())
     except DotcosError as exc:

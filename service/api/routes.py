@@ -7,8 +7,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
 from service.api.errors import QUERY_ERRORS, error_response, error_responses
-from service.api.handlers import ROUTES, Route, answer
+from service.api.handlers import ROUTES, Call, Route, answer
 from service.api.schemas import (
     BatchSearchResponse,
     CollectionInfo,
@@ -114,6 +115,20 @@ def get_collection(name: str, request: Request) -> Response:
     return JSONBytes(describe(state.registry.get(name), state))
 
 
+def _request_body(route: Route, body_schema: dict[str, str]) -> dict[str, object]:
+    """The OpenAPI request of a query route: JSON, and for the searches also the binary body
+    (service.api.binary) with its options as query parameters."""
+    content: dict[str, object] = {"application/json": {"schema": body_schema}}
+    if not route.suffix.startswith("search"):
+        return {"requestBody": {"required": True, "content": content}}
+    content[BINARY] = {"schema": {"type": "string", "format": "binary", "description": BINARY_BODY}}
+    parameters = [
+        {"name": key, "in": "query", "required": False, "description": f"binary body only: {text}", "schema": schema}
+        for (key, text), schema in zip(PARAMETERS.items(), PARAMETER_SCHEMAS, strict=True)
+    ]
+    return {"requestBody": {"required": True, "content": content}, "parameters": parameters}
+
+
 def _query_route(route: Route) -> None:
     """The FastAPI door of a query route: the body is read raw and parsed by the same handler as
     the ASGI front's (service.api.handlers); its model is declared for the OpenAPI document only."""
@@ -125,7 +140,8 @@ def _query_route(route: Route) -> None:
     )
 
     async def endpoint(name: str, request: Request) -> Response:
-        reply = await answer(route, app_state(request), name, await request.body(), request.headers, request.url.path)
+        call = Call(name, await request.body(), request.headers, request.url.query)
+        reply = await answer(route, app_state(request), call, request.url.path)
         request.state.metric = reply.metric
         return reply.response()
 
@@ -137,7 +153,7 @@ def _query_route(route: Route) -> None:
         response_model=response,
         responses=error_responses(*QUERY_ERRORS),
         name=route.suffix.replace("/", "_"),
-        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": body_schema}}}},
+        openapi_extra=_request_body(route, body_schema),
     )
 
 

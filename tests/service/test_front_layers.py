@@ -18,7 +18,10 @@ from service.settings import ServiceSettings
 from tests.conftest import Corpus, build
 
 numbers = st.one_of(st.floats(allow_nan=False, allow_infinity=False, width=64), st.integers(-(2**62), 2**62))
-plain_fields = st.fixed_dictionaries({}, optional={"k": st.integers(1, 10**6), "metric": st.text(max_size=8)})
+knobs = st.fixed_dictionaries({}, optional={"ef_search": st.integers(1, 10**6), "nprobe": st.integers(1, 10**6)})
+plain_fields = st.fixed_dictionaries(
+    {}, optional={"k": st.integers(1, 10**6), "metric": st.text(max_size=8), "params": knobs}
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -61,6 +64,12 @@ def test_plain_bodies_parse_like_the_model(vectors: list[list[float]], fields: d
         b'{"vector": [1, 2], "k": 0}',
         b'{"vector": [1, 2], "metric": 3}',
         b'{"vector": [1, 2], "exclude": ["a"]}',
+        b'{"vector": [1, 2], "params": {"exact": true}}',
+        b'{"vector": [1, 2], "params": {"ef_search": 0}}',
+        b'{"vector": [1, 2], "params": {"ef_search": 2.0}}',
+        b'{"vector": [1, 2], "params": {"nprobe": true}}',
+        b'{"vector": [1, 2], "params": {"efSearch": 8}}',
+        b'{"vector": [1, 2], "params": [8]}',
         b'{"vector": [1e400]}',
         b'{"vector": [NaN]}',
         b"[1, 2]",

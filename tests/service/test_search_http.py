@@ -189,3 +189,79 @@ def test_metrics_endpoint_counts_requests(setup) -> None:
     assert 'dotcos_requests_total{metric="cosine",route="/v1/collections/{name}/search",status="200"}' in text
     assert 'dotcos_loaded_version_info{collection="flat"' in text
     assert "dotcos_request_seconds_bucket" in text
+
+
+def binary(
+    client: httpx.Client, name: str, vectors: np.ndarray, batch: bool = False, **params: object
+) -> httpx.Response:
+    path = f"/v1/collections/{name}/search" + ("/batch" if batch else "")
+    headers = {"Content-Type": "application/octet-stream"}
+    query = {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in params.items()}
+    return client.post(path, content=np.asarray(vectors, "<f4").tobytes(), headers=headers, params=query)
+
+
+@pytest.mark.parametrize("name", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_binary_body_answers_as_the_json_body(name: str, metric: str, setup) -> None:
+    """Raw float32 vectors with the options in the query string: the same JSON answer, to the bit."""
+    client, corpus, _ = setup
+    knob = {"hnsw": {"ef_search": 40}, "ivf": {"nprobe": 4}}.get(name, {})
+    for query in corpus.queries[:10]:
+        expected = search(client, name, query, k=7, metric=metric, params=knob)
+        got = binary(client, name, query[None, :], k=7, metric=metric, **knob)
+        assert got.status_code == 200, got.text
+        assert got.json() == expected
+    exact = binary(client, name, corpus.queries[:1], metric=metric, exact=True).json()
+    scores = true_scores(metric, corpus.queries[0], corpus.docs)
+    assert_matches(exact["results"], scores, corpus.ids, top_k(scores, 10))
+
+
+def test_a_binary_batch_answers_as_the_json_batch(setup) -> None:
+    client, corpus, _ = setup
+    queries = corpus.queries[:5]
+    body = {"vectors": queries.tolist(), "k": 3, "metric": "cosine"}
+    expected = client.post("/v1/collections/hnsw/search/batch", json=body).json()
+    got = binary(client, "hnsw", queries, batch=True, k=3, metric="cosine")
+    assert got.status_code == 200 and got.json() == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "batch", "status", "message"),
+    [
+        (b"\x00\x00\x80", {}, False, 400, "vector: the body must hold float32 values (4 bytes each), got 3 bytes"),
+        (b"", {}, False, 400, "vector: the body must hold float32 values"),
+        (
+            np.ones(13, "<f4").tobytes(),
+            {},
+            True,
+            400,
+            "vectors: 13 float32 values are not a whole number of vectors of dimension",
+        ),
+        (np.ones(5, "<f4").tobytes(), {}, False, 400, "dimension"),
+        (np.array([1, np.nan] * 16, "<f4").tobytes(), {}, False, 400, "vector"),
+        (None, {"k": "0"}, False, 400, "k: expected a positive integer, got '0'"),
+        (None, {"k": "ten"}, False, 400, "k: expected a positive integer, got 'ten'"),
+        (None, {"ef_search": "-3"}, False, 400, "ef_search: expected a positive integer"),
+        (None, {"exact": "yes"}, False, 400, "exact: expected true or false, got 'yes'"),
+        (None, {"filter": "x"}, False, 400, "filter: not a parameter of a binary search; known: k, metric"),
+        (None, {"metric": "euclid"}, False, 400, "metric"),
+        (None, {"k": "100000"}, False, 400, "k"),
+    ],
+)
+def test_bad_binary_bodies_are_refused_naming_the_field(setup, body, params, batch, status, message) -> None:
+    client, corpus, _ = setup
+    content = body if body is not None else corpus.queries[0].astype("<f4").tobytes()
+    path = "/v1/collections/flat/search" + ("/batch" if batch else "")
+    response = client.post(path, content=content, headers={"Content-Type": "application/octet-stream"}, params=params)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]["message"], response.text
+
+
+def test_a_repeated_binary_parameter_is_refused(setup) -> None:
+    client, corpus, _ = setup
+    response = client.post(
+        "/v1/collections/flat/search?k=2&k=3",
+        content=corpus.queries[0].astype("<f4").tobytes(),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert response.status_code == 400 and "k: given more than once" in response.json()["error"]["message"]
