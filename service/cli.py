@@ -15,6 +15,9 @@ OPENMP_DEFAULTS = {
     "OMP_WAIT_POLICY": "PASSIVE",
 }
 
+# uvicorn's httptools protocol writing each response to the socket once (see the module).
+HTTP_PROTOCOL = "service.protocol:OneWriteProtocol"
+
 
 def main() -> int:
     """Validate settings, then hand over to uvicorn (workers share index pages through mmap)."""
@@ -48,6 +51,7 @@ def main() -> int:
         log_config=config,
         log_level=settings.log_level.lower(),
         access_log=False,
+        http=HTTP_PROTOCOL,
     )
     return 0
 
