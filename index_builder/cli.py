@@ -21,7 +21,7 @@ from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
 from index_builder.attributes import AttributeSpec
-from index_builder.indexes import KINDS, IndexOptions
+from index_builder.indexes import HNSW_CODES, KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
 from index_builder.publish import check_writable
@@ -74,6 +74,12 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--mips-ranges", type=_positive, default=8, help="norm ranges of --mips ranged (default 8)")
     p.add_argument("--hnsw-m", type=_positive, default=32)
+    p.add_argument(
+        "--hnsw-codes",
+        choices=sorted(HNSW_CODES),
+        help="how the HNSW graph stores vectors: float32 (default), sq8 or fp16 (scalar-quantized, "
+        "rescored exactly from the float vectors; sq8 searches about a third faster)",
+    )
     p.add_argument("--ef-construction", type=_positive, default=128)
     p.add_argument("--nlist", type=_positive, help="IVF lists (default ~4*sqrt(n))")
     p.add_argument("--pq-m", type=_positive, help="PQ sub-quantizers (must divide the dimension)")
@@ -156,6 +162,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     options = IndexOptions(
         kind=args.index or "flat",
         hnsw_m=args.hnsw_m,
+        hnsw_codes=args.hnsw_codes or "float32",
         ef_construction=args.ef_construction,
         nlist=args.nlist,
         pq_m=args.pq_m,

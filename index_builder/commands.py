@@ -116,6 +116,7 @@ def build_from_current(
         args.attributes_file = str(folded.attributes.side_file) if folded.attributes else None
         args.metrics = args.metrics or ",".join(current.metrics)
         args.index = args.index or str(current.build_params.get("index", "flat"))
+        args.hnsw_codes = args.hnsw_codes or current.build_params.get("hnsw_codes")
         request = request_of()
         extra = {**request.extra_params, "from_current": folded.source}
         return build(replace(request, journal_position=folded.position, extra_params=extra), progress)

@@ -24,6 +24,12 @@ LOSSY_REFINE_FACTOR = 10
 # L2 over the MIPS augmentation ranks by |q|^2 + M^2 - 2 q.x in float32, which blurs inner
 # products closer than ~eps * M^2; fetching 2k and rescoring exactly restores the true order.
 AUGMENTED_REFINE_FACTOR = 2
+# How an HNSW graph stores its vectors: float32, or scalar-quantized codes (a quarter or half the
+# bytes per distance, so a search touches less memory). The codes keep the graph's ranking but for
+# near ties; fetching 2k candidates and rescoring them exactly from the float vectors gives the
+# float graph's recall at the same efSearch (bench/results/search_core.md).
+HNSW_CODES = {"float32": "", "sq8": "_SQ8", "fp16": "_SQfp16"}
+HNSW_CODES_REFINE_FACTOR = 2
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class IndexOptions:
 
     kind: str = "flat"
     hnsw_m: int = 32
+    hnsw_codes: str = "float32"
     ef_construction: int = 128
     nlist: int | None = None
     pq_m: int | None = None
@@ -84,10 +91,13 @@ def plan_index(options: IndexOptions, dim: int, count: int, augmented: bool = Fa
     """
     kind = options.kind
     ef_construction = None
+    if options.hnsw_codes != "float32" and kind != "hnsw":
+        raise InputError(f"--hnsw-codes {options.hnsw_codes} applies to --index hnsw, not {kind!r}")
     if kind == "flat":
         factory = "Flat"
     elif kind == "hnsw":
-        factory, ef_construction = f"HNSW{options.hnsw_m}", options.ef_construction
+        factory = f"HNSW{options.hnsw_m}{HNSW_CODES[options.hnsw_codes]}"
+        ef_construction = options.ef_construction
     elif kind in ("ivf", "ivfpq"):
         nlist = options.nlist or default_nlist(count)
         if nlist > count:
@@ -105,6 +115,8 @@ def plan_index(options: IndexOptions, dim: int, count: int, augmented: bool = Fa
         factory, kind = options.kind, "factory"
     lossy = any(code in factory for code in LOSSY_CODES)
     default_refine = LOSSY_REFINE_FACTOR if lossy else (AUGMENTED_REFINE_FACTOR if augmented else 1)
+    if kind == "hnsw" and options.hnsw_codes != "float32":
+        default_refine = max(HNSW_CODES_REFINE_FACTOR, AUGMENTED_REFINE_FACTOR if augmented else 1)
     refine = options.refine_factor or default_refine
     return IndexPlan(kind, factory, dim, refine, ef_construction)
 

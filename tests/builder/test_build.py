@@ -109,6 +109,7 @@ def test_shards_in_a_directory_or_glob_give_the_same_index_as_one_file(corpus: C
 KINDS = [
     ("flat", []),
     ("hnsw", ["--hnsw-m", "16"]),
+    ("hnsw", ["--hnsw-codes", "sq8"]),
     ("ivf", ["--nlist", "16"]),
     ("ivfpq", ["--nlist", "8"]),
     ("IVF8,SQ8", []),
@@ -119,7 +120,7 @@ LAYOUT_OF = {"none": "ip", "l2": "l2_augmented", "ranged": "l2_ranged"}
 
 
 @pytest.mark.parametrize("mips", ["none", "l2", "ranged"])
-@pytest.mark.parametrize("kind, flags", KINDS, ids=[k for k, _ in KINDS])
+@pytest.mark.parametrize("kind, flags", KINDS, ids=[" ".join([k, *f]) for k, f in KINDS])
 def test_every_index_kind_reports_recall_that_a_recomputation_matches(
     kind: str, flags: list[str], mips: str, corpus: Corpus, tmp_path: Path
 ) -> None:
@@ -141,6 +142,29 @@ def test_every_index_kind_reports_recall_that_a_recomputation_matches(
         scores, rows = ann_topk(served, corpus.queries, 10, value)
         assert recall_at_k(truth, scores, rows) == pytest.approx(check.recall_at_10, abs=1e-4)
     assert manifest.metrics["dot"].index.layout == LAYOUT_OF[mips]
+
+
+@pytest.mark.parametrize(("codes", "factory"), [("sq8", "HNSW32_SQ8"), ("fp16", "HNSW32_SQfp16")])
+def test_hnsw_codes_are_rescored_from_the_float_vectors(
+    codes: str, factory: str, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Quantized graph storage: 2k candidates rescored exactly, so scores are the true ones and the
+    self-check still reaches the target; the choice is kept by a build from the current version."""
+    assert build(tmp_path, corpus, "c", "--index", "hnsw", "--hnsw-codes", codes) == 0
+    path, manifest = active_manifest(tmp_path, "c")
+    for entry in manifest.metrics.values():
+        assert entry.index.factory == factory and entry.index.refine_factor == 2
+        assert entry.index.self_check.recall_at_10 >= 0.95
+    assert manifest.build_params["hnsw_codes"] == codes
+    assert main(["build", "--name", "c", "--root", str(tmp_path), "--from-current", "--quiet"]) == 0
+    _, rebuilt = active_manifest(tmp_path, "c")
+    assert rebuilt.version != manifest.version
+    assert {e.index.factory for e in rebuilt.metrics.values()} == {factory}
+
+
+def test_hnsw_codes_need_an_hnsw_index(corpus: Corpus, tmp_path: Path, capsys) -> None:
+    assert build(tmp_path, corpus, "c", "--index", "ivf", "--hnsw-codes", "sq8") == 2
+    assert "--hnsw-codes sq8 applies to --index hnsw, not 'ivf'" in capsys.readouterr().err
 
 
 def test_default_knobs_reach_the_target_recall(corpus: Corpus, tmp_path: Path) -> None:
