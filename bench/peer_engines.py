@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 
 from bench.peer_data import K, PeerData
-from bench.service_load import BIN, Server, free_port
+from bench.service_load import Server, free_port
 
 WORK = Path(__file__).parent / ".work" / "peers"
 HNSW_M, EF_CONSTRUCTION = 32, 128
@@ -112,33 +112,13 @@ class HttpClient:
 
 def dotcos_collection(data: PeerData, root: Path, docs: Path, name: str, extra: tuple[str, ...] = ()) -> float:
     """Build a collection (both metrics, HNSW32, efConstruction 128, tuned on the queries)."""
+    from bench.scaleout import build_collection
+
     root.parent.mkdir(parents=True, exist_ok=True)
-    np.save(root.parent / "queries.npy", data.queries)
-    argv = [
-        str(BIN / "dotcos-build"),
-        "build",
-        "--input",
-        str(docs),
-        "--name",
-        name,
-        "--root",
-        str(root),
-        "--metrics",
-        "dot,cosine",
-        "--index",
-        "hnsw",
-        "--hnsw-m",
-        str(HNSW_M),
-        "--ef-construction",
-        str(EF_CONSTRUCTION),
-        "--queries",
-        str(root.parent / "queries.npy"),
-        "--quiet",
-        *extra,
-    ]
-    started = time.perf_counter()
-    subprocess.run(argv, check=True, capture_output=True)
-    return time.perf_counter() - started
+    queries = root.parent / "queries.npy"
+    np.save(queries, data.queries)
+    knobs = ("--hnsw-m", str(HNSW_M), "--ef-construction", str(EF_CONSTRUCTION), "--queries", str(queries))
+    return build_collection(root, docs, name, "hnsw", *knobs, *extra, metrics="dot,cosine")
 
 
 def dotcos_engines(
