@@ -11,6 +11,9 @@
 #   chroma    the Chroma server in its own virtualenv (bench/.work/chroma-venv, as bench.run uses it).
 #   qdrant    the Qdrant engine in-process (qdrant-edge-py, the bench extra): no Qdrant server is
 #             packaged in the registries.
+#   vdbbench  VectorDBBench 2.0 with its Redis and pgvector clients in its own virtualenv
+#             (bench/.work/vdb-venv), for bench.vdbbench; redis-py below 6, since its Redis client
+#             imports redis.commands.search.indexDefinition, which redis-py 6 renamed.
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 WORK="$HERE/.work/peers"
@@ -48,7 +51,7 @@ setup_redis() {
 
 setup_pgvector() {
   local pg=/usr/lib/postgresql/15/bin
-  if [ ! -x "$pg/pg_config" ] || [ ! -x "$pg/postgres" ]; then
+  if [ ! -x "$pg/postgres" ] || [ ! -e /usr/include/postgresql/15/server/postgres.h ]; then
     $SUDO apt-get install -y -qq postgresql-15 postgresql-server-dev-15 >/dev/null || return 1
   fi
   if [ ! -e "$($pg/pg_config --sharedir)/extension/vector.control" ]; then
@@ -72,7 +75,14 @@ setup_qdrant() {
   "$HERE/../.venv/bin/python" -c "import qdrant_edge" 2>/dev/null
 }
 
-for peer in redis pgvector chroma qdrant; do
+setup_vdbbench() {
+  local venv="$HERE/.work/vdb-venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || return 1
+  "$venv/bin/python" -c "import vectordb_bench" 2>/dev/null \
+    || "$venv/bin/pip" install --quiet "vectordb-bench[redis,pgvector]==2.0.0" "redis<6"
+}
+
+for peer in redis pgvector chroma qdrant vdbbench; do
   if "setup_$peer" >"$WORK/$peer.setup.log" 2>&1; then
     status "$peer" ok
   else
