@@ -9,7 +9,6 @@ not set up raises `Unavailable` with the reason, which the bench prints in its t
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.onesend import OneSendConnection
 from bench.peer_data import K, PeerData
 from bench.service_load import Server, free_port
 
@@ -93,10 +93,10 @@ def _server_engine(
 
 
 class HttpClient:
-    """A keep-alive HTTP/1.1 connection (http.client: cheap per request, like a C client's share)."""
+    """A keep-alive HTTP/1.1 connection sending each request in one write (bench.onesend)."""
 
     def __init__(self, port: int) -> None:
-        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.connection = OneSendConnection("127.0.0.1", port, timeout=30)
 
     def post(self, path: str, body: bytes, content_type: str = "application/json") -> bytes:
         self.connection.request("POST", path, body, {"Content-Type": content_type})
@@ -156,8 +156,8 @@ def dotcos_engines(
 REDIS_METRICS = {"dot": "IP", "cosine": "COSINE"}
 
 
-def redis_engines(data: PeerData) -> tuple[Server, list[Engine]]:
-    """Redis Stack with one RediSearch HNSW index per metric (TIMEOUT 0: never partial results)."""
+def redis_server() -> tuple[Server, int]:
+    """An empty Redis Stack with RediSearch (TIMEOUT 0: never partial results) and its port."""
     peer_status("redis")
     import redis
 
@@ -166,8 +166,19 @@ def redis_engines(data: PeerData) -> tuple[Server, list[Engine]]:
     port = free_port()
     argv = [str(server_bin), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     argv += ["--loadmodule", str(module), "TIMEOUT", "0"]
-    env = {"LD_LIBRARY_PATH": str(WORK / "libssl1.1/usr/lib/x86_64-linux-gnu")}
-    server, load = _serving("redis", argv, WORK / "redis.log", lambda: _load_redis(port, data), {**os.environ, **env})
+    env = {**os.environ, "LD_LIBRARY_PATH": str(WORK / "libssl1.1/usr/lib/x86_64-linux-gnu")}
+    server = _started("redis", argv, WORK / "redis.log", env)
+    connection = redis.Redis(port=port, protocol=2)
+    _retry(connection.ping, redis.ConnectionError, server)
+    return server, port
+
+
+def redis_engines(data: PeerData) -> tuple[Server, list[Engine]]:
+    """Redis Stack with one RediSearch HNSW index per metric."""
+    import redis
+
+    server, port = redis_server()
+    load = _loaded(server, lambda: _load_redis(port, data))
 
     def engine(metric: str) -> Engine:
         def client() -> Search:
@@ -188,14 +199,28 @@ def redis_engines(data: PeerData) -> tuple[Server, list[Engine]]:
     return server, [engine("dot"), engine("cosine")]
 
 
-def _serving(
-    name: str, argv: list[str], log: Path, load: Callable[[], float], env: dict[str, str] | None = None
-) -> tuple[Server, float]:
-    """A server process (output in `log`) and the seconds `load` took; stopped if loading fails."""
+def _started(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Server:
+    """A server process, its output in `log`."""
     with open(log, "wb") as handle:
-        server = Server(name, subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT), "")
+        return Server(name, subprocess.Popen(argv, env=env, stdout=handle, stderr=subprocess.STDOUT), "")
+
+
+def _retry(call: Callable[[], Any], error: type[Exception], server: Server) -> None:
+    """Call until it no longer raises `error` (the server is still starting); 30 s at most."""
+    for _ in range(300):
+        try:
+            call()
+            return
+        except error:
+            time.sleep(0.1)
+    server.stop()
+    raise Unavailable(f"{server.name} did not answer within 30 s")
+
+
+def _loaded(server: Server, load: Callable[[], float]) -> float:
+    """The seconds `load` took; the server is stopped if loading fails."""
     try:
-        return server, load()
+        return load()
     except BaseException:
         server.stop()
         raise
@@ -206,12 +231,6 @@ def _load_redis(port: int, data: PeerData) -> float:
     import redis
 
     connection = redis.Redis(port=port, protocol=2)
-    for _ in range(200):
-        try:
-            connection.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
     started = time.perf_counter()
     for metric, distance in REDIS_METRICS.items():
         connection.execute_command(
@@ -257,15 +276,8 @@ def _load_pg(dsn: str, data: PeerData) -> float:
     """The table copied in and both metrics' HNSW indexes built; the seconds it took."""
     import psycopg
 
-    for _ in range(300):
-        try:
-            psycopg.connect(dsn).close()
-            break
-        except psycopg.OperationalError:
-            time.sleep(0.1)
     started = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as connection:
-        connection.execute("CREATE EXTENSION vector")
         connection.execute(f"CREATE TABLE items (id integer PRIMARY KEY, v vector({data.dim}))")
         with connection.cursor().copy("COPY items (id, v) FROM STDIN") as copy:
             for i, vector in enumerate(data.docs):
@@ -275,8 +287,8 @@ def _load_pg(dsn: str, data: PeerData) -> float:
     return time.perf_counter() - started
 
 
-def pgvector_engines(data: PeerData) -> tuple[Server, list[Engine]]:
-    """PostgreSQL 15 + pgvector 0.8 at its HNSW defaults (m 16, ef_construction 64), one index per metric."""
+def pg_server() -> tuple[Server, str]:
+    """An empty PostgreSQL 15 with the pgvector extension created, and its connection string."""
     peer_status("pgvector")
     import psycopg
 
@@ -292,8 +304,19 @@ def pgvector_engines(data: PeerData) -> tuple[Server, list[Engine]]:
     settings = ["listen_addresses=127.0.0.1", "shared_buffers=512MB", "maintenance_work_mem=1GB", "fsync=off"]
     argv = [str(PG / "postgres"), "-D", str(home / "data"), "-p", str(port), "-k", str(home)]
     dsn = f"host=127.0.0.1 port={port} user=bench dbname=postgres"
-    argv = _as_pg_user([*argv, *(f"-c{s}" for s in settings)])
-    server, load = _serving("pgvector", argv, WORK / "pgvector.log", lambda: _load_pg(dsn, data))
+    server = _started("pgvector", _as_pg_user([*argv, *(f"-c{s}" for s in settings)]), WORK / "pgvector.log")
+    _retry(lambda: psycopg.connect(dsn).close(), psycopg.OperationalError, server)
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute("CREATE EXTENSION vector")
+    return server, dsn
+
+
+def pgvector_engines(data: PeerData) -> tuple[Server, list[Engine]]:
+    """pgvector 0.8 at its HNSW defaults (m 16, ef_construction 64), one index per metric."""
+    import psycopg
+
+    server, dsn = pg_server()
+    load = _loaded(server, lambda: _load_pg(dsn, data))
 
     def engine(metric: str) -> Engine:
         operator = PG_OPS[metric][1]
