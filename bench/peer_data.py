@@ -3,7 +3,8 @@
 bench/data/peers.npz is made by `python -m bench.text_embeddings --docs 50000 --queries 500 --out
 bench/data/peers.npz`: Debian package descriptions as documents, Python module docstrings as
 queries (a related but different source, as a user tower differs from the item tower), MiniLM,
-mean-pooled, not normalized, so dot and cosine rank differently.
+mean-pooled, not normalized, so dot and cosine rank differently. `python -m bench.peer_data --out F`
+writes seeded two-tower vectors in the same form (bench.peers --data F), for runs at 1M documents.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ class PeerData:
             queries = self.queries.astype(np.float64)
             if metric == "cosine":
                 queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-            self._truth[metric] = np.sort(queries @ docs.T, axis=1)[:, -K]
+            blocks = [np.partition(block @ docs.T, -K, axis=1)[:, -K] for block in np.array_split(queries, 20)]
+            self._truth[metric] = np.concatenate(blocks)
         return self._truth[metric]
 
     def recall(self, metric: str, rows: np.ndarray) -> float:
@@ -67,3 +69,25 @@ def load_peer_data(path: Path = PEER_DATA) -> PeerData:
         raise SystemExit(f"{path} is missing; make it with: {MADE_BY}")
     data = np.load(path)
     return PeerData(np.ascontiguousarray(data["docs"], np.float32), np.ascontiguousarray(data["queries"], np.float32))
+
+
+def main() -> None:
+    """Write a peers data file of seeded two-tower vectors (for the large run: real text at 1M
+    documents takes hours to embed on two cores)."""
+    import argparse
+
+    from index_builder.synthetic import TwoTowerSpec, two_tower
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    docs, queries = two_tower(TwoTowerSpec(docs=args.docs, queries=args.queries, dim=args.dim, seed=11))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, docs=docs, queries=queries)
+
+
+if __name__ == "__main__":
+    main()

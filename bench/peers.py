@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import tempfile
 import threading
 import time
@@ -27,7 +29,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 
-from bench.peer_data import K, PeerData, load_peer_data
+from bench.peer_data import PEER_DATA, K, PeerData, load_peer_data
 from bench.peer_engines import (
     Engine,
     Unavailable,
@@ -45,14 +47,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 TARGET = 0.95
 CLIENTS = (8, 64)
+CORES = os.cpu_count() or 1
 DOTCOS_BUILDS = {"float32": (), "sq8": ("--hnsw-codes", "sq8")}
-DOTCOS_VARIANTS = (
-    # label, collection (codes), server environment, binary body
-    ("dotcos, JSON, executor hop (the previous path)", "float32", {"DOTCOS_INLINE_MAX_COST": "0"}, False),
-    ("dotcos, JSON", "float32", {}, False),
-    ("dotcos, JSON, --hnsw-codes sq8", "sq8", {}, False),
-    ("dotcos, binary body, --hnsw-codes sq8", "sq8", {}, True),
-)
+DOTCOS_VARIANTS = {
+    # key: label, collection (codes), server environment, binary body
+    "previous": ("dotcos, JSON, executor hop (the previous path)", "float32", {"DOTCOS_INLINE_MAX_COST": "0"}, False),
+    "json": ("dotcos, JSON", "float32", {}, False),
+    "json-sq8": ("dotcos, JSON, --hnsw-codes sq8", "sq8", {}, False),
+    "binary-sq8": ("dotcos, binary body, --hnsw-codes sq8", "sq8", {}, True),
+}
 
 
 def sweep(engine: Engine, data: PeerData) -> dict[str, Any]:
@@ -145,9 +148,15 @@ def stopped(server: Server, engines: list[Engine], data: PeerData, seconds: floa
 Rows = list[dict[str, Any]]
 
 
-def run_all(data: PeerData, work: Path, seconds: float, only: set[str] | None) -> tuple[Rows, list[dict[str, str]]]:
+Floors = list[dict[str, Any]]
+
+
+def run_all(
+    data: PeerData, work: Path, seconds: float, only: set[str] | None, variants: list[str]
+) -> tuple[Rows, list[dict[str, str]], Floors]:
     rows: list[dict[str, Any]] = []
     missing: list[dict[str, str]] = []
+    floors: Floors = []
     docs = work / "docs.npy"
     np.save(docs, data.docs)
 
@@ -161,10 +170,13 @@ def run_all(data: PeerData, work: Path, seconds: float, only: set[str] | None) -
             missing.append({"engine": name, "reason": str(exc)})
 
     def dotcos() -> Rows:
-        roots = {name: work / "dotcos" / name for name in DOTCOS_BUILDS}  # one collection per server
-        built = {name: dotcos_collection(data, roots[name], docs, name, extra) for name, extra in DOTCOS_BUILDS.items()}
+        chosen = [DOTCOS_VARIANTS[key] for key in variants]
+        codes = dict.fromkeys(name for _, name, _, _ in chosen)
+        roots = {name: work / "dotcos" / name for name in codes}  # one collection per server
+        built = {name: dotcos_collection(data, roots[name], docs, name, DOTCOS_BUILDS[name]) for name in codes}
+        floors.extend(in_process_floor(roots[name], name, data) for name in codes)
         out = []
-        for label, name, env, binary in DOTCOS_VARIANTS:
+        for label, name, env, binary in chosen:
             server, engines = dotcos_engines(roots[name], name, label, built[name], env, binary)
             out += stopped(server, engines, data, seconds)
         return out
@@ -186,15 +198,26 @@ def run_all(data: PeerData, work: Path, seconds: float, only: set[str] | None) -
         return out
 
     attempt("chroma", chroma)
-    return rows, missing
+    return rows, missing, floors
 
 
-def report(rows: list[dict[str, Any]], missing: list[dict[str, str]], seconds: float) -> str:
+def in_process_floor(root: Path, name: str, data: PeerData) -> dict[str, Any]:
+    """FAISS alone on a collection's own index, in this process, at the build's knob: the queries
+    in one batched call on every core (what no server can beat), and one query per call on one thread."""
+    from bench import inprocess
+
+    timing = inprocess.Timing(len(data.queries), 3.0)
+    found = inprocess.faiss_reference(root, name, data.queries, timing)
+    return {"codes": name, "metrics": found, "cores": CORES}
+
+
+def report(rows: Rows, missing: list[dict[str, str]], floors: Floors, run: argparse.Namespace, data: PeerData) -> str:
     lines = [
         "# Peers: dotcos against Redis Stack, pgvector, Chroma and the Qdrant engine",
         "",
-        f"`bash bench/peers_setup.sh && python -m bench.peers` (load {seconds:g} s per point): 50k x 384 MiniLM "
-        "documents (not normalized), 500 shifted queries, recall@10 tie-aware against numpy, each engine at "
+        f"`bash bench/peers_setup.sh && python -m bench.peers {' '.join(run.argv)}` (load {run.seconds:g} s per "
+        f"point): {len(data.docs):,} x {data.dim} documents from {run.data} (not normalized), "
+        f"{len(data.queries)} shifted queries, recall@10 tie-aware against numpy, each engine at "
         "the smallest knob reaching 0.95, HNSW M 32 / efConstruction 128 (pgvector: m 16, ef_construction 64). "
         "CPU is the server's process tree per query (in-process engines: the whole bench process, clients "
         "included). All rows from one run on this 2-core machine, clients and server sharing the cores.",
@@ -212,7 +235,45 @@ def report(rows: list[dict[str, Any]], missing: list[dict[str, str]], seconds: f
         )
     for m in missing:
         lines.append(f"| {m['engine']} | - | not measured: {m['reason']} | | | | | | | | | |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + floor_report(rows, floors)) + "\n"
+
+
+def floor_report(rows: Rows, floors: Floors) -> list[str]:
+    """The service against FAISS alone on the same index: its best QPS over batched FAISS's."""
+    if not floors:
+        return []
+    lines = [
+        "",
+        "## The service against in-process FAISS on the same index",
+        "",
+        "FAISS called directly on the collection's own index at the build's knob: all queries in one call "
+        "on every core (no server can beat it), and one query per call on one thread. The service figure is "
+        "its best QPS over the client counts above, from the rows using that index.",
+        "",
+        "| index | metric | knob | FAISS batched QPS | FAISS CPU us/q batched | FAISS 1 thread, 1 query per call QPS "
+        "| service best QPS (variant) | service / batched FAISS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for floor in floors:
+        for metric, faiss in floor["metrics"].items():
+            served = [
+                (max(r[f"c{c}"]["qps"] for c in CLIENTS), r["engine"])
+                for r in rows
+                if r["metric"] == metric and r["engine"].startswith("dotcos")
+                if codes_of(r["engine"]) == floor["codes"]
+            ]
+            best, engine = max(served, default=(0.0, "-"))
+            cpu_us = floor["cores"] / faiss["qps_batch"] * 1e6
+            lines.append(
+                f"| HNSW32 {floor['codes']} | {metric} | efSearch {faiss['value']} | {faiss['qps_batch']:,.0f} "
+                f"| {cpu_us:,.0f} | {faiss['qps_single']:,.0f} | {best:,.0f} ({engine}) "
+                f"| {best / faiss['qps_batch']:.2f} |"
+            )
+    return lines
+
+
+def codes_of(engine: str) -> str:
+    return next((name for name in DOTCOS_BUILDS if name != "float32" and name in engine), "float32")
 
 
 def plot(path: Path, rows: Rows) -> None:
@@ -237,17 +298,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--only", help="comma-separated engines: dotcos,redis,qdrant,pgvector,chroma")
+    parser.add_argument("--data", type=Path, default=PEER_DATA, help="an .npz of docs and queries")
+    parser.add_argument("--dotcos-variants", default=",".join(DOTCOS_VARIANTS), help=", ".join(DOTCOS_VARIANTS))
+    parser.add_argument("--name", help="results file name (default: peers, or peers-<only>)")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
-    data = load_peer_data()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows, missing = run_all(data, Path(tmp), args.seconds, set(args.only.split(",")) if args.only else None)
-    name = "peers" if args.only is None else "peers-" + args.only.replace(",", "-")
+    args.argv = sys.argv[1:]
+    data = load_peer_data(args.data)
+    variants = args.dotcos_variants.split(",")
+    if unknown := set(variants) - set(DOTCOS_VARIANTS):
+        parser.error(f"--dotcos-variants: unknown {', '.join(sorted(unknown))}; known: {', '.join(DOTCOS_VARIANTS)}")
+    only = set(args.only.split(",")) if args.only else None
+    with tempfile.TemporaryDirectory(dir=args.data.parent) as tmp:
+        rows, missing, floors = run_all(data, Path(tmp), args.seconds, only, variants)
+    name = args.name or ("peers" if args.only is None else "peers-" + args.only.replace(",", "-"))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps({"rows": rows, "missing": missing}, indent=1))
-    (args.out / f"{name}.md").write_text(report(rows, missing, args.seconds))
+    result = {"rows": rows, "missing": missing, "floors": floors, "argv": args.argv}
+    (args.out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{name}.md").write_text(report(rows, missing, floors, args, data))
     plot(args.out / f"{name}.png", rows)
-    print(report(rows, missing, args.seconds))
+    print(report(rows, missing, floors, args, data))
 
 
 if __name__ == "__main__":
