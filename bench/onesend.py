@@ -2,7 +2,9 @@
 
 http.client (and so requests and httpx's sync path) sends the head and the body of a request in
 two writes, and the server then reads the request in two: one more wake-up, read and loop turn
-per request, measured at 10-15 % of dotcos's CPU per search here (bench/results/peers.md). curl,
+per request. Sequential binary searches of the 50k SQ8 peers collection cost dotcos 1,400-1,425
+us of CPU each with two writes and 1,200-1,240 with one in one A/B, 950-1,015 and 895-915 in a
+second (6-16 %). curl,
 Go's net/http and Java's clients send a small request in one write, as redis-py sends a command;
 the bench's HTTP clients do too, so HTTP servers are not charged for one client library's habit.
 Standard library only: bench/vdbbench_client.py runs it inside VectorDBBench's virtualenv.
