@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,12 +164,15 @@ def sweep_ours(
     return rows
 
 
-def faiss_reference(root: Path, config: str, queries: np.ndarray, timing: Timing) -> dict[str, dict[str, float]]:
-    """Raw FAISS on the same index at its default knob: one query per call, one thread; batched, all."""
+def faiss_reference(
+    root: Path, config: str, queries: np.ndarray, timing: Timing, knobs: Mapping[str, int] | None = None
+) -> dict[str, dict[str, float]]:
+    """Raw FAISS on the same index at its default knob, or the one `knobs` gives for a metric (to
+    compare with a service measured there): one query per call, one thread; batched, all."""
     manifest, _, part = _served(root, config)
     out = {}
     for metric, served in part.indexes.items():
-        value = manifest.metrics[metric].index.search_params.get(served.param or "")
+        value = (knobs or {}).get(metric, manifest.metrics[metric].index.search_params.get(served.param or ""))
         out[metric] = _raw_faiss(served, queries, value, timing)
     return out
 

@@ -82,7 +82,7 @@ class Engine:
     memory_bytes: Callable[[], int]
     load_seconds: float
     in_process: bool = False
-    knobs: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256)
+    knobs: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 def _server_engine(
