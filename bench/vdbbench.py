@@ -7,8 +7,9 @@ neighbors.parquet with numpy's exact top 100); each engine's server is started e
 VectorDBBench's own command line (in its own virtualenv, with dotcos registered by
 bench/vdbbench_client.py) loads, optimizes and searches it with its own clients: redis-py for
 Redis, psycopg for pgvector, HTTP with a raw float32 body for dotcos. Knobs are the ones bench.peers
-found reaching recall 0.95 on this data. Its Redis client always builds a COSINE index, so Redis runs
-the COSINE case only.
+found reaching recall 0.95 on this data, per engine and metric (read from its results file; the
+flags --dotcos-ef, --redis-ef and --pg-ef override them). Its Redis client always builds a COSINE
+index, so Redis runs the COSINE case only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,25 @@ VENV = WORK.parent / "vdb-venv"
 GROUND_TRUTH = 100
 CASE_METRICS = {"dot": "IP", "cosine": "COSINE"}
 TOKEN = "vdbbench"
+# Each engine's bench.peers row (by the start of its label), its knob's name there and without one.
+PEER_ROWS = {
+    "dotcos": ("dotcos, binary body, --hnsw-codes sq8", "efSearch", 48),
+    "redis": ("Redis Stack", "EF_RUNTIME", 64),
+    "pgvector": ("pgvector", "ef_search", 96),
+}
+Knobs = dict[tuple[str, str], int]
+
+
+def peer_knobs(path: Path, args: argparse.Namespace) -> Knobs:
+    """The knob per engine and metric: a flag's, else bench.peers' row's, else the fallback."""
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    flags = {"dotcos": args.dotcos_ef, "redis": args.redis_ef, "pgvector": args.pg_ef}
+    knobs = {}
+    for engine, (label, _, fallback) in PEER_ROWS.items():
+        for metric in CASE_METRICS:
+            found = [r["knob"] for r in rows if r["engine"].startswith(label) and r["metric"] == metric]
+            knobs[engine, metric] = flags[engine] or (found or [fallback])[0]
+    return knobs
 
 
 def export(data: PeerData, metric: str, out: Path) -> Path:
@@ -84,7 +104,7 @@ def run_case(command: list[str], results: Path) -> dict[str, Any]:
     return metrics
 
 
-def engines(args: argparse.Namespace) -> tuple[list[Server], list[tuple[str, str, list[str]]]]:
+def engines(knobs: Knobs) -> tuple[list[Server], list[tuple[str, str, list[str]]]]:
     """The servers, started empty, and per engine and metric VectorDBBench's subcommand and flags."""
     servers, cases = [], []
     root = VDB / "indexes"
@@ -95,12 +115,12 @@ def engines(args: argparse.Namespace) -> tuple[list[Server], list[tuple[str, str
     flags = ["--url", dotcos.url, "--index-root", str(root), "--admin-token", TOKEN, "--dotcos-build"]
     flags += [str(BIN / "dotcos-build"), "--m", str(HNSW_M), "--ef-construction", "128", "--hnsw-codes", "sq8"]
     for metric in CASE_METRICS:
-        cases.append(("dotcos", metric, ["dotcos", *flags, "--ef-runtime", str(args.dotcos_ef)]))
+        cases.append(("dotcos", metric, ["dotcos", *flags, "--ef-runtime", str(knobs["dotcos", metric])]))
     try:
         redis, port = redis_server()
         servers.append(redis)
         flags = ["--host", "127.0.0.1", "--port", str(port), "--no-ssl", "--m", str(HNSW_M), "--ef-construction", "128"]
-        cases.append(("redis", "cosine", ["redis", *flags, "--ef-runtime", str(args.redis_ef)]))
+        cases.append(("redis", "cosine", ["redis", *flags, "--ef-runtime", str(knobs["redis", "cosine"])]))
     except Unavailable as error:
         print(f"Redis Stack: {error}")
     try:
@@ -108,8 +128,9 @@ def engines(args: argparse.Namespace) -> tuple[list[Server], list[tuple[str, str
         servers.append(pg)
         port = dsn.split("port=")[1].split()[0]
         flags = ["--user-name", "bench", "--password", "bench", "--host", "127.0.0.1", "--port", port]
-        flags += ["--db-name", "postgres", "--m", "16", "--ef-construction", "64", "--ef-search", str(args.pg_ef)]
-        cases += [("pgvector", metric, ["pgvectorhnsw", *flags]) for metric in CASE_METRICS]
+        flags += ["--db-name", "postgres", "--m", "16", "--ef-construction", "64"]
+        for metric in CASE_METRICS:
+            cases.append(("pgvector", metric, ["pgvectorhnsw", *flags, "--ef-search", str(knobs["pgvector", metric])]))
     except Unavailable as error:
         print(f"pgvector: {error} (PostgreSQL runs as {PG_USER})")
     return servers, cases
@@ -148,9 +169,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=15, help="each concurrency level's duration")
     parser.add_argument("--concurrency", default="1,8", help="VectorDBBench's --num-concurrency")
-    parser.add_argument("--dotcos-ef", type=int, default=48)
-    parser.add_argument("--redis-ef", type=int, default=64)
-    parser.add_argument("--pg-ef", type=int, default=96)
+    parser.add_argument("--knobs-from", type=Path, default=Path("bench/results/peers.json"), help="peers results")
+    parser.add_argument("--dotcos-ef", type=int, help="efSearch for both metrics")
+    parser.add_argument("--redis-ef", type=int, help="EF_RUNTIME")
+    parser.add_argument("--pg-ef", type=int, help="hnsw.ef_search for both metrics")
     parser.add_argument("--data", type=Path, default=PEER_DATA, help="an .npz of docs and queries")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
@@ -158,16 +180,13 @@ def main() -> None:
         raise SystemExit(f"{VENV} is missing: run bash bench/peers_setup.sh")
     data = load_peer_data(args.data)
     datasets = {metric: export(data, metric, VDB / "data" / metric) for metric in CASE_METRICS}
-    knobs = {
-        "dotcos": f"efSearch {args.dotcos_ef}",
-        "redis": f"EF_RUNTIME {args.redis_ef}",
-        "pgvector": f"ef_search {args.pg_ef}",
-    }
-    servers, cases = engines(args)
+    knobs = peer_knobs(args.knobs_from, args)
+    servers, cases = engines(knobs)
     rows = []
     try:
         for engine, metric, command in cases:
-            row: dict[str, Any] = {"engine": engine, "metric": metric, "knob": knobs[engine]}
+            knob = f"{PEER_ROWS[engine][1]} {knobs[engine, metric]}"
+            row: dict[str, Any] = {"engine": engine, "metric": metric, "knob": knob}
             try:
                 flags = case_flags(data, metric, datasets[metric], args)
                 row["metrics"] = run_case([*command, *flags], VDB / "results")
