@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from bench.peer_data import PEER_DATA, PeerData, load_peer_data
 from bench.peer_engines import HNSW_M, PG_USER, WORK, Unavailable, pg_server, redis_server
+from bench.peers import DOTCOS_VARIANTS
 from bench.service_load import BIN, Server, start_dotcos
 
 VDB = WORK.parent / "vdb"
@@ -37,7 +38,7 @@ CASE_METRICS = {"dot": "IP", "cosine": "COSINE"}
 TOKEN = "vdbbench"
 # Each engine's bench.peers row (by the start of its label), its knob's name there and without one.
 PEER_ROWS = {
-    "dotcos": ("dotcos, binary body, --hnsw-codes sq8", "efSearch", 48),
+    "dotcos": (DOTCOS_VARIANTS["binary-sq8"][0], "efSearch", 48),
     "redis": ("Redis Stack", "EF_RUNTIME", 64),
     "pgvector": ("pgvector", "ef_search", 96),
 }
@@ -52,7 +53,8 @@ def peer_knobs(path: Path, args: argparse.Namespace) -> Knobs:
     for engine, (label, _, fallback) in PEER_ROWS.items():
         for metric in CASE_METRICS:
             found = [r["knob"] for r in rows if r["engine"].startswith(label) and r["metric"] == metric]
-            knobs[engine, metric] = flags[engine] or (found or [fallback])[0]
+            flag = flags[engine]
+            knobs[engine, metric] = flag if flag is not None else (found or [fallback])[0]
     return knobs
 
 

@@ -4,7 +4,7 @@ VectorDBBench (PyPI `vectordb-bench`) knows its clients by a closed enum, `DB`. 
 a `Dotcos` member and answers for it in the enum's three class lookups, so its runner, its
 custom-dataset performance case and its result files treat dotcos like a bundled client. This
 module runs inside VectorDBBench's own virtualenv (bench/.work/vdb-venv, made by
-`python -m bench.vdbbench setup`); it needs nothing from dotcos's but the builder's command line
+`bash bench/peers_setup.sh`); it needs nothing from dotcos's but the builder's command line
 and a running `dotcos-serve` with an admin token.
 
 dotcos builds offline and serves what it built, so the client loads the way a dotcos user does:
