@@ -151,6 +151,32 @@ def dotcos_engines(
     return server, [engine("dot"), engine("cosine")]
 
 
+def floor_engines(root: Path, name: str, load: float) -> tuple[Server, list[Engine]]:
+    """bench.search_floor_app on a dotcos collection (raw float32 bodies): the Python floor."""
+    from bench.service_load import BIN, start
+
+    port = free_port()
+    env = {"DOTCOS_FLOOR_ROOT": str(root), "DOTCOS_FLOOR_COLLECTION": name}
+    argv = [str(BIN / "python"), "-m", "bench.search_floor_app", str(port)]
+    server = start("floor", argv, env, port, "/", root.parent / f"floor-{name}.log")
+
+    def engine(metric: str) -> Engine:
+        def client() -> Search:
+            http_client = HttpClient(port)
+
+            def search(vector: np.ndarray, ef: int) -> np.ndarray:
+                path = f"/search?k={K}&metric={metric}&ef_search={ef}"
+                hits = orjson.loads(http_client.post(path, vector.astype("<f4").tobytes()))["results"]
+                return np.array([int(h["id"]) for h in hits], dtype=np.int64)
+
+            return search
+
+        label = f"Python floor ({name}): raw ASGI, one FAISS call, no checks, no rescoring"
+        return _server_engine(server, label, metric, "efSearch", client, load)
+
+    return server, [engine("dot"), engine("cosine")]
+
+
 # Redis Stack ----------------------------------------------------------------------------------
 
 REDIS_METRICS = {"dot": "IP", "cosine": "COSINE"}

@@ -11,6 +11,8 @@ Every engine is loaded with the same documents and HNSW M 32 / efConstruction 12
 - QPS and server CPU per query at 8 and 64 client threads (CPU of the server's process tree from
   /proc; in-process engines count the whole bench process, clients included, and say so);
 - load (build) time and memory (PSS of the server's process tree after loading).
+Beside them, `floor` serves dotcos's own SQ8 index from bench.search_floor_app: HTTP plus one FAISS
+call and nothing else, the least any Python service on that index can spend per query.
 A peer that could not be set up or started is listed with the reason, never dropped.
 """
 
@@ -36,6 +38,7 @@ from bench.peer_engines import (
     chroma_engine,
     dotcos_collection,
     dotcos_engines,
+    floor_engines,
     pgvector_engines,
     qdrant_engine,
     redis_engines,
@@ -171,11 +174,19 @@ def run_all(
             print(f"{name}: not measured: {exc}", flush=True)
             missing.append({"engine": name, "reason": str(exc)})
 
+    built: dict[str, float] = {}
+
+    def collection(name: str) -> Path:
+        """The dotcos collection of these codes, built once for every server that needs it."""
+        root = work / "dotcos" / name
+        if name not in built:
+            built[name] = dotcos_collection(data, root, docs, name, DOTCOS_BUILDS[name])
+        return root
+
     def dotcos() -> Rows:
         chosen = [DOTCOS_VARIANTS[key] for key in variants]
         codes = dict.fromkeys(name for _, name, _, _ in chosen)
-        roots = {name: work / "dotcos" / name for name in codes}  # one collection per server
-        built = {name: dotcos_collection(data, roots[name], docs, name, DOTCOS_BUILDS[name]) for name in codes}
+        roots = {name: collection(name) for name in codes}  # one collection per server
         out = []
         for label, name, env, binary in chosen:
             server, engines = dotcos_engines(roots[name], name, label, built[name], env, binary)
@@ -186,6 +197,7 @@ def run_all(
         return out
 
     attempt("dotcos", dotcos)
+    attempt("floor", lambda: stopped(*floor_engines(collection("sq8"), "sq8", built["sq8"]), data, seconds))
     attempt("redis", lambda: stopped(*redis_engines(data), data, seconds))
     attempt("qdrant", lambda: [measure(qdrant_engine(data, m), data, seconds) for m in ("dot", "cosine")])
     attempt("pgvector", lambda: stopped(*pgvector_engines(data), data, seconds))
@@ -302,7 +314,7 @@ def plot(path: Path, rows: Rows) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--only", help="comma-separated engines: dotcos,redis,qdrant,pgvector,chroma")
+    parser.add_argument("--only", help="comma-separated engines: dotcos,floor,redis,qdrant,pgvector,chroma")
     parser.add_argument("--data", type=Path, default=PEER_DATA, help="an .npz of docs and queries")
     parser.add_argument("--dotcos-variants", default=",".join(DOTCOS_VARIANTS), help=", ".join(DOTCOS_VARIANTS))
     parser.add_argument("--name", help="results file name (default: peers, or peers-<only>)")
