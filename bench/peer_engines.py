@@ -151,14 +151,20 @@ def dotcos_engines(
     return server, [engine("dot"), engine("cosine")]
 
 
-def floor_engines(root: Path, name: str, load: float) -> tuple[Server, list[Engine]]:
+FLOOR_FRONTS = {
+    "asgi": "raw ASGI on dotcos's uvicorn stack",
+    "raw": "asyncio + httptools, no ASGI, no uvicorn",
+}
+
+
+def floor_engines(root: Path, name: str, load: float, front: str) -> tuple[Server, list[Engine]]:
     """bench.search_floor_app on a dotcos collection (raw float32 bodies): the Python floor."""
     from bench.service_load import BIN, start
 
     port = free_port()
     env = {"DOTCOS_FLOOR_ROOT": str(root), "DOTCOS_FLOOR_COLLECTION": name}
-    argv = [str(BIN / "python"), "-m", "bench.search_floor_app", str(port)]
-    server = start("floor", argv, env, port, "/", root.parent / f"floor-{name}.log")
+    argv = [str(BIN / "python"), "-m", "bench.search_floor_app", str(port), front]
+    server = start("floor", argv, env, port, "/", root.parent / f"floor-{name}-{front}.log")
 
     def engine(metric: str) -> Engine:
         def client() -> Search:
@@ -171,7 +177,7 @@ def floor_engines(root: Path, name: str, load: float) -> tuple[Server, list[Engi
 
             return search
 
-        label = f"Python floor ({name}): raw ASGI, one FAISS call, no checks, no rescoring"
+        label = f"Python floor ({name}, {FLOOR_FRONTS[front]}): one FAISS call, no checks, no rescoring"
         return _server_engine(server, label, metric, "efSearch", client, load)
 
     return server, [engine("dot"), engine("cosine")]

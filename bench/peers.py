@@ -11,8 +11,9 @@ Every engine is loaded with the same documents and HNSW M 32 / efConstruction 12
 - QPS and server CPU per query at 8 and 64 client threads (CPU of the server's process tree from
   /proc; in-process engines count the whole bench process, clients included, and say so);
 - load (build) time and memory (PSS of the server's process tree after loading).
-Beside them, `floor` serves dotcos's own SQ8 index from bench.search_floor_app: HTTP plus one FAISS
-call and nothing else, the least any Python service on that index can spend per query.
+Beside them, `floor` serves dotcos's own SQ8 index from bench.search_floor_app behind each of its
+two fronts (ASGI on uvicorn, and asyncio + httptools alone): HTTP plus one FAISS call and nothing
+else, the least any Python service on that index can spend per query.
 A peer that could not be set up or started is listed with the reason, never dropped.
 """
 
@@ -33,6 +34,7 @@ import numpy as np
 
 from bench.peer_data import PEER_DATA, K, PeerData, load_peer_data
 from bench.peer_engines import (
+    FLOOR_FRONTS,
     Engine,
     Unavailable,
     chroma_engine,
@@ -197,7 +199,16 @@ def run_all(
         return out
 
     attempt("dotcos", dotcos)
-    attempt("floor", lambda: stopped(*floor_engines(collection("sq8"), "sq8", built["sq8"]), data, seconds))
+
+    def floor() -> Rows:
+        root = collection("sq8")
+        return [
+            row
+            for front in FLOOR_FRONTS
+            for row in stopped(*floor_engines(root, "sq8", built["sq8"], front), data, seconds)
+        ]
+
+    attempt("floor", floor)
     attempt("redis", lambda: stopped(*redis_engines(data), data, seconds))
     attempt("qdrant", lambda: [measure(qdrant_engine(data, m), data, seconds) for m in ("dot", "cosine")])
     attempt("pgvector", lambda: stopped(*pgvector_engines(data), data, seconds))

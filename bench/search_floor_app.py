@@ -1,24 +1,28 @@
 """The floor of any Python HTTP search service over dotcos's own index: parse, search, answer.
 
-One raw ASGI callable on the same uvicorn stack as dotcos (uvloop, httptools). It loads a published
-dotcos collection and answers `POST /search?metric=..&k=..&ef_search=..` with a raw little-endian
-float32 body by one FAISS call on the event loop: no validation, no coalescer, no exact rescoring,
-no filters, FAISS's own distances as scores. What it spends per request is what HTTP plus FAISS
-alone cost here, so no Python service on this index can spend less (bench.peers measures it beside
-dotcos and Redis). It is served with dotcos's own one-write HTTP protocol. Run:
-DOTCOS_FLOOR_ROOT=indexes DOTCOS_FLOOR_COLLECTION=name python -m bench.search_floor_app 8300
+It loads a published dotcos collection and answers `POST /search?metric=..&k=..&ef_search=..` with
+a raw little-endian float32 body by one FAISS call on the event loop: no validation, no coalescer,
+no exact rescoring, no filters, FAISS's own distances as scores. Two fronts: `asgi`, one raw ASGI
+callable on dotcos's own uvicorn stack (uvloop, httptools, its one-write protocol), and `raw`, an
+asyncio protocol on uvloop feeding httptools directly, with no ASGI and no uvicorn at all. What
+they spend per request is what HTTP plus FAISS alone cost here, so no Python service on this index
+can spend less (bench.peers measures both beside dotcos and Redis). Run:
+DOTCOS_FLOOR_ROOT=indexes DOTCOS_FLOOR_COLLECTION=name python -m bench.search_floor_app 8300 raw
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from pathlib import Path
 from urllib.parse import parse_qsl
 
+import httptools
 import numpy as np
 import orjson
 import uvicorn
+import uvloop
 from starlette.types import Receive, Scope, Send
 
 from index_builder.artifact.layout import read_current
@@ -67,5 +71,41 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
+class RawProtocol(asyncio.Protocol):
+    """HTTP/1.1 keep-alive straight from httptools' callbacks: one write per response."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.body: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_url(self, url: bytes) -> None:
+        self.url = url
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        query_string = self.url.partition(b"?")[2]
+        post = self.parser.get_method() == b"POST"
+        payload = answer(query_string, b"".join(self.body)) if post else b"{}"
+        self.body = []
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(payload)
+        self.transport.write(head + payload)
+
+
+async def serve_raw(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(RawProtocol, "127.0.0.1", port)
+    await server.serve_forever()
+
+
 if __name__ == "__main__":
-    uvicorn.run(app, port=int(sys.argv[1]), log_level="warning", access_log=False, http=HTTP_PROTOCOL)
+    if sys.argv[2:] == ["raw"]:
+        uvloop.run(serve_raw(int(sys.argv[1])))
+    else:
+        uvicorn.run(app, port=int(sys.argv[1]), log_level="warning", access_log=False, http=HTTP_PROTOCOL)
