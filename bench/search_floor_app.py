@@ -16,6 +16,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import cast
 from urllib.parse import parse_qsl
 
 import httptools
@@ -75,8 +76,7 @@ class RawProtocol(asyncio.Protocol):
     """HTTP/1.1 keep-alive straight from httptools' callbacks: one write per response."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's own transport class
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.body: list[bytes] = []
