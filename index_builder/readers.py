@@ -31,15 +31,6 @@ class ParquetColumns:
     id_column_required: bool = False
 
 
-@dataclass(frozen=True)
-class Block:
-    """A run of consecutive rows: float32 vectors and, for parquet, their ids."""
-
-    start: int
-    vectors: np.ndarray
-    ids: list[str] | None
-
-
 def resolve_paths(spec: str, what: str = "input") -> list[Path]:
     """Expand a file, a directory or a glob into a sorted list of existing files."""
     path = Path(spec)

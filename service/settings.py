@@ -121,7 +121,6 @@ class ServiceSettings(BaseSettings):
     @property
     def overlay(self) -> OverlaySettings:
         return OverlaySettings(
-            refresh_s=self.overlay_refresh_s,
             max_entries=self.overlay_max_entries,
             max_bytes=self.overlay_max_bytes,
             max_ids=self.max_change_ids,

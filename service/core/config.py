@@ -61,7 +61,6 @@ class RaySettings:
 class OverlaySettings:
     """How changes between rebuilds are held and read."""
 
-    refresh_s: float
     max_entries: int
     max_bytes: int
     max_ids: int
