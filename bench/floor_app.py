@@ -22,15 +22,21 @@ ANSWER = orjson.dumps(
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(ANSWER)).encode())]
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] != "http":
-        return
+async def read_body(receive: Receive) -> bytes:
+    """A request's whole body, however many ASGI messages it comes in."""
     body = b""
     more = True
     while more:
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
+    return body
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] != "http":
+        return
+    body = await read_body(receive)
     if scope["method"] == "POST":
         np.asarray(orjson.loads(body)["vector"], dtype=np.float32)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})

@@ -26,6 +26,7 @@ import uvicorn
 import uvloop
 from starlette.types import Receive, Scope, Send
 
+from bench.floor_app import read_body
 from index_builder.artifact.layout import read_current
 from index_builder.retrieval.faiss_params import EF_SEARCH, search_parameters
 from index_builder.retrieval.scoring import Prepared
@@ -61,12 +62,7 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    body = await read_body(receive)
     payload = answer(scope["query_string"], body) if scope["method"] == "POST" else b"{}"
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": payload})
