@@ -64,7 +64,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         return
     body = await read_body(receive)
     payload = answer(scope["query_string"], body) if scope["method"] == "POST" else b"{}"
-    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    headers = [*HEADERS, (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
