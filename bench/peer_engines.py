@@ -121,6 +121,28 @@ def dotcos_collection(data: PeerData, root: Path, docs: Path, name: str, extra: 
     return build_collection(root, docs, name, "hnsw", *knobs, *extra, metrics="dot,cosine")
 
 
+Request = Callable[["HttpClient", str, np.ndarray, int], bytes]
+"""One search sent over a client's connection: (client, metric, vector, ef) -> the answer's body."""
+
+
+def http_engines(server: Server, port: int, label: str, load: float, request: Request) -> list[Engine]:
+    """Both metrics' engines of a server answering with dotcos's hits (ids are row numbers)."""
+
+    def engine(metric: str) -> Engine:
+        def client() -> Search:
+            http_client = HttpClient(port)
+
+            def search(vector: np.ndarray, ef: int) -> np.ndarray:
+                hits = orjson.loads(request(http_client, metric, vector, ef))["results"]
+                return np.array([int(h["id"]) for h in hits], dtype=np.int64)
+
+            return search
+
+        return _server_engine(server, label, metric, "efSearch", client, load)
+
+    return [engine("dot"), engine("cosine")]
+
+
 def dotcos_engines(
     root: Path, name: str, label: str, load: float, env: dict[str, str], binary: bool
 ) -> tuple[Server, list[Engine]]:
@@ -130,25 +152,14 @@ def dotcos_engines(
     server = start_dotcos(root, root.parent / f"{name}-{len(label)}.log", env)
     port = int(server.url.rsplit(":", 1)[1])
 
-    def engine(metric: str) -> Engine:
-        def client() -> Search:
-            http_client = HttpClient(port)
+    def request(http_client: HttpClient, metric: str, vector: np.ndarray, ef: int) -> bytes:
+        if binary:
+            path = f"/v1/collections/{name}/search?k={K}&metric={metric}&ef_search={ef}"
+            return http_client.post(path, vector.astype("<f4").tobytes(), "application/octet-stream")
+        body = {"vector": vector.tolist(), "k": K, "metric": metric, "params": {"ef_search": ef}}
+        return http_client.post(f"/v1/collections/{name}/search", orjson.dumps(body))
 
-            def search(vector: np.ndarray, ef: int) -> np.ndarray:
-                if binary:
-                    path = f"/v1/collections/{name}/search?k={K}&metric={metric}&ef_search={ef}"
-                    raw = http_client.post(path, vector.astype("<f4").tobytes(), "application/octet-stream")
-                else:
-                    body = {"vector": vector.tolist(), "k": K, "metric": metric, "params": {"ef_search": ef}}
-                    raw = http_client.post(f"/v1/collections/{name}/search", orjson.dumps(body))
-                hits = orjson.loads(raw)["results"]
-                return np.array([int(h["id"]) for h in hits], dtype=np.int64)
-
-            return search
-
-        return _server_engine(server, label, metric, "efSearch", client, load)
-
-    return server, [engine("dot"), engine("cosine")]
+    return server, http_engines(server, port, label, load, request)
 
 
 FLOOR_FRONTS = {
@@ -166,21 +177,11 @@ def floor_engines(root: Path, name: str, load: float, front: str) -> tuple[Serve
     argv = [str(BIN / "python"), "-m", "bench.search_floor_app", str(port), front]
     server = start("floor", argv, env, port, "/", root.parent / f"floor-{name}-{front}.log")
 
-    def engine(metric: str) -> Engine:
-        def client() -> Search:
-            http_client = HttpClient(port)
+    def request(http_client: HttpClient, metric: str, vector: np.ndarray, ef: int) -> bytes:
+        return http_client.post(f"/search?k={K}&metric={metric}&ef_search={ef}", vector.astype("<f4").tobytes())
 
-            def search(vector: np.ndarray, ef: int) -> np.ndarray:
-                path = f"/search?k={K}&metric={metric}&ef_search={ef}"
-                hits = orjson.loads(http_client.post(path, vector.astype("<f4").tobytes()))["results"]
-                return np.array([int(h["id"]) for h in hits], dtype=np.int64)
-
-            return search
-
-        label = f"Python floor ({name}, {FLOOR_FRONTS[front]}): one FAISS call, no checks, no rescoring"
-        return _server_engine(server, label, metric, "efSearch", client, load)
-
-    return server, [engine("dot"), engine("cosine")]
+    label = f"Python floor ({name}, {FLOOR_FRONTS[front]}): one FAISS call, no checks, no rescoring"
+    return server, http_engines(server, port, label, load, request)
 
 
 # Redis Stack ----------------------------------------------------------------------------------
