@@ -96,15 +96,7 @@ class NpyFile:
         _check_numeric(path, array.dtype)
         if array.ndim != 2:
             raise InputError(f"{path}: expected a 2-D array (rows, dim), got shape {array.shape}")
-        self._shape = (int(array.shape[0]), int(array.shape[1]))
-
-    @property
-    def count(self) -> int:
-        return self._shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self._shape[1]
+        self.count, self.dim = int(array.shape[0]), int(array.shape[1])
 
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
         """float32 copies of consecutive rows; each block maps the file afresh so pages already
@@ -136,29 +128,21 @@ class FvecsFile:
                 f"{path}: ragged or inconsistent dimensions (first row says {dim}, "
                 f"file size {size} is not a whole number of rows)"
             )
-        self._dim = dim
-        self._count = size // (4 * (dim + 1))
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    @property
-    def dim(self) -> int:
-        return self._dim
+        self.dim = dim
+        self.count = size // (4 * (dim + 1))
 
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
         for start in range(0, self.count, rows):
             n = min(rows, self.count - start)
             chunk = np.fromfile(
-                self.path, dtype="<i4", count=n * (self._dim + 1), offset=4 * start * (self._dim + 1)
-            ).reshape(n, self._dim + 1)
-            bad = np.flatnonzero(chunk[:, 0] != self._dim)
+                self.path, dtype="<i4", count=n * (self.dim + 1), offset=4 * start * (self.dim + 1)
+            ).reshape(n, self.dim + 1)
+            bad = np.flatnonzero(chunk[:, 0] != self.dim)
             if len(bad):
                 row = start + int(bad[0])
                 raise InputError(
                     f"{self.path}: ragged or inconsistent dimensions: row {row} has "
-                    f"{int(chunk[bad[0], 0])}, expected {self._dim}"
+                    f"{int(chunk[bad[0], 0])}, expected {self.dim}"
                 )
             yield np.ascontiguousarray(chunk[:, 1:]).view("<f4").astype(np.float32), None
 
@@ -187,24 +171,17 @@ class ParquetFile:
         value_type = vtype.value_type
         if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
             raise InputError(f"{path}: non-numeric dtype {value_type} in {columns.vector_column!r}")
-        self._dim = self._first_dim()
+        self.count = int(self.file.metadata.num_rows)
+        self.dim = self._first_dim()
 
     def _first_dim(self) -> int:
-        if self.file.metadata.num_rows == 0:
+        if self.count == 0:
             raise InputError(f"{self.path}: input is empty (0 rows)")
         first = next(self.file.iter_batches(batch_size=1, columns=[self.columns.vector_column]))
         value = first.column(0)[0].as_py()
         if value is None:
             raise InputError(f"{self.path}: row 0 has a null vector")
         return len(value)
-
-    @property
-    def count(self) -> int:
-        return int(self.file.metadata.num_rows)
-
-    @property
-    def dim(self) -> int:
-        return self._dim
 
     def blocks(self, rows: int) -> Iterator[tuple[np.ndarray, list[str] | None]]:
         wanted = [self.columns.vector_column] + ([self.columns.id_column] if self.has_ids else [])
@@ -226,18 +203,18 @@ class ParquetFile:
             bad = start + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
             raise InputError(f"{self.path}: row {bad} has a null vector")
         lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
-        wrong = np.flatnonzero(lengths != self._dim)
+        wrong = np.flatnonzero(lengths != self.dim)
         if len(wrong):
             row = start + int(wrong[0])
             raise InputError(
                 f"{self.path}: ragged or inconsistent dimensions: row {row} has "
-                f"{int(lengths[wrong[0]])} values, expected {self._dim}"
+                f"{int(lengths[wrong[0]])} values, expected {self.dim}"
             )
         values = pc.list_flatten(column)
         if values.null_count:
             raise InputError(f"{self.path}: a vector near row {start} holds a null value")
         flat = values.to_numpy(zero_copy_only=False)
-        return np.asarray(flat.astype(np.float32, copy=False).reshape(len(column), self._dim))
+        return np.asarray(flat.astype(np.float32, copy=False).reshape(len(column), self.dim))
 
 
 Reader = NpyFile | FvecsFile | ParquetFile

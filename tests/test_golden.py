@@ -11,6 +11,7 @@ from index_builder.artifact.layout import read_current, version_dir
 from index_builder.artifact.manifest import read_manifest
 from service.core.query import SearchOptions
 from tests.core_calls import load, search
+from tests.service.oracle import space_scores
 
 ROOT = Path(__file__).parent / "golden" / "schema-v1"
 
@@ -26,7 +27,7 @@ def test_schema_v1_artifact_verifies_and_answers_like_numpy() -> None:
     for metric in ("dot", "cosine", "norm_pow:0.5", "covariance"):
         result = search(version, query, SearchOptions(k=5, metric=metric, exact=True))
         space = manifest.metric_space(metric, path)
-        expected = space.exact_scores(query, docs, space.doc_scale(docs))[0]
+        expected = space_scores(space, query, docs)[0]
         got = [expected[int(hit.id[1:])] for hit in result.hits[0]]
         np.testing.assert_allclose([h.score for h in result.hits[0]], got, rtol=1e-5)
         np.testing.assert_allclose(sorted(got, reverse=True), np.sort(expected)[::-1][:5], rtol=1e-5)

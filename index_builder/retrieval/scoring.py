@@ -192,7 +192,7 @@ def rescored_topk(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate rows per query with their true scores, sorted as `merge_order` orders them.
 
-    Takes the queries already in raw space (`MetricSpace.queries_in_raw_space`), which every
+    Takes the queries already in raw space (`Prepared.raw`), which every
     caller has computed anyway. Every ANN answer goes through here, so it looks for MISSING rows
     once and, in the common case of none, skips all masking.
     """

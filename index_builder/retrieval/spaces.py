@@ -17,7 +17,8 @@ documents: score = (W' p) . x * doc_scale(x), where p is the prepared query, W' 
 linear map's transpose (identity but for covariance) and doc_scale the per-document
 factor of the table. The service never trusts raw FAISS scores (L2 distances are
 squared and shifted, PQ scores are approximate); it rescores every returned document
-with `exact_scores`, which is what "the true units of the metric" means here.
+this way (index_builder.retrieval.scoring), which is what "the true units of the metric"
+means here.
 
 MIPS-to-L2 (Bachrach et al. 2014): with M >= max |y|, documents become [y, sqrt(M^2-|y|^2)]
 and queries [p, 0], so |p' - y'|^2 = |p|^2 + M^2 - 2 p.y and the L2 nearest neighbour is
@@ -229,21 +230,11 @@ class MetricSpace:
             mapped = mapped * _safe_inverse(row_norms(mapped)).astype(np.float32)[:, None]
         return np.ascontiguousarray(mapped, dtype=np.float32)
 
-    def queries_in_raw_space(self, q: FloatArray) -> FloatArray:
-        """p' (float32) with score = (p' . x) * doc_scale(x) for raw documents x."""
-        return self.raw_from_prepared(self.prepare_queries(q))
-
     def raw_from_prepared(self, prepared: FloatArray) -> FloatArray:
-        """queries_in_raw_space of queries already prepared (for callers that need both forms)."""
+        """p' (float32) with score = (p' . x) * doc_scale(x) for raw documents x, from prepared queries p."""
         if self.metric.rule.whitened and self.stats.whitening is not None:
             return np.asarray((prepared.astype(np.float64) @ self.stats.whitening).astype(np.float32))
         return prepared
-
-    def exact_scores(self, q: FloatArray, x: FloatArray, scale: FloatArray) -> FloatArray:
-        """True scores of queries q (nq, d) against raw documents x (n, d) with their doc_scale."""
-        p = self.queries_in_raw_space(q)
-        raw = np.asarray(x, dtype=np.float32) @ p.T
-        return np.asarray((raw.T * scale.astype(np.float32)[None, :]).astype(np.float32))
 
 
 def fit_metric_space(metric: Metric, norms: FloatArray, whitening: FloatArray | None) -> MetricSpace:
@@ -288,8 +279,3 @@ def augment_queries(p: FloatArray) -> FloatArray:
     """MIPS-to-L2: queries get a zero extra coordinate."""
     zeros = np.zeros((len(p), 1), dtype=np.float32)
     return np.ascontiguousarray(np.hstack([p, zeros]), dtype=np.float32)
-
-
-def l2_to_inner_product(sq_dist: FloatArray, query_sqnorm: FloatArray, max_norm: float) -> FloatArray:
-    """Undo the augmentation: p.y = (|p|^2 + M^2 - |p'-y'|^2) / 2."""
-    return np.asarray((query_sqnorm[:, None] + max_norm * max_norm - sq_dist) / 2.0)

@@ -17,11 +17,11 @@ from index_builder.retrieval.spaces import (
     augment_documents,
     augment_queries,
     fit_metric_space,
-    l2_to_inner_product,
     norm_range_bounds,
     norm_range_of,
     row_norms,
 )
+from tests.service.oracle import space_scores
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 
@@ -42,7 +42,7 @@ def space(name: str, docs: np.ndarray) -> MetricSpace:
 def test_cosine_scores_lie_in_unit_interval(seed: int) -> None:
     docs, queries = skewed(seed)
     cos = space("cosine", docs)
-    scores = cos.exact_scores(queries, docs, cos.doc_scale(docs))
+    scores = space_scores(cos, queries, docs)
     assert np.all(scores <= 1 + 1e-5) and np.all(scores >= -1 - 1e-5)
 
 
@@ -53,7 +53,7 @@ def test_prepared_inner_product_equals_exact_score(seed: int) -> None:
     for name in ("dot", "cosine", "norm_pow:0.5", "norm_sigmoid"):
         sp = space(name, docs)
         via_index = sp.prepare_queries(queries) @ sp.prepare_documents(docs).T
-        exact = sp.exact_scores(queries, docs, sp.doc_scale(docs))
+        exact = space_scores(sp, queries, docs)
         np.testing.assert_allclose(via_index, exact, rtol=1e-4, atol=1e-4 * np.abs(exact).max())
 
 
@@ -82,7 +82,7 @@ def test_augmented_distance_recovers_inner_product(seed: int) -> None:
     aug_d = augment_documents(docs, max_norm).astype(np.float64)
     aug_q = augment_queries(queries).astype(np.float64)
     sq = ((aug_q[:, None, :] - aug_d[None, :, :]) ** 2).sum(-1)
-    recovered = l2_to_inner_product(sq, (queries.astype(np.float64) ** 2).sum(1), max_norm)
+    recovered = ((queries.astype(np.float64) ** 2).sum(1)[:, None] + max_norm * max_norm - sq) / 2.0
     truth = queries.astype(np.float64) @ docs.T.astype(np.float64)
     np.testing.assert_allclose(recovered, truth, atol=1e-3 * max_norm**2)
 
@@ -94,8 +94,8 @@ def test_norm_pow_weight_is_the_norm_to_alpha(alpha: float, seed: int) -> None:
     sp = space(f"norm_pow:{alpha!r}", docs)
     cos = space("cosine", docs)
     norms = row_norms(docs)
-    expected = cos.exact_scores(queries, docs, cos.doc_scale(docs)) * norms[None, :] ** sp.metric.alpha
-    np.testing.assert_allclose(sp.exact_scores(queries, docs, sp.doc_scale(docs)), expected, rtol=1e-3, atol=1e-5)
+    expected = space_scores(cos, queries, docs) * norms[None, :] ** sp.metric.alpha
+    np.testing.assert_allclose(space_scores(sp, queries, docs), expected, rtol=1e-3, atol=1e-5)
 
 
 def test_norm_pow_extremes_match_cosine_and_dot_rankings() -> None:
@@ -115,7 +115,7 @@ def test_zero_vectors_never_produce_nan() -> None:
     queries[0] = 0
     for name in ("dot", "cosine", "norm_pow:0.5", "norm_sigmoid"):
         sp = space(name, docs)
-        scores = sp.exact_scores(queries, docs, sp.doc_scale(docs))
+        scores = space_scores(sp, queries, docs)
         assert np.isfinite(scores).all()
         assert np.all(scores[0] == 0) and np.all(scores[:, 0] == 0)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from index_builder.retrieval.spaces import MetricSpace
+
 
 def true_scores(metric: str, query: np.ndarray, docs: np.ndarray) -> np.ndarray:
     """Exact dot or cosine of one query against every document (cosine 0 for zero documents)."""
@@ -14,6 +16,12 @@ def true_scores(metric: str, query: np.ndarray, docs: np.ndarray) -> np.ndarray:
         return dots
     norms = np.linalg.norm(d, axis=1) * np.linalg.norm(q)
     return np.divide(dots, norms, out=np.full_like(dots, -np.inf), where=norms > 0)
+
+
+def space_scores(space: MetricSpace, queries: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """True scores (nq, n) under any metric, from the raw documents: (W' p) . x * doc_scale(x)."""
+    raw = space.raw_from_prepared(space.prepare_queries(queries)).astype(np.float64)
+    return np.asarray((raw @ docs.astype(np.float64).T) * space.doc_scale(docs)[None, :])
 
 
 def top_k(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray:
