@@ -33,47 +33,37 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.version = Gauge(
-            "dotcos_loaded_version_info",
-            "Version served per collection (value 1)",
-            ["collection", "version"],
-            registry=self.registry,
-        )
         self.reloads = Counter(
             "dotcos_reloads_total", "Version loads by outcome", ["collection", "outcome"], registry=self.registry
         )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self.live_recall = Gauge(
+        gauge = self._gauge
+        self.version = gauge("dotcos_loaded_version_info", "Version served per collection (value 1)", "version")
+        self.live_recall = gauge(
             "dotcos_live_recall",
             "Recall@10 of sampled served ANN searches against exact search (no value before the first sample)",
-            ["collection", "metric"],
-            registry=self.registry,
+            "metric",
         )
-        self.live_bounds = Gauge(
-            "dotcos_live_recall_bound",
-            "95% confidence interval of dotcos_live_recall",
-            ["collection", "metric", "bound"],
-            registry=self.registry,
+        self.live_bounds = gauge(
+            "dotcos_live_recall_bound", "95% confidence interval of dotcos_live_recall", "metric", "bound"
         )
-        self.live_samples = Gauge(
-            "dotcos_live_recall_samples",
-            "Searches measured for dotcos_live_recall (this version)",
-            ["collection", "metric"],
-            registry=self.registry,
+        self.live_samples = gauge(
+            "dotcos_live_recall_samples", "Searches measured for dotcos_live_recall (this version)", "metric"
         )
-        self.knob = Gauge(
+        self.knob = gauge(
             "dotcos_default_knob",
             "Current default efSearch / nprobe per metric (live recall may retune it)",
-            ["collection", "metric", "param"],
-            registry=self.registry,
+            "metric",
+            "param",
         )
-        self.knob_changes = Gauge(
-            "dotcos_default_knob_changes",
-            "Times live recall retuned the default knob of this version",
-            ["collection", "metric"],
-            registry=self.registry,
+        self.knob_changes = gauge(
+            "dotcos_default_knob_changes", "Times live recall retuned the default knob of this version", "metric"
         )
         self.live: Callable[[], list[tuple[str, str, Figure, Knob | None]]] = list
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        """A gauge of this registry labelled by collection and `labels`."""
+        return Gauge(name, documentation, ["collection", *labels], registry=self.registry)
 
     def request_done(self, route: str, metric: str, status: int, seconds: float) -> None:
         """Count and time one request; the labelled children are looked up once per label set,
