@@ -77,15 +77,17 @@ class QuerySet:
 def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarray:
     parts = list(stream_vectors(spec, dim, "--queries", 65536))
     queries = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    if len(queries) > limit:
-        queries = queries[np.sort(np.random.default_rng(seed).choice(len(queries), limit, replace=False))]
-    return queries
+    return queries[sample_rows(np.arange(len(queries)), limit, seed)]
+
+
+def sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """A seeded sample of at most `limit` of `rows`, sorted (all of them when there are no more)."""
+    return np.sort(np.random.default_rng(seed).choice(rows, min(limit, len(rows)), replace=False))
 
 
 def document_query_rows(norms: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Rows of the documents used as self-check queries: a seeded sample of the non-zero ones."""
-    pool = np.flatnonzero(norms > 0)
-    return np.sort(np.random.default_rng(seed).choice(pool, min(limit, len(pool)), replace=False))
+    return sample_rows(np.flatnonzero(norms > 0), limit, seed)
 
 
 NEEDS_USERS = "needs --users FILE (a sample of user vectors)"
@@ -315,12 +317,9 @@ def recorded_queries(request: BuildRequest, dim: int) -> dict[str, QuerySet]:
             continue
         if sample is None or sample.dim != dim or len(sample.vectors) < MIN_RECORDED:
             continue
-        vectors = sample.vectors
-        if len(vectors) > request.selfcheck_queries:
-            chosen = np.random.default_rng(request.index.seed).choice(
-                len(vectors), request.selfcheck_queries, replace=False
-            )
-            vectors = vectors[np.sort(chosen)]
+        vectors = sample.vectors[
+            sample_rows(np.arange(len(sample.vectors)), request.selfcheck_queries, request.index.seed)
+        ]
         log.info(
             "%s: self-check on %d recorded queries (a sample of %d served)", metric.name, len(vectors), sample.seen
         )
