@@ -107,24 +107,21 @@ class Hit(BaseModel):
     attributes: dict[str, Any] | None = Field(None, description="present with with_attributes")
 
 
-class SearchResponse(BaseModel):
+class _Answered(BaseModel):
     collection: str
     version: str
     metric: str
+
+
+class SearchResponse(_Answered):
     results: list[Hit]
 
 
-class BatchSearchResponse(BaseModel):
-    collection: str
-    version: str
-    metric: str
+class BatchSearchResponse(_Answered):
     results: list[list[Hit]]
 
 
-class ScoreResponse(BaseModel):
-    collection: str
-    version: str
-    metric: str
+class ScoreResponse(_Answered):
     results: list[list[Hit]] | list[Hit]
 
 
