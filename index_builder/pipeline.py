@@ -77,7 +77,7 @@ class QuerySet:
 def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarray:
     parts = list(stream_vectors(spec, dim, "--queries", 65536))
     queries = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    return queries[sample_rows(np.arange(len(queries)), limit, seed)]
+    return np.asarray(queries[sample_rows(np.arange(len(queries)), limit, seed)])
 
 
 def sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
