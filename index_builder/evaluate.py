@@ -28,12 +28,7 @@ def _sweep_values(param: str | None, nlist: int) -> list[int | None]:
     if param == EF_SEARCH:
         return list(EF_SWEEP)
     if param == NPROBE:
-        values: list[int | None] = []
-        v = 1
-        while v < nlist:
-            values.append(v)
-            v *= 2
-        return values + [nlist]
+        return [*(1 << i for i in range((nlist - 1).bit_length())), nlist]
     return [None]
 
 
