@@ -142,6 +142,12 @@ def new_index(plan: IndexPlan, layout: Layout) -> faiss.Index:
 PrepareRows = Callable[[np.ndarray], np.ndarray]
 
 
+def sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """A seeded sample of at most `limit` of `rows`, sorted (all of them when there are no more):
+    the training sample of an index and the build's self-check queries."""
+    return np.sort(np.random.default_rng(seed).choice(rows, min(limit, len(rows)), replace=False))
+
+
 def reserve_codes(index: faiss.Index, count: int) -> None:
     """Pre-size the float storage of flat and HNSW indexes so adds never reallocate.
 
@@ -167,9 +173,8 @@ def train_and_add(
 ) -> None:
     """Train on a seeded sample of the indexed rows, then add all of them in blocks."""
     if not index.is_trained:
-        rng = np.random.default_rng(options.seed)
         size = training_size(index, options.train_size, len(rows))
-        sample = np.sort(rng.choice(rows, size=size, replace=False))
+        sample = sample_rows(rows, size, options.seed)
         with progress.stage("train", size):
             try:
                 index.train(prepare(sample))

@@ -20,7 +20,7 @@ from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.attributes import AttributeSpec
 from index_builder.covariance import user_covariance, whitening_matrix
 from index_builder.evaluate import Checked, norm_profile, self_check
-from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, train_and_add
+from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, sample_rows, train_and_add
 from index_builder.progress import Progress
 from index_builder.publish import file_entries
 from index_builder.retrieval.spaces import (
@@ -78,11 +78,6 @@ def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarra
     parts = list(stream_vectors(spec, dim, "--queries", 65536))
     queries = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
     return np.asarray(queries[sample_rows(np.arange(len(queries)), limit, seed)])
-
-
-def sample_rows(rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
-    """A seeded sample of at most `limit` of `rows`, sorted (all of them when there are no more)."""
-    return np.sort(np.random.default_rng(seed).choice(rows, min(limit, len(rows)), replace=False))
 
 
 def document_query_rows(norms: np.ndarray, limit: int, seed: int) -> np.ndarray:
