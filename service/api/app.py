@@ -23,7 +23,8 @@ from service.api.state import AppState
 from service.core import heap
 from service.core.loader import Loader, LocalLoader, configure_runtime
 from service.core.monitor import RecallMonitor
-from service.core.overlay import Tailer
+from service.core.overlay import refresh_all
+from service.core.periodic import Periodic
 from service.core.querylog import QueryLog
 from service.core.registry import Registry
 from service.core.searcher import Searcher
@@ -136,7 +137,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     loader = version_loader(settings, searcher)
     registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
-    tailer = Tailer(lambda: [v.overlay for v in registry.all() if v.overlay is not None], settings.overlay_refresh_s)
+    tailer = Periodic(
+        "dotcos-overlay",
+        settings.overlay_refresh_s,
+        lambda: refresh_all([v.overlay for v in registry.all() if v.overlay is not None]),
+        "reading the change journals failed; retrying",
+    )
     metrics.live = lambda: [
         (v.collection, metric, monitor.figure(v.collection, v.version, metric), v.knobs.knob(metric))
         for v in registry.all()

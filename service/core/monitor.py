@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from index_builder.retrieval.scoring import Prepared, found_at_k
+from service.core.periodic import Periodic
 from service.core.query import Answer, Query
 from service.core.version import Version
 
@@ -82,9 +83,8 @@ class RecallMonitor:
         self.random = random.Random(seed)
         self.queue: deque[_Sample] = deque(maxlen=queue_size)
         self.figures: dict[tuple[str, str], Figure] = {}
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._rounds = Periodic("dotcos-live-recall", ROUND_S, self._round, "a live recall round failed")
 
     @staticmethod
     def measurable(query: Query, exact_index: bool) -> bool:
@@ -102,28 +102,23 @@ class RecallMonitor:
         return found if found is not None and found.version == version else Figure(version)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="dotcos-live-recall", daemon=True)
-        self._thread.start()
+        self._rounds.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._rounds.stop()
 
-    def _run(self) -> None:
-        """Every ROUND_S, re-run what was sampled since, batched: a thread that wakes rarely and
-        makes few calls takes the interpreter lock from the event loop rarely."""
-        pause = ROUND_S
-        while not self._stop.wait(pause):
-            started = time.perf_counter()
-            samples = [self.queue.popleft() for _ in range(len(self.queue))]
-            for group in _groups(samples):
-                try:
-                    self._measure(group)
-                except Exception as exc:  # a swap or shutdown mid-measure loses a round, nothing else
-                    log.debug("live recall samples of %s dropped: %s", group[0].version.collection, exc)
-            spent = time.perf_counter() - started
-            pause = max(ROUND_S, spent * (1 / self.cpu_share - 1))
+    def _round(self) -> None:
+        """Re-run what was sampled since the last round, batched (a thread that wakes rarely and
+        makes few calls takes the interpreter lock from the event loop rarely), then wait at least
+        ROUND_S and long enough to keep within cpu_share of one core."""
+        started = time.perf_counter()
+        samples = [self.queue.popleft() for _ in range(len(self.queue))]
+        for group in _groups(samples):
+            try:
+                self._measure(group)
+            except Exception as exc:  # a swap or shutdown mid-measure loses a round, nothing else
+                log.debug("live recall samples of %s dropped: %s", group[0].version.collection, exc)
+        self._rounds.interval = max(ROUND_S, (time.perf_counter() - started) * (1 / self.cpu_share - 1))
 
     def _measure(self, group: list[_Sample]) -> None:
         """Re-run one group's queries exactly in one call and count what each served answer found."""

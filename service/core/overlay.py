@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -218,30 +217,13 @@ class Overlay:
             return Written(position, len(ids), unknown)
 
 
-class Tailer:
-    """The thread that keeps every served version's overlay within `interval` of the journal."""
-
-    def __init__(self, overlays: Callable[[], list[Overlay]], interval: float) -> None:
-        self.overlays, self.interval = overlays, interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="dotcos-overlay", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            for overlay in self.overlays():
-                try:
-                    overlay.refresh()
-                except Exception:
-                    log.exception("reading the change journal of %s failed; retrying", overlay.manifest.collection)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+def refresh_all(overlays: list[Overlay]) -> None:
+    """Apply what the journal gained to every served version's overlay (one that fails retries next round)."""
+    for overlay in overlays:
+        try:
+            overlay.refresh()
+        except Exception:
+            log.exception("reading the change journal of %s failed; retrying", overlay.manifest.collection)
 
 
 def check_ids(ids: list[str], field_name: str = "ids") -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.artifact.querylog import Sample, log_path, merge, merge_into
+from service.core.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,7 @@ class QueryLog:
         self._pending: dict[tuple[str, str], Reservoir] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = Periodic("dotcos-querylog", flush_s, self.flush, "merging the query log failed; retrying")
 
     def record(self, collection: str, metric: str, vectors: np.ndarray) -> None:
         """Offer the query vectors of one served request (cheap: called on the event loop)."""
@@ -98,16 +98,9 @@ class QueryLog:
             log.warning("%s", message)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="dotcos-querylog", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
-            self.flush()
+        self._flusher.start()
 
     def stop(self) -> None:
         """Stop the periodic flush and write what is pending (at shutdown)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._flusher.stop()
         self.flush()

@@ -18,6 +18,7 @@ from index_builder.artifact.errors import DotcosError, NotFoundError
 from index_builder.artifact.layout import list_collections, read_current
 from service.core.errors import Unavailable
 from service.core.loader import Note
+from service.core.periodic import Periodic
 from service.core.version import Version
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ class Registry:
         self._refused: dict[str, str] = {}
         self._unserved: dict[str, str] = {}
         self._refresh_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._poller = Periodic("dotcos-reload", 0, self.refresh, "reload poll failed; serving versions unchanged")
 
     def get(self, name: str) -> Version:
         """The version serving `name` right now; NotFoundError naming the served ones."""
@@ -134,10 +134,10 @@ class Registry:
 
     def start(self, interval: float, on_ready: Callable[[], None] | None = None) -> None:
         """Load everything in the background, mark ready, then poll every `interval` seconds."""
-        self._thread = threading.Thread(target=self._run, args=(interval, on_ready), name="dotcos-reload", daemon=True)
-        self._thread.start()
+        self._poller.interval = interval
+        self._poller.start(lambda: self._load_all(on_ready))
 
-    def _run(self, interval: float, on_ready: Callable[[], None] | None) -> None:
+    def _load_all(self, on_ready: Callable[[], None] | None) -> None:
         try:
             self.refresh()
         except Exception:
@@ -145,13 +145,6 @@ class Registry:
         self.ready.set()
         if on_ready is not None:
             on_ready()
-        while interval > 0 and not self._stop.wait(interval):
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("reload poll failed; serving versions unchanged")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._poller.stop()
