@@ -219,7 +219,7 @@ def build_shard(job: ShardJob) -> ShardResult:
         truth[space.name] = exact_topk(space, job.queries[space.name], corpus.vectors, scales[space.name], RECALL_K)
         stem = file_stem(space.metric)
         trials[space.name] = [
-            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", job.progress)[0]
+            write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", job.progress)
             for layout in job.layouts[space.name]
         ]
     return ShardResult(job.shard, corpus.count, trials, scales, truth)

@@ -130,8 +130,8 @@ def _write_one(
     options: IndexOptions,
     path: Path,
     progress: Progress,
-) -> tuple[IndexPlan, faiss.Index]:
-    """One FAISS index over `rows`, augmented with `bound` as the maximum norm when given."""
+) -> IndexPlan:
+    """One FAISS index over `rows` written to `path`, augmented with `bound` as the maximum norm when given."""
     space = inputs.space
 
     def prepare(chunk: np.ndarray) -> np.ndarray:
@@ -148,7 +148,7 @@ def _write_one(
         index = faiss.IndexIDMap(faiss.IndexFlat(corpus.dim + augmented, faiss_metric(layout)))
     with progress.stage(f"write {path.name}"):
         faiss.write_index(index, str(path))
-    return plan, index
+    return plan
 
 
 def write_index(
@@ -158,7 +158,7 @@ def write_index(
     options: IndexOptions,
     path: Path,
     progress: Progress,
-) -> tuple[IndexEntry, list[faiss.Index]]:
+) -> IndexEntry:
     """Build one metric's index in one layout (one per norm range when ranged), written next to `path`."""
     rows = inputs.rows
     bounds = inputs.range_bounds if layout is Layout.L2_RANGED else []
@@ -169,12 +169,12 @@ def write_index(
         groups = [(rows[which == r], bound, path.with_name(range_file(path.name, r))) for r, bound in enumerate(bounds)]
     else:
         groups = [(rows, max_norm, path)]
-    built = [
+    plans = [
         _write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
         for group, bound, group_path in groups
     ]
-    plan = built[max(range(len(groups)), key=lambda i: len(groups[i][0]))][0]
-    entry = IndexEntry(
+    plan = plans[max(range(len(groups)), key=lambda i: len(groups[i][0]))]
+    return IndexEntry(
         kind=plan.kind,
         factory=plan.factory,
         layout=layout,
@@ -185,7 +185,6 @@ def write_index(
         range_bounds=bounds,
         refine_factor=plan.refine_factor,
     )
-    return entry, [index for _, index in built]
 
 
 def checked_entry(
