@@ -8,12 +8,19 @@ here and have no defaults of their own.
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.config import ExecutionSettings, Limits, OverlaySettings, RaySettings
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+C = TypeVar("C", bound="DataclassInstance")
 
 
 class ServiceSettings(BaseSettings):
@@ -105,59 +112,39 @@ class ServiceSettings(BaseSettings):
         description="requests a part replica takes at once (Serve's router backs off when every replica is full)",
     )
 
+    def _filled(self, config: type[C], prefix: str = "", **computed: object) -> C:
+        """A core dataclass with every field from this model: those in `computed` as given, each
+        other from the setting `prefix` + its name, else the setting of its own name."""
+        values = {}
+        for item in fields(config):
+            name = prefix + item.name if hasattr(self, prefix + item.name) else item.name
+            values[item.name] = computed[item.name] if item.name in computed else getattr(self, name)
+        return config(**values)
+
     @property
     def limits(self) -> Limits:
-        return Limits(
-            max_k=self.max_k,
-            max_batch=self.max_batch,
-            max_filter_ids=self.max_filter_ids,
-            exact_filter_threshold=self.exact_filter_threshold,
-            max_ef_search=self.max_ef_search,
-            max_filter_conditions=self.max_filter_conditions,
-            max_filter_depth=self.max_filter_depth,
-            max_group_candidates=self.max_group_candidates,
-        )
+        return self._filled(Limits)
 
     @property
     def overlay(self) -> OverlaySettings:
-        return OverlaySettings(
-            max_entries=self.overlay_max_entries,
-            max_bytes=self.overlay_max_bytes,
-            max_ids=self.max_change_ids,
-            segment_bytes=self.journal_segment_mb << 20,
+        return self._filled(
+            OverlaySettings, "overlay_", max_ids=self.max_change_ids, segment_bytes=self.journal_segment_mb << 20
         )
 
     @property
     def execution(self) -> ExecutionSettings:
-        deadline = self.default_deadline_ms / 1000 if self.default_deadline_ms else None
-        return ExecutionSettings(
+        return self._filled(
+            ExecutionSettings,
+            "coalesce_",
             threads=self.search_threads or max(2, os.cpu_count() or 1),
-            faiss_threads=self.faiss_threads,
-            max_batch=self.coalesce_max_batch,
             window_s=self.coalesce_window_ms / 1000,
-            in_flight=self.coalesce_in_flight,
-            inline_max_cost=self.inline_max_cost,
-            max_pending=self.max_pending,
-            default_deadline_s=deadline,
+            default_deadline_s=self.default_deadline_ms / 1000 if self.default_deadline_ms else None,
         )
 
     @property
     def ray(self) -> RaySettings:
         assert self.ray_address is not None
-        return RaySettings(
-            address=self.ray_address,
-            replicas=self.ray_replicas,
-            replica_cpus=self.ray_replica_cpus,
-            retries=self.ray_retries,
-            retry_backoff_s=self.ray_retry_backoff_s,
-            faiss_threads=max(1, int(self.ray_replica_cpus) or 1),
-            blas_threshold=self.blas_threshold,
-            switch_interval_ms=self.switch_interval_ms,
-            mmap=self.mmap,
-            drain_s=self.ray_drain_s,
-            deploy_timeout_s=self.ray_deploy_timeout_s,
-            max_ongoing=self.ray_max_ongoing,
-        )
+        return self._filled(RaySettings, "ray_", faiss_threads=max(1, int(self.ray_replica_cpus) or 1))
 
     @property
     def faiss_threads(self) -> int:
