@@ -257,27 +257,22 @@ class Version:
         self, metric: str, queries: Prepared, ids: list[list[str]], where: Node | None = None
     ) -> list[list[tuple[str, float]]]:
         """Exact scores of candidates held anywhere in the collection, in the order given; those the
-        filter `where` leaves out are dropped."""
-        combined: list[list[float | None]] = [[None] * len(c) for c in ids]
+        filter `where` leaves out are dropped. Each candidate is scored by the one part holding it
+        (a stored part, unless the document was changed since, or the upserted documents)."""
         changes = self.changes()
         found_lists = await self.parts.each(score_part, metric, queries, ids, where)
         if changes is not None:
             found_lists = [changes.without_changed(ids, found) for found in found_lists]
             if changes.delta is not None:
                 found_lists.append(score_part(changes.delta, metric, queries, ids, where))
-        for scores in found_lists:
-            for merged, found in zip(combined, scores, strict=True):
-                for j, value in enumerate(found):
-                    if value is not None:
-                        merged[j] = value
-        for i, (candidates, values) in enumerate(zip(ids, combined, strict=True)):
+        out = []
+        for i, candidates in enumerate(ids):
+            values = [next((f[i][j] for f in found_lists if f[i][j] is not None), None) for j in range(len(candidates))]
             missing = [c for c, v in zip(candidates, values, strict=True) if v is None]
             if missing:
                 raise unknown_ids(f"ids[{i}]" if len(ids) > 1 else "ids", self.collection, missing)
-        return [
-            [(c, float(v)) for c, v in zip(candidates, values, strict=True) if v is not None and v == v]
-            for candidates, values in zip(ids, combined, strict=True)
-        ]
+            out.append([(c, float(v)) for c, v in zip(candidates, values, strict=True) if v is not None and v == v])
+        return out
 
 
 def group_answer(answer: Answer, group: GroupBy, k: int) -> tuple[Answer, bool]:
