@@ -7,20 +7,18 @@ here and have no defaults of their own.
 
 from __future__ import annotations
 
+import inspect
 import os
-from dataclasses import fields
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.core.config import ExecutionSettings, Limits, OverlaySettings, RaySettings
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
-C = TypeVar("C", bound="DataclassInstance")
+C = TypeVar("C")
 
 
 class ServiceSettings(BaseSettings):
@@ -112,13 +110,13 @@ class ServiceSettings(BaseSettings):
         description="requests a part replica takes at once (Serve's router backs off when every replica is full)",
     )
 
-    def _filled(self, config: type[C], prefix: str = "", **computed: object) -> C:
+    def _filled(self, config: Callable[..., C], prefix: str = "", **computed: object) -> C:
         """A core dataclass with every field from this model: those in `computed` as given, each
         other from the setting `prefix` + its name, else the setting of its own name."""
         values = {}
-        for item in fields(config):
-            name = prefix + item.name if hasattr(self, prefix + item.name) else item.name
-            values[item.name] = computed[item.name] if item.name in computed else getattr(self, name)
+        for field in inspect.signature(config).parameters:
+            name = prefix + field if hasattr(self, prefix + field) else field
+            values[field] = computed[field] if field in computed else getattr(self, name)
         return config(**values)
 
     @property
