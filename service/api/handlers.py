@@ -19,7 +19,15 @@ from pydantic import BaseModel, ValidationError
 from index_builder.artifact.errors import DotcosError, InputError
 from service.api.binary import binary_search, is_binary
 from service.api.errors import Reply, dotcos_reply, unexpected_reply, validation_reply
-from service.api.schemas import BatchSearchRequest, ScoreRequest, SearchRequest, SimilarRequest
+from service.api.schemas import (
+    BatchSearchRequest,
+    BatchSearchResponse,
+    ScoreRequest,
+    ScoreResponse,
+    SearchRequest,
+    SearchResponse,
+    SimilarRequest,
+)
 from service.api.state import AppState
 from service.core.query import Hit, SearchOptions
 from service.core.searcher import ScoreQuery, SearchResult, SimilarQuery
@@ -190,11 +198,12 @@ Handler = Callable[[AppState, Call], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class Route:
-    """A query route: its path template (as metrics label it), handler and body model (for OpenAPI)."""
+    """A query route: its path template (as metrics label it), handler, and body and answer models (for OpenAPI)."""
 
     suffix: str
     handler: Handler
     model: type[BaseModel]
+    response: type[BaseModel]
 
     @property
     def template(self) -> str:
@@ -212,10 +221,10 @@ async def _search_batch(state: AppState, call: Call) -> Reply:
 ROUTES = {
     route.suffix: route
     for route in (
-        Route("search", _search_one, SearchRequest),
-        Route("search/batch", _search_batch, BatchSearchRequest),
-        Route("similar", similar, SimilarRequest),
-        Route("score", score, ScoreRequest),
+        Route("search", _search_one, SearchRequest, SearchResponse),
+        Route("search/batch", _search_batch, BatchSearchRequest, BatchSearchResponse),
+        Route("similar", similar, SimilarRequest, SearchResponse),
+        Route("score", score, ScoreRequest, ScoreResponse),
     )
 }
 

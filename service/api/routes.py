@@ -10,15 +10,7 @@ from starlette.responses import Response
 from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
 from service.api.errors import QUERY_ERRORS, error_response, error_responses
 from service.api.handlers import ROUTES, Call, Route, answer
-from service.api.schemas import (
-    BatchSearchResponse,
-    CollectionInfo,
-    CollectionList,
-    MetricInfo,
-    ScoreResponse,
-    SearchResponse,
-    Status,
-)
+from service.api.schemas import CollectionInfo, CollectionList, MetricInfo, Status
 from service.api.state import AppState
 from service.core.version import Version
 
@@ -133,11 +125,6 @@ def _query_route(route: Route) -> None:
     """The FastAPI door of a query route: the body is read raw and parsed by the same handler as
     the ASGI front's (service.api.handlers); its model is declared for the OpenAPI document only."""
     body_schema = {"$ref": f"#/components/schemas/{route.model.__name__}"}
-    response = (
-        BatchSearchResponse
-        if route.suffix == "search/batch"
-        else (ScoreResponse if route.suffix == "score" else SearchResponse)
-    )
 
     async def endpoint(name: str, request: Request) -> Response:
         call = Call(name, await request.body(), request.headers, request.url.query)
@@ -150,7 +137,7 @@ def _query_route(route: Route) -> None:
         route.template,
         endpoint,
         methods=["POST"],
-        response_model=response,
+        response_model=route.response,
         responses=error_responses(*QUERY_ERRORS),
         name=route.suffix.replace("/", "_"),
         openapi_extra=_request_body(route, body_schema),
