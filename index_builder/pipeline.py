@@ -76,8 +76,12 @@ class QuerySet:
 
 def _read_queries(spec: InputSpec, dim: int, limit: int, seed: int) -> np.ndarray:
     parts = list(stream_vectors(spec, dim, "--queries", 65536))
-    queries = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
-    return np.asarray(queries[sample_rows(np.arange(len(queries)), limit, seed)])
+    return _sampled(np.concatenate(parts) if parts else np.empty((0, dim), np.float32), limit, seed)
+
+
+def _sampled(vectors: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most `limit` of the vectors, a seeded sample in their order."""
+    return np.asarray(vectors[sample_rows(np.arange(len(vectors)), limit, seed)])
 
 
 def document_query_rows(norms: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -311,9 +315,7 @@ def recorded_queries(request: BuildRequest, dim: int) -> dict[str, QuerySet]:
             continue
         if sample is None or sample.dim != dim or len(sample.vectors) < MIN_RECORDED:
             continue
-        vectors = sample.vectors[
-            sample_rows(np.arange(len(sample.vectors)), request.selfcheck_queries, request.index.seed)
-        ]
+        vectors = _sampled(sample.vectors, request.selfcheck_queries, request.index.seed)
         log.info(
             "%s: self-check on %d recorded queries (a sample of %d served)", metric.name, len(vectors), sample.seen
         )

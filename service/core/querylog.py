@@ -52,7 +52,7 @@ class QueryLog:
     """This worker's new samples per (collection, metric), merged into the log files periodically."""
 
     def __init__(self, root: Path, size: int, flush_s: float, seed: int | None = None) -> None:
-        self.root, self.size, self.flush_s = root, size, flush_s
+        self.root, self.size = root, size
         self.rng = np.random.default_rng(seed)
         self._pending: dict[tuple[str, str], Reservoir] = {}
         self._lock = threading.Lock()
