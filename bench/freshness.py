@@ -30,7 +30,7 @@ import matplotlib
 import numpy as np
 
 from bench.service_load import BIN
-from index_builder.artifact.journal import DELETE, UPSERT, Journal
+from index_builder.artifact.journal import DELETE, UPSERT, Change, Journal
 from index_builder.artifact.layout import read_current
 from index_builder.synthetic import TwoTowerSpec, two_tower
 from service.core.loader import LocalLoader
@@ -128,6 +128,7 @@ def visibility(core: Core, standing: Standing, pool: np.ndarray, rng: np.random.
     other = Overlay(
         Journal(core.settings.index_root, NAME),
         core.version.manifest,
+        core.version.path,
         core.version.spaces,
         core.overlay.parts,
         core.settings.overlay,
@@ -138,7 +139,7 @@ def visibility(core: Core, standing: Standing, pool: np.ndarray, rng: np.random.
     try:
         for vector in pool:
             doc_id = f"probe-{len(standing.new_ids)}"
-            position = core.overlay.write(UPSERT, [doc_id], vector[None, :], None).position
+            position = core.overlay.write(Change(0, UPSERT, (doc_id,), vector[None, :])).position
             standing.new_ids.append(doc_id)
             standing.new_vectors.append(vector)
             start = time.perf_counter()
@@ -161,7 +162,7 @@ def upsert_batches(
         vectors = pool[start + first : start + first + size]
         stored = rng.choice(np.flatnonzero(standing.alive), size // 2, replace=False)
         ids = [f"d{r}" for r in stored] + [f"n{start + first + j}" for j in range(size - len(stored))]
-        core.overlay.write(UPSERT, ids, vectors, None)
+        core.overlay.write(Change(0, UPSERT, tuple(ids), vectors))
         standing.alive[stored] = False
         standing.new_ids.extend(ids)
         standing.new_vectors.extend(vectors)
@@ -173,7 +174,7 @@ def delete_batches(core: Core, standing: Standing, count: int, batch: int, rng: 
     doomed = rng.choice(np.flatnonzero(standing.alive), count, replace=False)
     for first in range(0, count, batch):
         rows = doomed[first : first + batch]
-        core.overlay.write(DELETE, [f"d{r}" for r in rows], None, None)
+        core.overlay.write(Change(0, DELETE, tuple(f"d{r}" for r in rows)))
         standing.alive[rows] = False
     return count / (time.perf_counter() - began)
 

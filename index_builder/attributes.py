@@ -88,8 +88,9 @@ ARROW_TYPES = {
 """The Arrow type each attribute type's arrays are made from."""
 
 
-def _normalized(name: str, column: pa.ChunkedArray, kind: AttributeType) -> pa.ChunkedArray:
-    """The column in the type its arrays are made from (strings, lists of strings, int64, float64)."""
+def _normalized(name: str, column: pa.ChunkedArray, kind: AttributeType, ids: list[str]) -> pa.ChunkedArray:
+    """The column in the type its arrays are made from (strings, lists of strings, int64, float64);
+    a bad value is named by its row and id."""
     target = ARROW_TYPES[kind]
     try:
         column = column.cast(target)
@@ -98,7 +99,8 @@ def _normalized(name: str, column: pa.ChunkedArray, kind: AttributeType) -> pa.C
     if kind is AttributeType.KEYWORDS and pc.any(pc.is_null(pc.list_flatten(column))).as_py():
         raise InputError(f"attribute {name!r} holds a null inside a list; leave it out of the list")
     if kind is AttributeType.FLOAT and pc.any(pc.is_nan(column)).as_py():
-        raise InputError(f"attribute {name!r} holds NaN; leave a missing value null instead")
+        row = int(np.flatnonzero(np.asarray(pc.fill_null(pc.is_nan(column), False)))[0])
+        raise InputError(f"attribute {name!r} holds NaN at row {row} (id {ids[row]!r}); leave a missing value null")
     return column
 
 
@@ -188,7 +190,7 @@ def read_attributes(spec: AttributeSpec, inputs: InputSpec, ids: list[str], rese
     if len(table) != len(ids):
         raise InputError(f"attribute columns hold {len(table)} rows for {len(ids)} documents")
     types = {name: attribute_type(name, table.schema.field(name).type) for name in table.column_names}
-    columns = [_normalized(name, table.column(name), kind) for name, kind in types.items()]
+    columns = [_normalized(name, table.column(name), kind, ids) for name, kind in types.items()]
     table = pa.table(dict(zip(types, columns, strict=True)))
     dictionaries = {name: _dictionary(table.column(name), kind) for name, kind in types.items() if kind.coded}
     return Attributes(table, types, {k: v for k, v in dictionaries.items() if v is not None})

@@ -1,4 +1,4 @@
-"""`dotcos-build`: build, list, inspect, verify, activate and gc published versions.
+"""`dotcos-build`: build, list, inspect, verify, activate, restore, snapshot, reapply and gc.
 
 Exit codes (for schedulers): 0 success, 2 bad input or unknown collection/version,
 1 any other failure (including a version that does not verify). Errors are one line
@@ -48,6 +48,40 @@ def _positive(text: str) -> int:
     return value
 
 
+def _position(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a journal position (0 or more), got {value}")
+    return value
+
+
+def _span(text: str) -> tuple[int, int]:
+    first, sep, last = text.partition("..")
+    if not sep or not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise argparse.ArgumentTypeError(f"expected FIRST..LAST journal positions, got {text!r}")
+    return int(first), int(last)
+
+
+def _add_lifecycle(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """restore, snapshot and reapply: going back, backing up, and undoing a set-aside."""
+    restore = sub.add_parser("restore", help="publish the collection as it stood at a position, or from a snapshot")
+    restore.add_argument("--name", required=True, help="collection name")
+    restore.add_argument("--root", type=Path, help="index root (default: $DOTCOS_INDEX_ROOT or ./indexes)")
+    source = restore.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--position", type=_position, help="journal position: later changes are set aside (see `inspect`)"
+    )
+    source.add_argument("--snapshot", type=Path, help="a file written by `dotcos-build snapshot`")
+    snapshot = sub.add_parser("snapshot", help="write the active version and its pending changes to one file")
+    snapshot.add_argument("--name", required=True, help="collection name")
+    snapshot.add_argument("--root", type=Path)
+    snapshot.add_argument("--out", type=Path, required=True, help="the snapshot file to write")
+    reapply = sub.add_parser("reapply", help="apply set-aside changes again, as new changes")
+    reapply.add_argument("--name", required=True, help="collection name")
+    reapply.add_argument("--root", type=Path)
+    reapply.add_argument("--positions", type=_span, help="only those in FIRST..LAST (default: every set-aside change)")
+
+
 def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("build", help="build and publish a new version of a collection")
     p.add_argument("--input", help=".npy/.parquet/.fvecs file, directory or glob")
@@ -56,6 +90,19 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         action="store_true",
         help="instead of --input: the active version's documents with the change journal applied "
         "(metrics and index kind default to the active version's)",
+    )
+    pending = p.add_mutually_exclusive_group()
+    pending.add_argument(
+        "--changes-included-through",
+        type=_position,
+        metavar="POSITION",
+        help="the input already holds the changes accepted through this journal position: they are folded, "
+        "later ones stay pending (default: every pending change stays pending on the new version)",
+    )
+    pending.add_argument(
+        "--discard-changes",
+        action="store_true",
+        help="set the pending changes aside instead of keeping them (`reapply` brings them back)",
     )
     p.add_argument("--ids", help="ids file(s), one id per line (default: parquet id column or row numbers)")
     p.add_argument("--name", required=True, help="collection name")
@@ -120,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_build(sub)
+    _add_lifecycle(sub)
     demo = sub.add_parser("demo", help="build a demo collection unless the root has collections")
     demo.add_argument("--root", type=Path)
     demo.add_argument("--docs", type=_positive, default=20_000)
@@ -197,6 +245,8 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         ray=args.ray,
         task_retries=args.task_retries,
         attributes=_attribute_spec(args),
+        changes_through=args.changes_included_through,
+        discard_changes=args.discard_changes,
     )
 
 
@@ -213,7 +263,7 @@ def _attribute_spec(args: argparse.Namespace) -> AttributeSpec | None:
     return AttributeSpec(columns, side[0])
 
 
-WRITING_COMMANDS = ("build", "demo", "activate", "gc")
+WRITING_COMMANDS = ("build", "demo", "activate", "gc", "restore", "snapshot", "reapply")
 
 
 def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
@@ -239,6 +289,12 @@ def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
         return commands.verify(root, args.name, args.version)
     if args.command == "activate":
         return commands.activate_version(root, args.name, args.version)
+    if args.command == "restore":
+        return commands.restore(root, args.name, args.position, args.snapshot)
+    if args.command == "snapshot":
+        return commands.snapshot(root, args.name, args.out)
+    if args.command == "reapply":
+        return commands.reapply(root, args.name, args.positions)
     return commands.collect(root, args.name, args.keep)
 
 

@@ -13,15 +13,20 @@ from pathlib import Path
 from index_builder.artifact.errors import InputError, NotFoundError
 from index_builder.artifact.integrity import verify_version
 from index_builder.artifact.layout import list_collections, list_versions, read_current, version_dir
+from index_builder.artifact.lifecycle import span_of
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.demo import ensure_demo
 from index_builder.fold import export_current
 from index_builder.parts import build as build_version
+from index_builder.pending import fold_line, restorable_from, said, standing
 from index_builder.pipeline import BuildRequest
 from index_builder.progress import Progress
-from index_builder.publish import activate, compact_journal, gc, new_staging_dir, new_version_name
+from index_builder.publish import activate, gc, new_staging_dir, new_version_name
+from index_builder.restore import reapply as reapply_changes
+from index_builder.restore import restore_position, restore_snapshot
 from index_builder.retrieval.spaces import Metric
+from index_builder.snapshot import write_snapshot
 from index_builder.synthetic import TwoTowerSpec
 
 log = logging.getLogger(__name__)
@@ -81,6 +86,7 @@ def build(request: BuildRequest, progress: Progress) -> int:
         f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
         f"dim {manifest.dim}{shards}, in {elapsed:.1f}s"
     )
+    print(f"  {fold_line(manifest.changes)}")
     _print_recall(manifest)
     for name, reason in manifest.not_built.items():
         print(f"  {name:<14} not built: {reason}")
@@ -104,8 +110,14 @@ def build_from_current(
 ) -> int:
     """Build from the active version plus the change journal, written as an ordinary input first
     (in a staging directory of the collection, removed afterwards)."""
-    flags = (("--input", args.input), ("--ids", args.ids), ("--attributes-file", args.attributes_file))
-    given = [flag for flag, value in flags if value]
+    flags = (
+        ("--input", args.input),
+        ("--ids", args.ids),
+        ("--attributes-file", args.attributes_file),
+        ("--changes-included-through", args.changes_included_through),
+        ("--discard-changes", args.discard_changes),
+    )
+    given = [flag for flag, value in flags if value is not None and value is not False]
     if given:
         raise InputError(f"--from-current builds from the active version; leave out {', '.join(given)}")
     _, current = _manifest_for(root, args.name, None)
@@ -119,7 +131,7 @@ def build_from_current(
         args.hnsw_codes = args.hnsw_codes or current.build_params.get("hnsw_codes")
         request = request_of()
         extra = {**request.extra_params, "from_current": folded.source}
-        return build(replace(request, journal_position=folded.position, extra_params=extra), progress)
+        return build(replace(request, fold=folded.fold, extra_params=extra), progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -175,6 +187,33 @@ def _query_log_lines(root: Path, manifest: Manifest) -> list[str]:
     return lines
 
 
+def _lifecycle_lines(root: Path, manifest: Manifest, active: bool) -> list[str]:
+    """What the version did with pending changes and, for the active one, what is pending, set
+    aside and restorable now."""
+    carried = manifest.changes.get("carried")
+    lines = [
+        f"  fold point: journal position {manifest.journal_position}"
+        + ("" if carried is None else f"; carries {said(carried)}"),
+        f"  when built: {fold_line(manifest.changes)}",
+    ]
+    if manifest.restored_from:
+        origin = ", ".join(f"{key} {value}" for key, value in manifest.restored_from.items())
+        lines.append(f"  restored from: {origin}")
+    if not active:
+        return lines
+    now = standing(root, manifest.collection)
+    lines.append(f"  pending now: {said(span_of(now.pending()))}")
+    for span in now.set_aside_now():
+        lines.append(
+            f"  set aside: {said(span)} by {span.reason} (`dotcos-build reapply --name {manifest.collection}`)"
+        )
+    first = restorable_from(now, root, manifest.collection)
+    journal = f"positions {now.changes[0].position}..{now.end}" if now.changes else "empty"
+    restore = "none" if first is None else f"positions {first}..{now.end}"
+    lines.append(f"  journal: {journal}; restore points: {restore}")
+    return lines
+
+
 def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
     _, manifest = _manifest_for(root, name, version)
     if as_json:
@@ -189,6 +228,8 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
         f"  created {manifest.created_at.isoformat()}, {manifest.count} vectors, dim {manifest.dim}, "
         f"faiss {manifest.faiss_version}, schema {manifest.schema_version}"
     )
+    for line in _lifecycle_lines(root, manifest, manifest.version == active):
+        print(line)
     _print_recall(manifest)
     for line in _query_log_lines(root, manifest):
         print(line)
@@ -222,14 +263,55 @@ def verify(root: Path, name: str | None, version: str | None) -> int:
 def activate_version(root: Path, name: str, version: str) -> int:
     previous = read_current(root, name)
     activate(root, name, version)
-    print(f"{name}: active version {previous} -> {version}")
+    now = standing(root, name)
+    kept = span_of(now.pending())
+    stay = "no pending changes on top of it" if kept is None else f"{said(kept)} stay on top of it"
+    print(f"{name}: active version {previous} -> {version}; {stay}")
+    return 0
+
+
+def restore(root: Path, name: str, position: int | None, file: Path | None) -> int:
+    """Point-in-time restore or restore from a snapshot; says what was carried and set aside."""
+    done = restore_snapshot(root, name, file) if file is not None else restore_position(root, name, position or 0)
+    source = done.manifest.restored_from or {}
+    where = f"snapshot {file}" if file is not None else f"position {position}"
+    print(f"{name}: restored {where} as version {done.manifest.version} (from version {source.get('version')})")
+    print(f"  {said(done.carried, 'carried')}")
+    if done.set_aside is not None:
+        print(f"  {said(done.set_aside, 'set aside')}: `dotcos-build reapply --name {name}` applies them again")
+    return 0
+
+
+def snapshot(root: Path, name: str, out: Path) -> int:
+    written = write_snapshot(root, name, out)
+    print(
+        f"{name}: snapshot of version {written.version} cut at position {written.position} "
+        f"({said(written.pending)}), {written.bytes} bytes -> {written.path}"
+    )
+    return 0
+
+
+def reapply(root: Path, name: str, positions: tuple[int, int] | None) -> int:
+    first, last = positions if positions is not None else (None, None)
+    appended = reapply_changes(root, name, first, last)
+    if not appended:
+        print(f"{name}: no set-aside changes{'' if positions is None else f' in {first}..{last}'}; nothing re-applied")
+        return 0
+    originals = [int(c.detail["reapplied"]) for c in appended]
+    print(
+        f"{name}: re-applied {len(appended)} set-aside change(s) (positions {originals[0]}..{originals[-1]}) "
+        f"as positions {appended[0].position}..{appended[-1].position}"
+    )
     return 0
 
 
 def collect(root: Path, name: str, keep: int) -> int:
-    removed = gc(root, name, keep)
-    print(f"{name}: removed {len(removed)} version(s){': ' + ', '.join(removed) if removed else ''}")
-    segments = compact_journal(root, name)
-    if segments:
-        print(f"{name}: removed {len(segments)} change-journal segment(s) every version includes")
+    done = gc(root, name, keep)
+    removed = f": {', '.join(done.removed)}" if done.removed else ""
+    print(f"{name}: removed {len(done.removed)} version(s){removed}; kept {len(done.kept)}: {', '.join(done.kept)}")
+    print(
+        f"{name}: removed {len(done.segments_removed)} journal segment(s)"
+        f"{': ' + ', '.join(p.name for p in done.segments_removed) if done.segments_removed else ''}; "
+        f"kept {len(done.segments_kept)} from position {done.needed_from} on (needed by {done.needed_by})"
+    )
     return 0

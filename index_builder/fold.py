@@ -1,9 +1,9 @@
 """`build --from-current`: the active version's documents with the change journal applied, written
 as an ordinary build input (vectors .npy, ids, attributes parquet) so the build runs unchanged.
 
-Order of the result: the stored documents no change touched, in the version's row order, then
-every upserted document in the order it was first upserted since its last delete (the order of
-`Pending.upserts`).
+Order of the result: the stored documents neither deleted nor replaced, in the version's row
+order (with their pending attribute changes merged in), then every upserted document in the
+order it was first upserted since its last delete (the order of `Pending.upserts`).
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import pyarrow.parquet as pq
 from index_builder.artifact.attributes import Column
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.integrity import open_attributes, open_vectors, read_ids, verify_checksums
-from index_builder.artifact.journal import Journal, Pending
-from index_builder.artifact.layout import read_current, version_dir
-from index_builder.artifact.manifest import read_manifest
+from index_builder.artifact.journal import Pending
+from index_builder.artifact.lifecycle import span_of
+from index_builder.artifact.manifest import Manifest
 from index_builder.attributes import ARROW_TYPES, AttributeSpec
+from index_builder.pending import Fold, fold_line, settled
 from index_builder.readers import ParquetColumns
 from index_builder.staging import InputSpec, VectorWriter
 
@@ -34,30 +35,31 @@ BLOCK_ROWS = 65536
 
 @dataclass(frozen=True)
 class Folded:
-    """The build input of current + journal, and what it includes."""
+    """The build input of current + journal, and the fold it makes."""
 
     inputs: InputSpec
     attributes: AttributeSpec | None
-    position: int
+    fold: Fold
     source: str
 
 
 def export_current(root: Path, collection: str, work: Path) -> Folded:
-    """Write the active version plus every journal record after its position into `work`."""
-    version = read_current(root, collection)
-    path = version_dir(root, collection, version)
-    manifest = read_manifest(path)
-    journal = Journal(root, collection)
-    changes = [c for c in journal.read_new() if c.position > manifest.journal_position]
+    """Write the active version plus every change pending on it into `work` (read under the
+    journal's lock, so the fold point is one position; changes accepted while the build runs
+    stay pending on the new version)."""
+    with settled(root, collection) as now:
+        if now.active is None or now.path is None:
+            raise InputError(f"--from-current: collection {collection!r} has no active version under {root}")
+        manifest, path, changes = now.active, now.path, now.pending()
+        end = now.end
     pending = Pending.of(changes)
-    pending.position = max(journal.position, manifest.journal_position)
-    touched = pending.touched()
+    gone = pending.deletes | pending.upserts.keys()
     entries = manifest.parts()
     kept_per_part: list[np.ndarray] = []
     ids: list[str] = []
     for entry in entries:
         part_ids = read_ids(path, entry)
-        keep = np.array([i for i, doc_id in enumerate(part_ids) if doc_id not in touched], dtype=np.int64)
+        keep = np.array([i for i, doc_id in enumerate(part_ids) if doc_id not in gone], dtype=np.int64)
         kept_per_part.append(keep)
         ids.extend(part_ids[i] for i in keep.tolist())
     upserted = list(pending.upserts)
@@ -72,39 +74,49 @@ def export_current(root: Path, collection: str, work: Path) -> Folded:
                 writer.write(vectors[keep[start : start + BLOCK_ROWS]])
         for start in range(0, len(upserted), BLOCK_ROWS):
             writer.write(np.stack([pending.upserts[i][0] for i in upserted[start : start + BLOCK_ROWS]]))
-    ids.extend(upserted)
-    (work / "ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in ids), encoding="utf-8")
+    (work / "ids.txt").write_text("".join(f"{doc_id}\n" for doc_id in [*ids, *upserted]), encoding="utf-8")
     attributes = None
     if manifest.attributes:
-        values: dict[str, list[Any]] = {name: [] for name in manifest.attributes}
-        for entry, keep in zip(entries, kept_per_part, strict=True):
-            columns = open_attributes(manifest, path, entry)
-            for name in manifest.attributes:
-                values[name].extend(_values(columns[name], keep))
-        for doc_id in upserted:
-            given = pending.upserts[doc_id][1] or {}
-            for name in manifest.attributes:
-                values[name].append(given.get(name))
-        table = pa.table(
-            {
-                "id": pa.array(ids, pa.large_string()),
-                **{name: pa.array(values[name], ARROW_TYPES[a.type]) for name, a in manifest.attributes.items()},
-            }
-        )
-        pq.write_table(table, work / "attributes.parquet")
+        _write_attributes(manifest, path, kept_per_part, ids, pending, work / "attributes.parquet")
         attributes = AttributeSpec(None, work / "attributes.parquet")
+    folded = span_of(changes)
     log.info(
-        "%s: version %s (%d documents) + journal to position %d (%d deleted, %d upserted) -> %d documents",
+        "%s: version %s (%d documents) + %s -> %d documents",
         collection,
-        version,
+        manifest.version,
         manifest.count,
-        pending.position,
-        len(pending.deletes),
-        len(upserted),
+        fold_line({"folded": folded} if folded else {}),
         total,
     )
     inputs = InputSpec([work / "vectors.npy"], "npy", ParquetColumns("id", "vector", False), [work / "ids.txt"])
-    return Folded(inputs, attributes, pending.position, f"{version}+journal:{pending.position}")
+    fold = Fold(end, {"folded": folded} if folded else {})
+    return Folded(inputs, attributes, fold, f"{manifest.version}+journal:{end}")
+
+
+def _write_attributes(
+    manifest: Manifest, path: Path, kept_per_part: list[np.ndarray], ids: list[str], pending: Pending, out: Path
+) -> None:
+    """The attributes of the folded documents as a side file: stored values with the pending
+    attribute changes merged in (in row order), then the upserted documents' own."""
+    values: dict[str, list[Any]] = {name: [] for name in manifest.attributes}
+    for entry, keep in zip(manifest.parts(), kept_per_part, strict=True):
+        columns = open_attributes(manifest, path, entry)
+        for name in manifest.attributes:
+            values[name].extend(_values(columns[name], keep))
+    for at, doc_id in enumerate(ids):
+        for name, value in pending.patches.get(doc_id, {}).items():
+            values[name][at] = value
+    for doc_id in pending.upserts:
+        given = pending.upserts[doc_id][1] or {}
+        for name in manifest.attributes:
+            values[name].append(given.get(name))
+    table = pa.table(
+        {
+            "id": pa.array([*ids, *pending.upserts], pa.large_string()),
+            **{name: pa.array(values[name], ARROW_TYPES[a.type]) for name, a in manifest.attributes.items()},
+        }
+    )
+    pq.write_table(table, out)
 
 
 def _values(column: Column, rows: np.ndarray) -> list[Any]:

@@ -126,8 +126,11 @@ def new_index(plan: IndexPlan, layout: Layout) -> faiss.Index:
     try:
         index = faiss.index_factory(plan.dim, plan.factory, faiss_metric(layout))
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise InputError(f"--index {plan.factory!r} is not a usable FAISS factory string: {detail}") from None
+        detail = str(exc).strip().splitlines()[-1].rsplit(": ", 1)[-1] if str(exc).strip() else "refused"
+        raise InputError(
+            f"--index {plan.factory!r} is none of the kinds {', '.join(KINDS)}, nor a FAISS index_factory "
+            f"string this dimension takes, such as 'IVF1024,SQ8' or 'HNSW32,Flat' ({detail})"
+        ) from None
     if plan.ef_construction is not None:
         inner = faiss.downcast_index(index)
         if isinstance(inner, faiss.IndexHNSW):

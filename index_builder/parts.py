@@ -33,7 +33,7 @@ from index_builder.artifact import attributes as stored
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.faults import arm, armed, crash_point
 from index_builder.artifact.integrity import verify_shapes
-from index_builder.artifact.journal import end_position
+from index_builder.artifact.lifecycle import write_carried
 from index_builder.artifact.manifest import (
     SCHEMA_VERSION,
     SHARDED_SCHEMA_VERSION,
@@ -45,6 +45,7 @@ from index_builder.artifact.manifest import (
 from index_builder.attributes import Attributes, part_columns, read_attributes
 from index_builder.evaluate import RECALL_K, Checked, filtered_boosts, norm_bias, served_check
 from index_builder.indexes import IndexOptions
+from index_builder.pending import fold_for_export
 from index_builder.pipeline import (
     BuildRequest,
     MetricInputs,
@@ -427,15 +428,16 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
     if request.shards is not None and request.shards < 1:
         raise InputError(f"--shards must be at least 1, got {request.shards}")
     version = request.version or new_version_name()
-    position = request.journal_position
-    if position is None:
-        position = end_position(request.root, request.collection)
+    fold = request.fold or fold_for_export(
+        request.root, request.collection, request.changes_through, request.discard_changes
+    )
     staging = new_staging_dir(request.root, request.collection, version)
     run = runner(request.ray, request.task_retries)
     try:
         metrics, skipped = buildable(request)
         request = replace(request, metrics=metrics)
         scanned = _scan(request, run, progress)
+        fold.check_dim(scanned.dim)
         check_request(request, scanned.norms)
         whitening = whitening_for(request, scanned.dim, staging, progress)
         user_queries, doc_queries = query_sets(request, scanned.documents, scanned.dim)
@@ -456,6 +458,7 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
             )
             if space.metric.kind is MetricKind.DOT:
                 bias = round(norm_bias(truth_rows, scanned.norms[order]), 4)
+        carried = write_carried(staging, fold.carried)
         manifest = new_manifest(
             request,
             version,
@@ -466,7 +469,10 @@ def build(request: BuildRequest, progress: Progress) -> Manifest:
             staging,
             not_built=skipped,
             attributes=attributes.entries() if attributes else {},
-            journal_position=position,
+            journal_position=fold.position,
+            carried=carried,
+            changes=fold.changes,
+            set_aside=fold.set_aside,
             **_layout_fields(request, results),
         )
         verify_shapes(manifest, staging)

@@ -21,6 +21,7 @@ from index_builder.attributes import AttributeSpec
 from index_builder.covariance import user_covariance, whitening_matrix
 from index_builder.evaluate import Checked, norm_profile, self_check
 from index_builder.indexes import IndexOptions, IndexPlan, new_index, plan_index, sample_rows, train_and_add
+from index_builder.pending import Fold
 from index_builder.progress import Progress
 from index_builder.publish import file_entries
 from index_builder.retrieval.spaces import (
@@ -64,8 +65,11 @@ class BuildRequest:
     task_retries: int = 3
     extra_params: dict[str, object] = field(default_factory=dict)
     attributes: AttributeSpec | None = None
-    journal_position: int | None = None
-    """The change-journal position the input includes; None: the journal's end when the build starts."""
+    fold: Fold | None = None
+    """The new version's fold point when the caller chose it (--from-current); otherwise the
+    build plans it from `changes_through` and `discard_changes` (index_builder.pending)."""
+    changes_through: int | None = None
+    discard_changes: bool = False
 
 
 @dataclass(frozen=True)

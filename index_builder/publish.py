@@ -2,9 +2,9 @@
 
 A build writes into ROOT/<collection>/.staging-<version>-<pid>/, fsyncs every file and
 the directory, renames it into versions/ (atomic on one filesystem), and only then
-replaces CURRENT (temp file + rename). A crash at any point leaves the old CURRENT and
-every published version untouched; a leftover staging directory is invisible to
-readers and removed by `gc`.
+replaces CURRENT (temp file + rename, under the journal's lock: artifact.lifecycle.commit).
+A crash at any point leaves the old CURRENT and every published version untouched; a
+leftover staging directory is invisible to readers and removed by `gc`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import contextlib
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from index_builder.artifact.errors import InputError, NotFoundError
 from index_builder.artifact.faults import crash_point
 from index_builder.artifact.integrity import verify_checksums
-from index_builder.artifact.journal import Journal, journal_dir
 from index_builder.artifact.layout import (
-    CURRENT_FILE,
     MANIFEST_FILE,
     STAGING_PREFIX,
     VERSIONS_DIR,
@@ -32,9 +31,10 @@ from index_builder.artifact.layout import (
     read_current,
     sha256_file,
     version_dir,
-    write_atomic,
 )
+from index_builder.artifact.lifecycle import commit
 from index_builder.artifact.manifest import FileEntry, Manifest, read_manifest
+from index_builder.pending import settled
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +73,26 @@ def new_staging_dir(root: Path, collection: str, version: str) -> Path:
     return staging
 
 
+def file_entry(path: Path) -> FileEntry:
+    """A file's sha256 and size, as the manifest lists it."""
+    return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
 def file_entries(staging: Path) -> dict[str, FileEntry]:
     """sha256 and size of every file in a staging directory (the manifest excepted)."""
-    return {
-        p.name: FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
-        for p in sorted(staging.iterdir())
-        if p.is_file() and p.name != MANIFEST_FILE
-    }
+    return {p.name: file_entry(p) for p in sorted(staging.iterdir()) if p.is_file() and p.name != MANIFEST_FILE}
 
 
 def publish(staging: Path, manifest: Manifest, root: Path) -> Path:
     """Make a fully written staging directory the collection's active version."""
+    target = place(staging, manifest, root)
+    commit(root, manifest.collection, manifest.version)
+    return target
+
+
+def place(staging: Path, manifest: Manifest, root: Path) -> Path:
+    """Write the manifest and move a fully written staging directory into versions/, durably; it
+    serves nothing until CURRENT names it."""
     (staging / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
     crash_point("publish.before_fsync")
     for path in staging.iterdir():
@@ -94,9 +103,6 @@ def publish(staging: Path, manifest: Manifest, root: Path) -> Path:
     target = version_dir(root, manifest.collection, manifest.version)
     os.rename(staging, target)
     fsync_path(target.parent)
-    crash_point("publish.before_current")
-    write_atomic(collection_dir(root, manifest.collection) / CURRENT_FILE, manifest.version)
-    crash_point("publish.after_current")
     return target
 
 
@@ -108,38 +114,53 @@ def activate(root: Path, collection: str, version: str) -> None:
         raise NotFoundError(f"version {version!r} of {collection!r} not found (published: {known})")
     verify_checksums(read_manifest(path), path)
     crash_point("activate.before_current")
-    write_atomic(collection_dir(root, collection) / CURRENT_FILE, version)
+    commit(root, collection, version)
 
 
 def _created(root: Path, collection: str, version: str) -> str:
     return read_manifest(version_dir(root, collection, version)).created_at.isoformat()
 
 
-def gc(root: Path, collection: str, keep: int) -> list[str]:
-    """Delete all but the `keep` newest versions, never the active one; drop dead stagings."""
+@dataclass(frozen=True)
+class Collected:
+    """What gc removed and kept, and why the journal's oldest kept position is needed."""
+
+    removed: list[str]
+    kept: list[str]
+    segments_removed: list[Path]
+    segments_kept: list[Path]
+    needed_from: int
+    needed_by: str
+
+
+def gc(root: Path, collection: str, keep: int) -> Collected:
+    """Delete all but the `keep` newest versions (never the active one), dead stagings, and the
+    journal segments no kept version, set-aside span or restore needs (under the journal's lock,
+    so no restore or activation runs meanwhile)."""
     if keep < 1:
         raise InputError(f"--keep must be at least 1, got {keep}")
-    active = read_current(root, collection)
-    versions = sorted(list_versions(root, collection), key=lambda v: _created(root, collection, v))
-    doomed = [v for v in versions[:-keep] if v != active]
-    for version in doomed:
-        crash_point("gc.before_delete")
-        trash = collection_dir(root, collection) / f"{STAGING_PREFIX}gc-{version}-{os.getpid()}"
-        os.rename(version_dir(root, collection, version), trash)
-        shutil.rmtree(trash)
-    _drop_dead_stagings(collection_dir(root, collection))
-    return doomed
-
-
-def compact_journal(root: Path, collection: str) -> list[Path]:
-    """Delete the change-journal segments every remaining version includes (their records are
-    folded into each of them; a rollback to any of them still finds the records after it)."""
-    positions = [
-        read_manifest(version_dir(root, collection, v)).journal_position for v in list_versions(root, collection)
-    ]
-    if not positions or not journal_dir(root, collection).is_dir():
-        return []
-    return Journal(root, collection).compact(min(positions))
+    with settled(root, collection) as now:
+        active = read_current(root, collection)
+        versions = sorted(list_versions(root, collection), key=lambda v: _created(root, collection, v))
+        doomed = [v for v in versions[:-keep] if v != active]
+        for version in doomed:
+            crash_point("gc.before_delete")
+            trash = collection_dir(root, collection) / f"{STAGING_PREFIX}gc-{version}-{os.getpid()}"
+            os.rename(version_dir(root, collection, version), trash)
+            shutil.rmtree(trash)
+        _drop_dead_stagings(collection_dir(root, collection))
+        kept = [v for v in versions if v not in doomed]
+        needs = [
+            (
+                read_manifest(version_dir(root, collection, v)).journal_position + 1,
+                f"the changes pending on version {v}",
+            )
+            for v in kept
+        ]
+        needs += [(span.first, f"the set-aside changes {span.first}..{span.last}") for span in now.set_aside_now()]
+        needed_from, needed_by = min(needs, default=(now.end + 1, "nothing"))
+        removed, remaining = now.journal.compact(needed_from)
+    return Collected(doomed, kept, removed, remaining, needed_from, needed_by)
 
 
 def _pid_alive(pid: int) -> bool:

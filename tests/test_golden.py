@@ -1,7 +1,9 @@
-"""A version published with manifest schema 1 stays loadable and answers the same."""
+"""A version published with manifest schema 1 stays loadable and answers the same (loaded from a
+copy: the service records the active version in the collection's journal)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +18,14 @@ from tests.service.oracle import space_scores
 ROOT = Path(__file__).parent / "golden" / "schema-v1"
 
 
-def test_schema_v1_artifact_verifies_and_answers_like_numpy() -> None:
-    path = version_dir(ROOT, "golden", read_current(ROOT, "golden"))
+def test_schema_v1_artifact_verifies_and_answers_like_numpy(tmp_path: Path) -> None:
+    root = tmp_path / "schema-v1"
+    shutil.copytree(ROOT, root)
+    path = version_dir(root, "golden", read_current(root, "golden"))
     manifest = read_manifest(path)
     assert manifest.schema_version == 1
     verify_version(manifest, path)
-    version = load(ROOT, "golden")
+    version = load(root, "golden")
     docs = np.load(path / "vectors.npy")
     query = np.array([[0.3, -1.0, 0.5, 2.0]], dtype=np.float32)
     for metric in ("dot", "cosine", "norm_pow:0.5", "covariance"):

@@ -1,14 +1,19 @@
-"""The change journal: deletes and upserts accepted between rebuilds, durable before they are
-acknowledged, beside the versions (never inside an immutable one).
+"""The change journal: one ordered log per collection of the writes accepted between rebuilds and
+of the lifecycle events around them, durable before they are acknowledged, beside the versions
+(never inside an immutable one).
 
     ROOT/<collection>/journal/<first position, 16 digits>.log    append-only segments
     ROOT/<collection>/journal/.lock                              one writer at a time (flock)
 
 A record is `MAGIC | position u64 | length u32 | crc32 u32 | payload`, the crc over the position
 and the payload; the payload is `header length u32 | JSON header | float32 vectors`. Positions
-count records from 1 across segments. A writer appends one record with one write and fsyncs it
-before the caller answers; a crash leaves the whole record or a torn tail, which readers stop at
-and the next writer (or `repair` at start-up) truncates to the last good record.
+count records from 1 across segments (a segment's name is its first position). A writer appends
+one record with one write and fsyncs it before the caller answers; a crash leaves the whole record or a torn tail, which
+readers stop at and the next writer (or `repair` at start-up) truncates to the last good record.
+
+Records are data changes (`delete`, `upsert`, `attributes`: what a user wrote) or lifecycle
+records (`set_aside`: data changes in a span of positions no longer apply; `activate`: CURRENT
+named a version from here on). Their meaning is index_builder.artifact.lifecycle's.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +40,39 @@ log = logging.getLogger(__name__)
 JOURNAL_DIR = "journal"
 MAGIC = b"DCJ1"
 HEAD = struct.Struct("<4sQII")
-DELETE, UPSERT = "delete", "upsert"
+DELETE, UPSERT, ATTRIBUTES = "delete", "upsert", "attributes"
+SET_ASIDE, ACTIVATE = "set_aside", "activate"
+DATA_OPS = frozenset({DELETE, UPSERT, ATTRIBUTES})
+HEADER_FIELDS = frozenset({"op", "ids", "dim", "attributes"})
 
 
 @dataclass(frozen=True)
 class Change:
-    """One accepted call: ids deleted, or ids upserted with their vectors and attributes."""
+    """One record: ids deleted; ids upserted with their vectors and attributes; an attribute
+    change of ids (`detail`: set, unset); or a lifecycle record (`detail`: its fields)."""
 
     position: int
     op: str
-    ids: tuple[str, ...]
+    ids: tuple[str, ...] = ()
     vectors: np.ndarray | None = None
     attributes: tuple[dict[str, Any] | None, ...] | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_data(self) -> bool:
+        return self.op in DATA_OPS
+
+    @property
+    def patch(self) -> dict[str, Any]:
+        """An attribute change as one mapping: the values set, None for the attributes unset."""
+        return {**{key: None for key in self.detail.get("unset", ())}, **self.detail.get("set", {})}
+
+    def copied(self, **detail: Any) -> Change:
+        """This record to be appended again (at a new position), with `detail` added."""
+        return replace(self, position=0, detail={**self.detail, **detail})
 
     def payload(self) -> bytes:
-        header: dict[str, Any] = {"op": self.op, "ids": list(self.ids)}
+        header: dict[str, Any] = {"op": self.op, "ids": list(self.ids), **self.detail}
         if self.vectors is not None:
             header["dim"] = int(self.vectors.shape[1])
         if self.attributes is not None:
@@ -73,7 +96,8 @@ def _decode_payload(position: int, payload: bytes) -> Change:
         flat = np.frombuffer(payload, dtype="<f4", offset=4 + size).astype(np.float32)
         vectors = flat.reshape(len(header["ids"]), header["dim"])
     attributes = tuple(header["attributes"]) if "attributes" in header else None
-    return Change(position, header["op"], tuple(header["ids"]), vectors, attributes)
+    detail = {key: value for key, value in header.items() if key not in HEADER_FIELDS}
+    return Change(position, header["op"], tuple(header["ids"]), vectors, attributes, detail)
 
 
 def decode(data: bytes, offset: int) -> tuple[Change, int] | None:
@@ -93,6 +117,20 @@ def decode(data: bytes, offset: int) -> tuple[Change, int] | None:
         return None
 
 
+def decode_all(data: bytes) -> tuple[list[Change], int]:
+    """Every whole record from the start of `data`, and the offset where they end."""
+    out, offset = [], 0
+    while (found := decode(data, offset)) is not None:
+        change, offset = found
+        out.append(change)
+    return out, offset
+
+
+def encode_all(changes: list[Change]) -> bytes:
+    """Records as one journal-format byte string (a snapshot's or a restored version's changes)."""
+    return b"".join(encode(change) for change in changes)
+
+
 def journal_dir(root: Path, collection: str) -> Path:
     return collection_dir(root, collection) / JOURNAL_DIR
 
@@ -102,7 +140,10 @@ def segment_name(first: int) -> str:
 
 
 class Journal:
-    """One collection's journal: tailing reads (any process), locked appends, repair, compaction."""
+    """One collection's journal: tailing reads (any process), locked appends, repair, compaction.
+
+    While it reads, a handle also keeps what the lifecycle records said: the version the last
+    `activate` named and the spans `set_aside` records declared."""
 
     def __init__(self, root: Path, collection: str, segment_bytes: int = 64 << 20) -> None:
         self.root, self.collection = root, collection
@@ -112,6 +153,8 @@ class Journal:
         self._offset = 0
         self.position = 0
         """The last position read (or written) by this handle."""
+        self.active: str | None = None
+        self.recorded: set[tuple[int, int]] = set()
 
     def segments(self) -> list[Path]:
         if not self.path.is_dir():
@@ -128,15 +171,26 @@ class Journal:
         for segment in todo:
             if segment != self._segment:
                 self._segment, self._offset = segment, 0
-            data = segment.read_bytes()
-            while (found := decode(data, self._offset)) is not None:
-                change, self._offset = found
+                self.position = max(self.position, int(segment.stem) - 1)
+            with open(segment, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read()
+            changes, used = decode_all(data)
+            self._offset += used
+            for change in changes:
                 if change.position > self.position:
                     out.append(change)
-                    self.position = change.position
-            if self._offset < len(data):
+                    self._note(change)
+            if used < len(data):
                 break
         return out
+
+    def _note(self, change: Change) -> None:
+        self.position = change.position
+        if change.op == ACTIVATE:
+            self.active = str(change.detail["version"])
+        elif change.op == SET_ASIDE:
+            self.recorded.add((int(change.detail["first"]), int(change.detail["last"])))
 
     @contextmanager
     def locked(self) -> Iterator[list[Change]]:
@@ -168,9 +222,9 @@ class Journal:
                 os.fsync(handle.fileno())
         return changes
 
-    def append(self, op: str, ids: list[str], vectors: np.ndarray | None, attributes: list[Any] | None) -> int:
-        """Write one record durably and return its position (call inside `locked`)."""
-        change = Change(self.position + 1, op, tuple(ids), vectors, None if attributes is None else tuple(attributes))
+    def append(self, draft: Change) -> Change:
+        """Write one record durably at the next position and return it (call inside `locked`)."""
+        change = replace(draft, position=self.position + 1)
         record = encode(change)
         segment = self._segment
         if segment is None or self._offset + len(record) > self.segment_bytes and self._offset > 0:
@@ -191,43 +245,40 @@ class Journal:
             self._segment, self._offset = segment, 0
         crash_point("journal.after_fsync")
         self._offset += len(record)
-        self.position = change.position
-        return change.position
+        self._note(change)
+        return change
 
-    def compact(self, included: int) -> list[Path]:
-        """Delete the segments whose every record is at or before `included` (never the newest,
-        which carries the position count on)."""
+    def compact(self, needed_from: int) -> tuple[list[Path], list[Path]]:
+        """Delete the segments holding only records before position `needed_from` (call inside
+        `locked`; the newest is always kept: it carries the position count on). Returns the
+        segments removed and those kept."""
+        segments = self.segments()
         removed = []
-        with self.locked():
-            segments = self.segments()
-            for segment, following in zip(segments, segments[1:], strict=False):
-                if int(following.stem) - 1 <= included:
-                    segment.unlink()
-                    removed.append(segment)
-            if removed:
-                fsync_path(self.path)
-        return removed
-
-
-def end_position(root: Path, collection: str) -> int:
-    """The position of the journal's last whole record (0 when there is none)."""
-    journal = Journal(root, collection)
-    journal.read_new()
-    return journal.position
+        for segment, following in zip(segments, segments[1:], strict=False):
+            if int(following.stem) <= needed_from:
+                segment.unlink()
+                removed.append(segment)
+        if removed:
+            fsync_path(self.path)
+        return removed, [s for s in segments if s not in removed]
 
 
 @dataclass
 class Pending:
-    """The net effect of changes applied in order: per id its last upsert (vector, attributes)
-    or its deletion. What the service overlays on a version and what a rebuild folds in."""
+    """The net effect of data changes applied in order: per id its last upsert (vector,
+    attributes), its deletion, or the attribute changes made to its stored document since. What
+    the service overlays on a version and what a rebuild folds in."""
 
-    upserts: dict[str, tuple[np.ndarray, dict[str, Any] | None]]
-    deletes: set[str]
+    upserts: dict[str, tuple[np.ndarray, dict[str, Any] | None]] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    patches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per stored document, attribute values set since (None: unset); an id the version does not
+    hold is left alone, like a delete of an unknown id."""
     position: int = 0
 
     @classmethod
     def of(cls, changes: list[Change]) -> Pending:
-        pending = cls({}, set())
+        pending = cls()
         for change in changes:
             pending.apply(change)
         return pending
@@ -236,15 +287,27 @@ class Pending:
         if change.op == DELETE:
             for doc_id in change.ids:
                 self.upserts.pop(doc_id, None)
+                self.patches.pop(doc_id, None)
                 self.deletes.add(doc_id)
-        else:
+        elif change.op == UPSERT:
             assert change.vectors is not None
             attributes = change.attributes or (None,) * len(change.ids)
             for doc_id, vector, attrs in zip(change.ids, change.vectors, attributes, strict=True):
                 self.deletes.discard(doc_id)
+                self.patches.pop(doc_id, None)
                 self.upserts[doc_id] = (vector, attrs)
-        self.position = change.position
+        elif change.op == ATTRIBUTES:
+            self._patch(change.ids, change.patch)
+        self.position = max(self.position, change.position)
+
+    def _patch(self, ids: tuple[str, ...], patch: dict[str, Any]) -> None:
+        for doc_id in ids:
+            if doc_id in self.upserts:
+                vector, attrs = self.upserts[doc_id]
+                self.upserts[doc_id] = (vector, {**(attrs or {}), **patch})
+            elif doc_id not in self.deletes:
+                self.patches[doc_id] = {**self.patches.get(doc_id, {}), **patch}
 
     def touched(self) -> set[str]:
-        """Ids whose stored document no longer stands: deleted or replaced."""
-        return self.deletes | self.upserts.keys()
+        """Ids whose stored document no longer stands as built: deleted, replaced or re-attributed."""
+        return self.deletes | self.upserts.keys() | self.patches.keys()

@@ -18,6 +18,7 @@ from index_builder.retrieval.spaces import Layout, Metric, MetricSpace, MetricSt
 SCHEMA_VERSION = 1
 SHARDED_SCHEMA_VERSION = 2
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION, SHARDED_SCHEMA_VERSION})
+LIFECYCLE_FIELDS = ("carried", "set_aside", "changes", "restored_from")
 
 
 class _Model(BaseModel):
@@ -100,6 +101,27 @@ class ShardEntry(_Model):
     index_counts: dict[str, int]
 
 
+class ChangeSpan(_Model):
+    """`count` data changes at journal positions first..last (lifecycle records between them are
+    not counted), and why they were set aside, where they were."""
+
+    first: int
+    last: int
+    count: int
+    reason: str | None = None
+
+
+class CarriedEntry(_Model):
+    """The changes a version carries in `file` (a restored one's, or kept from one): they apply to
+    it before the journal's. Copies of them sit in the journal at positions first..last, set
+    aside for every other version; that is all they are there for: a build that discards them
+    leaves them re-appliable."""
+
+    file: str
+    first: int
+    last: int
+
+
 class NormProfile(_Model):
     min: float
     median: float
@@ -129,7 +151,15 @@ class Manifest(_Model):
     shard_key: str | None = None
     attributes: dict[str, AttributeEntry] = Field(default_factory=dict)
     journal_position: int = 0
-    """The last change-journal position this version's documents include (artifact.journal)."""
+    """The fold point: the journal's data changes at or before it never apply to this version
+    (they are in its documents, or were left out on purpose; artifact.lifecycle)."""
+    carried: CarriedEntry | None = None
+    set_aside: list[ChangeSpan] = Field(default_factory=list)
+    """Spans of changes this version takes out of every version's view once it is activated."""
+    changes: dict[str, ChangeSpan] = Field(default_factory=dict)
+    """What the build did with the changes pending on the version it replaced: folded, kept,
+    discarded, carried, set_aside."""
+    restored_from: dict[str, str | int] | None = None
 
     @property
     def sharded(self) -> bool:
@@ -182,8 +212,7 @@ class Manifest(_Model):
         exclude = set() if self.shards else {"shards", "shard_key"}
         if not self.attributes:
             exclude.add("attributes")
-        if not self.journal_position:
-            exclude.add("journal_position")
+        exclude |= {name for name in ("journal_position", *LIFECYCLE_FIELDS) if not getattr(self, name)}
         return json.dumps(self.model_dump(mode="json", exclude=exclude), indent=2) + "\n"
 
 

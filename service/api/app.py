@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from service.api.admission import AdmissionGate
 from service.api.errors import install_error_handlers
 from service.api.front import QueryFront
 from service.api.handlers import ROUTES
-from service.api.limits import BodySizeLimit
+from service.api.limits import BodySizeLimit, ContentTypes
 from service.api.observability import MetricsMiddleware, ServiceMetrics
 from service.api.state import AppState
 from service.core import heap
@@ -106,10 +107,11 @@ class DotcosApp(FastAPI):
 
 
 def front_layers(settings: ServiceSettings, state: AppState) -> Callable[[ASGIApp], ASGIApp]:
-    """Our ASGI layers around an app, outermost first: metrics, CORS, admission, body limit, query front."""
+    """Our ASGI layers around an app, outermost first: metrics, CORS, admission, body limit, content
+    type, query front."""
 
     def wrap(app: ASGIApp) -> ASGIApp:
-        app = QueryFront(app, state)
+        app = ContentTypes(QueryFront(app, state))
         app = AdmissionGate(BodySizeLimit(app, max_bytes=settings.max_body_bytes), searcher=state.searcher)
         if settings.cors_origins:
             app = CORSMiddleware(
@@ -143,6 +145,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lambda: refresh_all([v.overlay for v in registry.all() if v.overlay is not None]),
         "reading the change journals failed; retrying",
     )
+    metrics.changes = lambda: [(v.collection, v.overlay.snapshot) for v in registry.all() if v.overlay is not None]
+    metrics.logged = lambda: dict(query_log.sizes) if query_log is not None else {}
     metrics.live = lambda: [
         (v.collection, metric, monitor.figure(v.collection, v.version, metric), v.knobs.knob(metric))
         for v in registry.all()
@@ -162,6 +166,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         )
         loader.start()
         registry.start(settings.reload_interval, lambda: _log_example(settings, registry))
+        if settings.workers > 1:
+            # uvicorn's workers share one socket and a worker accepts once its lifespan has started:
+            # waiting here keeps a loading worker from taking searches it would answer with 503.
+            await asyncio.to_thread(registry.ready.wait)
         if query_log is not None:
             query_log.start()
         monitor.start()
@@ -184,8 +192,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     app.state.dotcos = state
     app.include_router(routes.router)
-    if settings.admin_enabled:
-        app.include_router(admin.router)
+    app.include_router(admin.router)
     install_error_handlers(app)
     published_openapi(app)
     return app

@@ -47,6 +47,11 @@ def binary_search(body: bytes, query: str, batch: bool, dim: int) -> tuple[np.nd
     if not body or len(body) % FLOAT32.itemsize:
         raise InputError(f"{field}: the body must hold float32 values (4 bytes each), got {len(body)} bytes")
     values = np.frombuffer(body, dtype=FLOAT32)
+    if not batch and len(values) > dim and len(values) % dim == 0:
+        raise InputError(
+            f"vector: the body holds {len(values) // dim} vectors of dimension {dim}; "
+            "send one to /search, or several to /search/batch"
+        )
     width = dim if batch else len(values)
     if len(values) % width:
         raise InputError(f"{field}: {len(values)} float32 values are not a whole number of vectors of dimension {dim}")
@@ -65,19 +70,21 @@ def _options(query: str) -> SearchOptions:
     exact = given.get("exact", "false").lower()
     if exact not in ("true", "false"):
         raise InputError(f"exact: expected true or false, got {given['exact'][:40]!r}")
+    k = _integer(given, "k")
     return SearchOptions(
-        k=_positive(given, "k") or SearchOptions.k,
+        k=SearchOptions.k if k is None else k,
         metric=given.get("metric"),
-        ef_search=_positive(given, "ef_search"),
-        nprobe=_positive(given, "nprobe"),
+        ef_search=_integer(given, "ef_search"),
+        nprobe=_integer(given, "nprobe"),
         exact=exact == "true",
     )
 
 
-def _positive(given: dict[str, str], key: str) -> int | None:
+def _integer(given: dict[str, str], key: str) -> int | None:
+    """A whole-number parameter (its range is the core's to check, as for JSON bodies)."""
     text = given.get(key)
     if text is None:
         return None
-    if not text.isdigit() or int(text) < 1:
-        raise InputError(f"{key}: expected a positive integer, got {text[:40]!r}")
+    if not text.isdigit():
+        raise InputError(f"{key}: expected a whole number, got {text[:40]!r}")
     return int(text)

@@ -35,12 +35,13 @@ ERROR_DESCRIPTIONS = {
     400: "bad input",
     401: "admin token missing",
     403: "admin token rejected",
-    404: "unknown collection or id",
+    404: "unknown collection or id (and every admin route while DOTCOS_ADMIN_TOKEN is unset)",
     413: "too large",
+    415: "a body that is not JSON (or, on the searches, raw float32)",
     422: "malformed body",
     503: "unavailable",
 }
-QUERY_ERRORS = (400, 404, 413, 422, 503)
+QUERY_ERRORS = (400, 404, 413, 415, 422, 503)
 JSON = "application/json"
 
 
@@ -82,13 +83,33 @@ def _field(loc: tuple[object, ...]) -> str:
     return text or "body"
 
 
+VECTOR_FIELDS = frozenset({"vector", "vectors", "positive", "negative"})
+"""Body fields holding vectors: a message never repeats what they hold."""
+
+
 def validation_reply(errors: Sequence[Any]) -> Reply:
-    """422 naming the first field pydantic rejected, with what came."""
+    """422 naming the first field pydantic rejected, with what came (never bytes or vector values)."""
     first = errors[0]
-    message = f"{_field(tuple(first.get('loc', ())))}: {first.get('msg', 'invalid')}"
-    if "input" in first and first.get("type") != "missing":
-        message += f" (got {str(first['input'])[:80]!r})"
+    loc = tuple(p for p in first.get("loc", ()) if p != "body")
+    message = f"{_field(loc)}: {first.get('msg', 'invalid')}"
+    if first.get("type") == "json_invalid":
+        message = f"body: not valid JSON ({first.get('ctx', {}).get('error', 'unreadable')})"
+    elif "input" in first and first.get("type") != "missing" and not (loc and loc[0] in VECTOR_FIELDS):
+        message += f" (got {_shown(first['input'])})"
     return error_reply(422, "validation_error", message)
+
+
+def _shown(value: object) -> str:
+    """What came, as a person reads it: a short scalar, or the kind and size of a container."""
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'' if len(value) == 1 else 's'}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, bytes | bytearray):
+        return f"{len(value)} bytes"
+    if isinstance(value, str):
+        return f'"{value[:60]}"' + ("..." if len(value) > 60 else "")
+    return str(value)[:60]
 
 
 def dotcos_reply(exc: DotcosError) -> Reply:
@@ -105,6 +126,7 @@ def unexpected_reply(method: str, path: str) -> Reply:
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden", 413: "too_large"}
+"""Error codes of the statuses FastAPI itself raises."""
 
 
 def _validation(request: Request, exc: Exception) -> Response:

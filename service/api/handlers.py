@@ -10,7 +10,8 @@ models, which also produce every validation error.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import parse_qsl
 
 import numpy as np
 import orjson
@@ -31,6 +32,7 @@ from service.api.schemas import (
 from service.api.state import AppState
 from service.core.query import Hit, SearchOptions
 from service.core.searcher import ScoreQuery, SearchResult, SimilarQuery
+from service.core.version import canonical_metric
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 DEFAULT_K = SearchRequest.model_fields["k"].default
@@ -43,7 +45,7 @@ def as_float32(values: np.ndarray, field: str) -> np.ndarray:
     if huge.any():
         line, col = (int(x[0]) for x in np.nonzero(huge))
         where = f"{field}[{line}]" if len(values) > 1 else field
-        raise InputError(f"{where}: {values[line, col]:g} at position {col} is outside the float32 range (±3.4e38)")
+        raise InputError(f"{where}: the value at position {col} is outside the float32 range (±3.4e38)")
     return values.astype(np.float32)
 
 
@@ -230,12 +232,36 @@ ROUTES = {
 
 
 async def answer(route: Route, state: AppState, call: Call, where: str) -> Reply:
-    """A route's reply, every failure included (the one error mapping of the query routes)."""
+    """A route's reply, every failure included (the one error mapping of the query routes); a
+    failure carries the metric the request named, as a success does."""
     try:
         return await route.handler(state, call)
     except ValidationError as exc:
-        return validation_reply(exc.errors())
+        reply = validation_reply(exc.errors())
     except DotcosError as exc:
-        return dotcos_reply(exc)
+        reply = dotcos_reply(exc)
     except Exception:
-        return unexpected_reply("POST", where)
+        reply = unexpected_reply("POST", where)
+    return replace(reply, metric=named_metric(state, call))
+
+
+def named_metric(state: AppState, call: Call) -> str:
+    """The canonical name of the metric a request named ("invalid" when it is no metric), else the
+    collection's default, for the labels of a failed request."""
+    if is_binary(call.headers):
+        named: object = dict(parse_qsl(call.query)).get("metric")
+    else:
+        try:
+            doc = orjson.loads(call.body)
+        except orjson.JSONDecodeError:
+            doc = None
+        named = doc.get("metric") if type(doc) is dict else None
+    if named is None:
+        try:
+            return state.registry.get(call.name).default_metric
+        except DotcosError:
+            return ""
+    try:
+        return canonical_metric(str(named))
+    except InputError:
+        return "invalid"

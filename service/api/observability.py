@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.core.monitor import Figure
+from service.core.overlay import Snapshot
 from service.core.tuning import Knob
 
 log = logging.getLogger("service.requests")
@@ -59,7 +60,21 @@ class ServiceMetrics:
         self.knob_changes = gauge(
             "dotcos_default_knob_changes", "Times live recall retuned the default knob of this version", "metric"
         )
+        self.pending = gauge(
+            "dotcos_pending_changes",
+            "Changes pending on the served version in this worker, by kind (delete, upsert, attributes)",
+            "kind",
+        )
+        self.journal_position = gauge("dotcos_journal_position", "The last change-journal position applied")
+        self.overlay_bytes = gauge("dotcos_overlay_bytes", "Memory the changed documents take in this worker")
+        self.query_log = gauge(
+            "dotcos_query_log_vectors",
+            "Query vectors in the collection's query log after this worker's last merge",
+            "metric",
+        )
         self.live: Callable[[], list[tuple[str, str, Figure, Knob | None]]] = list
+        self.changes: Callable[[], list[tuple[str, Snapshot]]] = list
+        self.logged: Callable[[], dict[tuple[str, str], int]] = dict
 
     def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
         """A gauge of this registry labelled by collection and `labels`."""
@@ -101,8 +116,22 @@ class ServiceMetrics:
             self.live_bounds.labels(collection, metric, "lower").set(bounds[0])
             self.live_bounds.labels(collection, metric, "upper").set(bounds[1])
 
+    def _update_changes(self) -> None:
+        """The change overlay and query log of every served collection, as of now."""
+        for gauge in (self.pending, self.journal_position, self.overlay_bytes, self.query_log):
+            gauge.clear()
+        for collection, snapshot in self.changes():
+            for kind, count in (("delete", len(snapshot.deleted)), ("upsert", snapshot.upserted)):
+                self.pending.labels(collection, kind).set(count)
+            self.pending.labels(collection, "attributes").set(snapshot.patched)
+            self.journal_position.labels(collection).set(snapshot.position)
+            self.overlay_bytes.labels(collection).set(snapshot.memory_bytes)
+        for (collection, metric), vectors in self.logged().items():
+            self.query_log.labels(collection, metric).set(vectors)
+
     def exposition(self) -> bytes:
         self._update_live()
+        self._update_changes()
         return generate_latest(self.registry)
 
 

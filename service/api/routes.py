@@ -10,7 +10,7 @@ from starlette.responses import Response
 from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
 from service.api.errors import QUERY_ERRORS, error_response, error_responses
 from service.api.handlers import ROUTES, Call, Route, answer
-from service.api.schemas import CollectionInfo, CollectionList, MetricInfo, Status
+from service.api.schemas import ChangesInfo, CollectionInfo, CollectionList, MetricInfo, Status
 from service.api.state import AppState
 from service.core.version import Version
 
@@ -77,10 +77,19 @@ def describe(version: Version, state: AppState) -> dict[str, object]:
             if monitor is None or index.exact
             else monitor.figure(version.collection, version.version, name).describe(),
         )
+    snapshot = None if version.overlay is None else version.overlay.snapshot
+    changes = None
+    if snapshot is not None:
+        changes = ChangesInfo(
+            **snapshot.describe(manifest.journal_position),
+            at_build=manifest.changes,
+            restored_from=manifest.restored_from,
+        )
     return CollectionInfo(
         name=version.collection,
         version=version.version,
-        count=manifest.count,
+        count=manifest.count if snapshot is None else snapshot.visible(manifest.count),
+        built_count=manifest.count,
         dim=manifest.dim,
         default_metric=version.default_metric,
         metrics=metrics,
@@ -91,7 +100,7 @@ def describe(version: Version, state: AppState) -> dict[str, object]:
         norm_profile=manifest.norm_profile.model_dump(),
         shards=len(manifest.parts()),
         attributes=manifest.attributes,
-        changes=None if version.overlay is None else version.overlay.snapshot.describe(manifest.journal_position),
+        changes=changes,
     ).model_dump(mode="json")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from index_builder.artifact.manifest import AttributeEntry
+from index_builder.artifact.manifest import AttributeEntry, ChangeSpan
 from service.core.query import GroupBy, SearchOptions
 
 FILTER_DESCRIPTION = (
@@ -18,13 +18,26 @@ FILTER_DESCRIPTION = (
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and values of exactly their JSON types ("5" is not 5;
+    an integer is a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+AT_LEAST_ONE: dict[str, Any] = {"minimum": 1}
+"""Documented bounds of a count whose range the core checks (out of range: 400, like the limits)."""
 
 
 class SearchParams(_Body):
     exact: bool = Field(False, description="brute force over the raw vectors: the ground truth")
-    nprobe: int | None = Field(None, ge=1, description="IVF lists to visit (IVF indexes only)")
-    ef_search: int | None = Field(None, ge=1, description="HNSW candidate list size (HNSW only)")
+    nprobe: int | None = Field(
+        None, description="IVF lists to visit (IVF indexes only)", json_schema_extra=AT_LEAST_ONE
+    )
+    ef_search: int | None = Field(
+        None,
+        description="HNSW candidate list size (HNSW only; at most DOTCOS_MAX_EF_SEARCH)",
+        json_schema_extra=AT_LEAST_ONE,
+    )
 
 
 class GroupByField(_Body):
@@ -33,7 +46,7 @@ class GroupByField(_Body):
 
 
 class _QueryFields(_Body):
-    k: int = Field(10, ge=1, description="results per query (at most DOTCOS_MAX_K)")
+    k: int = Field(10, description="results per query (at most DOTCOS_MAX_K)", json_schema_extra=AT_LEAST_ONE)
     metric: str | None = Field(None, description="dot, cosine, ...; default: the first built")
     exclude: list[str] = Field(default_factory=list, description="ids never to return")
     include: list[str] | None = Field(None, description="restrict results to these ids")
@@ -154,10 +167,28 @@ class MetricInfo(BaseModel):
     )
 
 
+class ChangesInfo(BaseModel):
+    """The changes on the served version: in this worker's view now, and what its build did."""
+
+    journal_position: int = Field(description="the last journal position this worker has applied")
+    built_position: int = Field(description="the version's fold point: later changes are pending on it")
+    pending_deletes: int
+    pending_upserts: int
+    pending_attribute_changes: int = Field(description="stored documents with attribute changes pending")
+    memory_bytes: int = Field(description="memory the changed documents take in this worker")
+    at_build: dict[str, ChangeSpan] = Field(
+        default_factory=dict,
+        description="what the build did with the changes pending before it: folded, kept, discarded, carried "
+        "(a restore) or set_aside, each with its journal positions and count",
+    )
+    restored_from: dict[str, str | int] | None = Field(None, description="the version or snapshot a restore used")
+
+
 class CollectionInfo(BaseModel):
     name: str
     version: str
-    count: int
+    count: int = Field(description="documents standing now: the built ones, less deletes, plus upserts")
+    built_count: int = Field(description="documents the version was built with")
     dim: int
     default_metric: str
     metrics: dict[str, MetricInfo]
@@ -170,10 +201,8 @@ class CollectionInfo(BaseModel):
     attributes: dict[str, AttributeEntry] = Field(
         default_factory=dict, description="filterable attributes: type, null count, distinct keyword values"
     )
-    changes: dict[str, int] | None = Field(
-        None,
-        description="changes since the build: journal position applied and built from, pending deletes and "
-        "upserts, and the upserted documents' memory in this worker (null when not served)",
+    changes: ChangesInfo | None = Field(
+        None, description="changes since the build (null where the deployment takes none: parts on Ray Serve)"
     )
 
 
@@ -182,6 +211,9 @@ class DeleteRequest(_Body):
 
 
 class UpsertRequest(_Body):
+    """Insert or replace whole documents: an upserted document has exactly the vector and the
+    attributes given (attributes left out are null). To change attributes alone, use /attributes."""
+
     ids: list[str] = Field(description="ids to insert or replace, each once")
     vectors: list[list[float]] = Field(description="one vector per id, of the collection's dimension")
     attributes: list[dict[str, Any] | None] | None = Field(
@@ -189,11 +221,23 @@ class UpsertRequest(_Body):
     )
 
 
+class AttributesRequest(_Body):
+    """Change some attributes of stored documents, keeping their vectors and other attributes."""
+
+    ids: list[str] = Field(description="documents to change; ids the collection does not hold are reported")
+    values: dict[str, Any] = Field(
+        default_factory=dict, alias="set", description="attribute values to set (null: unset it)"
+    )
+    unset: list[str] = Field(default_factory=list, description="attributes to make null")
+
+
 class ChangeResponse(BaseModel):
     collection: str
     position: int = Field(description="the journal position of the change (durable when answered)")
     count: int = Field(description="documents deleted or upserted")
-    unknown: list[str] = Field(default_factory=list, description="ids a delete did not find (nothing done for them)")
+    unknown: list[str] = Field(
+        default_factory=list, description="ids a delete or an attribute change did not find (nothing done for them)"
+    )
 
 
 class CollectionList(BaseModel):

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from index_builder.artifact.errors import InputError
-from index_builder.artifact.journal import DELETE, UPSERT
+from index_builder.artifact.journal import ATTRIBUTES, DELETE, UPSERT, Change
 from service.core.config import OverlaySettings
 from service.core.errors import TooLarge, Unavailable
-from service.core.overlay import Overlay, Written, check_ids, check_upsert
+from service.core.overlay import Overlay, Written, check_ids, check_patch, check_upsert
 from service.core.version import Version
 
 
@@ -31,7 +31,18 @@ async def delete(version: Version, ids: list[str], settings: OverlaySettings) ->
     """Delete the ids the collection holds; the others are reported, not an error."""
     overlay = _overlay(version, ids, settings)
     check_ids(ids)
-    return await asyncio.to_thread(overlay.write, DELETE, ids)
+    return await asyncio.to_thread(overlay.write, Change(0, DELETE, tuple(ids)))
+
+
+async def set_attributes(
+    version: Version, ids: list[str], values: dict[str, Any], unset: list[str], settings: OverlaySettings
+) -> Written:
+    """Merge attribute values into the documents the collection holds (the others are reported),
+    leaving their vectors and other attributes as they stand."""
+    overlay = _overlay(version, ids, settings)
+    check_ids(ids)
+    detail = check_patch(version.manifest, values, unset)
+    return await asyncio.to_thread(overlay.write, Change(0, ATTRIBUTES, tuple(ids), detail=detail))
 
 
 async def upsert(
@@ -46,4 +57,5 @@ async def upsert(
     if vectors is None:
         raise InputError(f"vectors: {len(ids)} vectors expected (one per id), got 0")
     checked = check_upsert(version.manifest, version.spaces, ids, vectors, attributes)
-    return await asyncio.to_thread(overlay.write, UPSERT, ids, vectors, checked)
+    draft = Change(0, UPSERT, tuple(ids), vectors, None if checked is None else tuple(checked))
+    return await asyncio.to_thread(overlay.write, draft)

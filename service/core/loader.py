@@ -105,7 +105,7 @@ class LocalLoader:
         parts = load_parts(manifest, path, self.mmap)
         executor = self.coalescer.executor
         journal = Journal(self.root, collection, self.overlay.segment_bytes)
-        overlay = Overlay(journal, manifest, spaces_of(manifest, path), parts, self.overlay)
+        overlay = Overlay(journal, manifest, path, spaces_of(manifest, path), parts, self.overlay)
         loaded = new_version(manifest, path, LocalParts(parts, executor, self.coalescer), started, overlay)
         shards = f" in {len(parts)} shards" if manifest.sharded else ""
         log.info(

@@ -1,9 +1,10 @@
 """Changes between rebuilds: a version's view of its collection's change journal.
 
 Every worker tails the journal (index_builder.artifact.journal) and keeps, per served version,
-the net effect of the records after the position the version was built from: the stored rows
-deleted or replaced (hidden inside every part's search, so k results still come back) and the
-upserted documents, held as one more, in-memory part searched exactly and merged by true score.
+the net effect of the data changes that apply to it (artifact.lifecycle: those it carries, then
+the journal's after its fold point, less the spans set aside): the stored rows deleted, replaced
+or re-attributed (hidden inside every part's search, so k results still come back) and the
+changed documents, held as one more, in-memory part searched exactly and merged by true score.
 A request takes one `Snapshot` and keeps it, so it sees the changes all at once or not at all.
 Writes (`Overlay.write`) go through the journal's lock: caught up, checked, appended, fsynced.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -20,8 +22,9 @@ import numpy as np
 
 from index_builder.artifact.attributes import AttributeType, Column, column_of
 from index_builder.artifact.errors import InputError
-from index_builder.artifact.journal import DELETE, Change, Journal, Pending
+from index_builder.artifact.journal import DELETE, SET_ASIDE, UPSERT, Change, Journal, Pending
 from index_builder.artifact.layout import id_problem
+from index_builder.artifact.lifecycle import carried_changes, in_spans, locked
 from index_builder.artifact.manifest import Manifest
 from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.scoring import doc_scales, indexed_rows
@@ -49,17 +52,19 @@ class Snapshot:
     deleted: frozenset[str]
     memory_bytes: int = 0
     upserted: int = 0
+    patched: int = 0
 
-    def is_upserted(self, doc_id: str) -> bool:
+    def in_delta(self, doc_id: str) -> bool:
+        """Whether the document stands as changed since the build (upserted, or re-attributed)."""
         return self.delta is not None and doc_id in self.delta.rows_by_id
 
     def changed(self, doc_id: str) -> bool:
-        """Whether the stored document of this id no longer stands (deleted or replaced)."""
-        return doc_id in self.deleted or self.is_upserted(doc_id)
+        """Whether the stored document of this id no longer stands as built."""
+        return doc_id in self.deleted or self.in_delta(doc_id)
 
     def vector(self, doc_id: str) -> np.ndarray | None:
-        """The upserted vector of an id as (1, d) float32, or None."""
-        if self.delta is None or not self.is_upserted(doc_id):
+        """The vector of a changed document as (1, d) float32, or None."""
+        if self.delta is None or not self.in_delta(doc_id):
             return None
         row = self.delta.rows_by_id[doc_id]
         return np.asarray(self.delta.vectors[row : row + 1])
@@ -71,33 +76,53 @@ class Snapshot:
             for candidates, values in zip(ids, scores, strict=True)
         ]
 
+    def visible(self, built: int) -> int:
+        """Documents standing now, of the `built` the version was built with."""
+        return built - len(self.hidden.rows) + (0 if self.delta is None else len(self.delta.ids))
+
     def describe(self, built: int) -> dict[str, int]:
         return {
             "journal_position": self.position,
             "built_position": built,
             "pending_deletes": len(self.deleted),
             "pending_upserts": self.upserted,
+            "pending_attribute_changes": self.patched,
             "memory_bytes": self.memory_bytes,
         }
 
 
 @dataclass
 class Written:
-    """What one accepted call did: its journal position, and the ids a delete did not know."""
+    """What one accepted call did: its journal position, and the ids it did not find."""
 
     position: int
     count: int
     unknown: list[str] = field(default_factory=list)
 
 
+Document = tuple[np.ndarray, dict[str, Any] | None]
+
+
+def changed_documents(pending: Pending, parts: list[Part]) -> dict[str, Document]:
+    """The documents that stand changed: every upserted one, then every stored one with pending
+    attribute changes (its stored vector, its stored attributes with the changes merged in)."""
+    out = dict(pending.upserts)
+    for part in parts:
+        for doc_id in pending.patches.keys() & part.rows_by_id.keys():
+            row = part.rows_by_id[doc_id]
+            stored = {name: column.value(row) for name, column in part.columns.items()}
+            out[doc_id] = (np.asarray(part.vectors[row], dtype=np.float32), {**stored, **pending.patches[doc_id]})
+    return out
+
+
 def delta_part(
-    pending: Pending, manifest: Manifest, spaces: dict[str, MetricSpace], offset: int
+    documents: dict[str, Document], manifest: Manifest, spaces: dict[str, MetricSpace], offset: int
 ) -> tuple[Part | None, int]:
-    """The upserted documents as an exactly searched part numbered from `offset`, and its bytes."""
-    if not pending.upserts:
+    """The changed documents as an exactly searched part numbered from `offset`, and its bytes."""
+    if not documents:
         return None, 0
-    ids = list(pending.upserts)
-    vectors = np.stack([pending.upserts[i][0] for i in ids]).astype(np.float32)
+    ids = list(documents)
+    vectors = np.stack([documents[i][0] for i in ids]).astype(np.float32)
     indexes = {}
     for name, space in spaces.items():
         scales = doc_scales(space, vectors, len(vectors))
@@ -106,7 +131,7 @@ def delta_part(
         if len(rows):
             flat.add_with_ids(space.prepare_documents(vectors[rows]), rows)
         indexes[name] = ServedIndex.of([flat], space, Layout.IP, 1, vectors, scales)
-    values = [pending.upserts[i][1] or {} for i in ids]
+    values = [documents[i][1] or {} for i in ids]
     columns: dict[str, Column] = {
         key: column_of(entry.type, [v.get(key) for v in values]) for key, entry in manifest.attributes.items()
     }
@@ -127,12 +152,14 @@ def entry_bytes(vectors: np.ndarray, metrics: int) -> int:
 
 
 class Overlay:
-    """One version's overlay: the journal tail after its build position, refreshed and written."""
+    """One version's overlay: the changes it carries, then the journal after its fold point minus
+    the spans set aside (artifact.lifecycle), refreshed and written."""
 
     def __init__(
         self,
         journal: Journal,
         manifest: Manifest,
+        path: Path,
         spaces: dict[str, MetricSpace],
         parts: list[Part],
         settings: OverlaySettings,
@@ -140,46 +167,95 @@ class Overlay:
         self.journal, self.manifest, self.spaces = journal, manifest, spaces
         self.parts = parts
         self.settings = settings
-        self.pending = Pending({}, set(), manifest.journal_position)
-        self._hidden = NO_ROWS
+        self.spans = {(s.first, s.last) for s in manifest.set_aside}
+        self.carried = carried_changes(manifest, path)
         self._lock = threading.Lock()
-        self.snapshot = Snapshot(manifest.journal_position, Hidden(NO_ROWS), None, frozenset())
+        self.position = manifest.journal_position
+        self.snapshot = Snapshot(self.position, Hidden(NO_ROWS), None, frozenset())
+        self._restart([])
         try:
-            with self._lock, journal.locked() as caught_up:
+            with self._lock, locked(journal) as caught_up:
                 self._apply(caught_up)
         except OSError as exc:
             log.warning("change journal %s cannot be locked (%s): changes are read, not written", journal.path, exc)
             self.refresh()
+
+    def _restart(self, journal: list[Change]) -> None:
+        """The overlay made anew: the carried changes (never set aside for this version), then the
+        journal's data changes that apply (after a span was set aside, those outside it)."""
+        self.pending = Pending(position=self.manifest.journal_position)
+        self._applied: list[Change] = []
+        self._hidden = NO_ROWS
+        for change in self.carried:
+            self._take(change)
+        for change in journal:
+            self._take(change)
+            self._applied.append(change)
+        self._publish(reshaped=True)
 
     def refresh(self) -> None:
         """Apply what other workers (or processes) wrote since the last look."""
         with self._lock:
             self._apply(self.journal.read_new())
 
+    def _take(self, change: Change) -> bool:
+        """Apply one data change; whether it may change the changed documents (a delete only does
+        when it removes one of them)."""
+        changed = self.pending.upserts.keys() | self.pending.patches.keys()
+        reshaped = change.op != DELETE or bool(changed & set(change.ids))
+        self.pending.apply(change)
+        found = [part.known_rows(list(change.ids)) + part.offset for part in self.parts]
+        self._hidden = np.union1d(self._hidden, np.concatenate(found))
+        return reshaped
+
     def _apply(self, changes: list[Change]) -> None:
-        fresh = [c for c in changes if c.position > self.pending.position]
-        if not fresh:
-            return
         reshaped = False
-        for change in fresh:
-            reshaped = reshaped or change.op != DELETE or any(i in self.pending.upserts for i in change.ids)
-            self.pending.apply(change)
-            found = [part.known_rows(list(change.ids)) + part.offset for part in self.parts]
-            self._hidden = np.union1d(self._hidden, np.concatenate(found))
+        for change in changes:
+            if change.position <= self.position:
+                continue
+            self.position = change.position
+            if change.op == SET_ASIDE:
+                span = (int(change.detail["first"]), int(change.detail["last"]))
+                self.spans.add(span)
+                if any(in_spans(c.position, [span]) for c in self._applied):
+                    self._restart([c for c in self._applied if not in_spans(c.position, [span])])
+            elif change.is_data and not in_spans(change.position, sorted(self.spans)) and self._fits(change):
+                reshaped = self._take(change) or reshaped
+                self._applied.append(change)
+        self._publish(reshaped)
+
+    def _fits(self, change: Change) -> bool:
+        """Whether an upsert's vectors have this version's dimension: another dimension belongs to
+        another embedding model, and its documents are not this version's to serve."""
+        if change.vectors is None or change.vectors.shape[1] == self.manifest.dim:
+            return True
+        log.warning(
+            "%s version %s (dimension %d): upsert at journal position %d has dimension %d; not applied here",
+            self.manifest.collection,
+            self.manifest.version,
+            self.manifest.dim,
+            change.position,
+            change.vectors.shape[1],
+        )
+        return False
+
+    def _publish(self, reshaped: bool) -> None:
         delta, memory = self.snapshot.delta, self.snapshot.memory_bytes
         if reshaped:
-            delta, memory = delta_part(self.pending, self.manifest, self.spaces, self.manifest.count)
+            documents = changed_documents(self.pending, self.parts)
+            delta, memory = delta_part(documents, self.manifest, self.spaces, self.manifest.count)
         deleted = frozenset(self.pending.deletes)
-        upserted = len(self.pending.upserts)
-        self.snapshot = Snapshot(self.pending.position, Hidden(self._hidden), delta, deleted, memory, upserted)
+        upserted, patched = len(self.pending.upserts), len(self.pending.patches)
+        hidden = Hidden(self._hidden)
+        self.snapshot = Snapshot(self.position, hidden, delta, deleted, memory, upserted, patched)
 
     def _entries(self) -> int:
-        return len(self.pending.deletes) + len(self.pending.upserts)
+        return len(self.pending.deletes) + len(self.pending.upserts) + len(self.pending.patches)
 
     def _check_room(self, ids: list[str], vectors: np.ndarray | None) -> None:
         """Unavailable (503) once the overlay would pass its caps: a rebuild folds it in."""
         pending = self.pending
-        entries = self._entries() + sum(1 for i in ids if i not in pending.deletes and i not in pending.upserts)
+        entries = self._entries() + sum(1 for i in ids if i not in pending.touched())
         added = 0 if vectors is None else entry_bytes(vectors, len(self.spaces))
         memory = self.snapshot.memory_bytes + added
         if entries > self.settings.max_entries or memory > self.settings.max_bytes:
@@ -190,31 +266,31 @@ class Overlay:
                 f"{self.manifest.collection} --from-current` to fold the changes into a new version"
             )
 
-    def _standing(self, ids: list[str]) -> set[str]:
+    def standing(self, ids: list[str]) -> set[str]:
         """The ids the collection holds now: stored and not deleted, or upserted."""
         stored = {i for part in self.parts for i in ids if i in part.rows_by_id}
         return {i for i in ids if i in self.pending.upserts or (i in stored and i not in self.pending.deletes)}
 
-    def write(
-        self, op: str, ids: list[str], vectors: np.ndarray | None = None, attributes: list[Any] | None = None
-    ) -> Written:
-        """Append one change durably (blocking: call off the event loop) and apply it here at once."""
-        with self._lock, self.journal.locked() as caught_up:
+    def write(self, draft: Change) -> Written:
+        """Append one change durably (blocking: call off the event loop) and apply it here at once.
+        A delete or an attribute change applies to the ids the collection holds; the others are
+        reported as unknown and nothing is written for them."""
+        with self._lock, locked(self.journal) as caught_up:
             self._apply(caught_up)
             unknown: list[str] = []
-            if op == DELETE:
-                standing = self._standing(ids)
-                unknown = [i for i in ids if i not in standing]
-                ids = [i for i in ids if i in standing]
-                if not ids:
-                    return Written(self.pending.position, 0, unknown)
-            self._check_room(ids, vectors)
+            if draft.op != UPSERT:
+                standing = self.standing(list(draft.ids))
+                unknown = [i for i in draft.ids if i not in standing]
+                draft = replace(draft, ids=tuple(i for i in draft.ids if i in standing))
+                if not draft.ids:
+                    return Written(self.position, 0, unknown)
+            self._check_room(list(draft.ids), draft.vectors)
             try:
-                position = self.journal.append(op, ids, vectors, attributes)
+                change = self.journal.append(draft)
             except OSError as exc:
                 raise Unavailable(f"the change journal {self.journal.path} cannot be written: {exc}") from None
-            self._apply([Change(position, op, tuple(ids), vectors, None if attributes is None else tuple(attributes))])
-            return Written(position, len(ids), unknown)
+            self._apply([change])
+            return Written(change.position, len(change.ids), unknown)
 
 
 def refresh_all(overlays: list[Overlay]) -> None:
@@ -285,3 +361,20 @@ def _checked_attributes(manifest: Manifest, raw: Any, where: str) -> dict[str, A
         else:
             check_value(key, entry.type, value, f"{where}.{key}")
     return dict(raw)
+
+
+def check_patch(manifest: Manifest, values: dict[str, Any], unset: list[str]) -> dict[str, Any]:
+    """An attribute change checked whole: known attributes, values of their types, each attribute
+    set or unset (not both), at least one of them."""
+    if not values and not unset:
+        raise InputError("set, unset: give at least one attribute to set or unset")
+    checked = _checked_attributes(manifest, values, "set") or {}
+    seen: set[str] = set()
+    for i, key in enumerate(unset):
+        if key not in manifest.attributes:
+            listed = ", ".join(manifest.attributes) or "none (built without --attributes)"
+            raise InputError(f"unset[{i}]: unknown attribute {key!r}; collection {manifest.collection!r} has: {listed}")
+        if key in checked or key in seen:
+            raise InputError(f"unset[{i}]: {key!r} is named twice; set or unset each attribute once")
+        seen.add(key)
+    return {"set": checked, "unset": list(unset)}

@@ -190,8 +190,10 @@ def check_options(options: SearchOptions, rows: int, limits: Limits) -> None:
     for name, ids in (("exclude", options.exclude), ("include", options.include or [])):
         if len(ids) > limits.max_filter_ids:
             raise TooLarge(f"{name}: {len(ids)} ids exceed the limit of {limits.max_filter_ids}")
-    if options.ef_search is not None and options.ef_search > limits.max_ef_search:
-        raise InputError(f"params.ef_search: at most {limits.max_ef_search}, got {options.ef_search}")
+    if options.ef_search is not None and not 1 <= options.ef_search <= limits.max_ef_search:
+        raise InputError(f"params.ef_search: must be between 1 and {limits.max_ef_search}, got {options.ef_search}")
+    if options.nprobe is not None and options.nprobe < 1:
+        raise InputError(f"params.nprobe: must be at least 1, got {options.nprobe}")
 
 
 def check_finite(vectors: np.ndarray, dim: int, collection: str, field_name: str) -> None:

@@ -57,6 +57,8 @@ class QueryLog:
         self._pending: dict[tuple[str, str], Reservoir] = {}
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self.sizes: dict[tuple[str, str], int] = {}
+        """Vectors in each log after this worker's last merge into it."""
         self._flusher = Periodic("dotcos-querylog", flush_s, self.flush, "merging the query log failed; retrying")
 
     def record(self, collection: str, metric: str, vectors: np.ndarray) -> None:
@@ -75,11 +77,12 @@ class QueryLog:
         for (collection, metric), reservoir in pending.items():
             path = log_path(self.root, collection, metric)
             try:
-                _, replaced = merge_into(path, reservoir.sample(), self.size, self.rng)
+                merged, replaced = merge_into(path, reservoir.sample(), self.size, self.rng)
             except OSError as exc:
                 self._warn_once(str(path), f"query log {path} cannot be written ({exc}); serving goes on")
                 self._keep(collection, metric, reservoir)
                 continue
+            self.sizes[(collection, metric)] = len(merged.vectors)
             if replaced:
                 log.warning("%s", replaced)
 

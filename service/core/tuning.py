@@ -87,9 +87,10 @@ class Knobs:
                 return None
             knob.changes += 1
         log.info(
-            "%s %s: live recall@10 in [%.3f, %.3f] against the target %.2f: %s %s from %d to %d",
+            "%s %s (version %s): live recall@10 in [%.3f, %.3f] against the target %.2f: %s %s from %d to %d",
             collection,
             metric,
+            self.manifest.version,
             lower,
             upper,
             target,

@@ -234,7 +234,7 @@ class Version:
         changes = self.changes()
         held = {i for found in await self.parts.each(known_ids, ids) for i in found}
         if changes is not None:
-            held = {i for i in ids if changes.is_upserted(i) or (i in held and i not in changes.deleted)}
+            held = {i for i in ids if changes.in_delta(i) or (i in held and i not in changes.deleted)}
         missing = [i for i in ids if i not in held]
         if missing:
             raise unknown_ids(field, self.collection, missing)

@@ -41,6 +41,11 @@ def fvecs(tmp: Path, rows: list[list[float]], name: str = "x.fvecs") -> str:
     return str(tmp / name)
 
 
+def with_nan_price() -> pa.Table:
+    vectors = good(4, 3)
+    return pa.table({"id": list("abcd"), "vector": list(vectors), "price": [1.0, None, float("nan"), 2.0]})
+
+
 def cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
     nan = good()
     nan[7, 2] = np.nan
@@ -77,7 +82,14 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
             ["--input", npy(tmp, good()), "--metrics", "covariance"],
             "metric 'covariance' needs --users FILE",
         ),
-        "bad factory": (["--input", npy(tmp, good()), "--index", "NotAnIndex"], "not a usable FAISS"),
+        "bad factory": (
+            ["--input", npy(tmp, good()), "--index", "NotAnIndex"],
+            "--index 'NotAnIndex' is none of the kinds flat, hnsw, ivf, ivfpq, nor a FAISS index_factory string",
+        ),
+        "NaN attribute": (
+            ["--input", parquet(tmp, with_nan_price(), "nanattr.parquet"), "--attributes", "price"],
+            "attribute 'price' holds NaN at row 2 (id 'c')",
+        ),
         "pq-m not dividing": (
             ["--input", npy(tmp, good(400, 6), "pq.npy"), "--index", "ivfpq", "--nlist", "2", "--pq-m", "4"],
             "--pq-m 4 must divide",
@@ -117,6 +129,7 @@ CASE_NAMES = [
     "bad metric",
     "covariance without users",
     "bad factory",
+    "NaN attribute",
     "pq-m not dividing",
     "nlist too big",
     "mixed dims",

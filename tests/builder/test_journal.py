@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_builder.artifact.journal import DELETE, UPSERT, Journal, Pending, decode, segment_name
+from index_builder.artifact.journal import DELETE, UPSERT, Change, Journal, Pending, decode, segment_name
 
 CRASH_POINTS = ["journal.before_write", "journal.mid_write", "journal.before_fsync", "journal.after_fsync"]
 
@@ -19,8 +19,10 @@ CRASH_POINTS = ["journal.before_write", "journal.mid_write", "journal.before_fsy
 def _write_two(root: Path, segment_bytes: int = 64 << 20) -> Journal:
     journal = Journal(root, "items", segment_bytes)
     with journal.locked():
-        journal.append(UPSERT, ["a", "b"], np.arange(8, dtype=np.float32).reshape(2, 4), [{"brand": "x"}, None])
-        journal.append(DELETE, ["a"], None, None)
+        journal.append(
+            Change(0, UPSERT, ("a", "b"), np.arange(8, dtype=np.float32).reshape(2, 4), ({"brand": "x"}, None))
+        )
+        journal.append(Change(0, DELETE, ("a",)))
     return journal
 
 
@@ -49,7 +51,7 @@ def test_a_write_cut_at_any_byte_leaves_the_whole_record_or_none(
         journal = Journal(root, "items")
         assert [c.position for c in journal.read_new()] == [1]
         with caplog.at_level(logging.WARNING), journal.locked():
-            journal.append(DELETE, ["b"], None, None)
+            journal.append(Change(0, DELETE, ("b",)))
         if cut > first_end:
             assert "truncated" in caplog.text
         caplog.clear()
@@ -80,11 +82,11 @@ def test_a_writer_killed_at_any_step_leaves_whole_records(tmp_path: Path, point:
         "import sys, numpy as np\n"
         "from pathlib import Path\n"
         "from index_builder.artifact.faults import arm\n"
-        "from index_builder.artifact.journal import Journal, UPSERT\n"
+        "from index_builder.artifact.journal import Change, Journal, UPSERT\n"
         "arm(sys.argv[2])\n"
         "j = Journal(Path(sys.argv[1]), 'items')\n"
         "with j.locked():\n"
-        "    j.append(UPSERT, ['c'] * 1, np.ones((1, 4), np.float32), None)\n"
+        "    j.append(Change(0, UPSERT, ('c',), np.ones((1, 4), np.float32)))\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path), point], check=False)
     assert done.returncode == -9
@@ -93,7 +95,7 @@ def test_a_writer_killed_at_any_step_leaves_whole_records(tmp_path: Path, point:
     assert seen in ([1, 2], [1, 2, 3])
     assert seen == ([1, 2, 3] if point in ("journal.before_fsync", "journal.after_fsync") else [1, 2])
     with journal.locked():
-        position = journal.append(DELETE, ["b"], None, None)
+        position = journal.append(Change(0, DELETE, ("b",))).position
     assert position == len(seen) + 1
     assert [c.position for c in Journal(tmp_path, "items").read_new()] == [*seen, position]
 
@@ -102,15 +104,15 @@ def test_segments_roll_and_compact_up_to_what_every_version_includes(tmp_path: P
     journal = Journal(tmp_path, "items", segment_bytes=200)
     with journal.locked():
         for i in range(6):
-            journal.append(UPSERT, [f"d{i}"], np.ones((1, 8), np.float32), None)
+            journal.append(Change(0, UPSERT, (f"d{i}",), np.ones((1, 8), np.float32)))
     names = [p.name for p in journal.segments()]
     assert len(names) > 2 and names[0] == segment_name(1)
     reader = Journal(tmp_path, "items")
     assert [c.position for c in reader.read_new()] == [1, 2, 3, 4, 5, 6]
-    removed = journal.compact(4)
-    remaining = journal.segments()
+    with journal.locked():
+        removed, remaining = journal.compact(5)
     assert removed and all(int(p.stem) <= 4 for p in removed) and int(remaining[0].stem) <= 5
     assert [c.position for c in Journal(tmp_path, "items").read_new()][-2:] == [5, 6]
     with journal.locked():
-        assert journal.append(DELETE, ["d0"], None, None) == 7
+        assert journal.append(Change(0, DELETE, ("d0",))).position == 7
     assert [c.position for c in reader.read_new()] == [7]

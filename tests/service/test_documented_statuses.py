@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
     changes = {
         "delete": ({"ids": ["doc-00002"]}, {"ids": []}),
         "upsert": ({"ids": ["new-1"], "vectors": [q]}, {"ids": ["new-2"], "vectors": [[1.0]]}),
+        "attributes": ({"ids": ["doc-00005"], "set": {"brand": "b9"}}, {"ids": ["doc-00005"], "set": {"size": 1}}),
     }
     for op, (good, bad) in changes.items():
         path, url = "/v1/collections/{name}/" + op, "/v1/collections/c/" + op
@@ -55,6 +57,7 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
         table[("POST", path, 404)] = lambda c, o=op, b=good: c.post(f"/v1/collections/nope/{o}", json=b, headers=auth)
         table[("POST", path, 413)] = lambda c, u=url: c.post(u, json={"ids": ["x" * 5000]}, headers=auth)
         table[("POST", path, 422)] = lambda c, u=url: c.post(u, json={"unexpected": 1}, headers=auth)
+        table[("POST", path, 415)] = lambda c, u=url: c.post(u, content=b"ids=a", headers={**auth, **FORM})
     for suffix, (good, bad, unknown) in bodies.items():
         path, url = "/v1/collections/{name}" + suffix, "/v1/collections/c" + suffix
         table[("POST", path, 200)] = lambda c, u=url, b=good: c.post(u, json=b)
@@ -62,7 +65,16 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
         table[("POST", path, 404)] = lambda c, u=url, b=unknown: c.post(u, json=b)
         table[("POST", path, 413)] = lambda c, u=url: c.post(u, json=big)
         table[("POST", path, 422)] = lambda c, u=url: c.post(u, json={"unexpected": 1})
+        table[("POST", path, 415)] = lambda c, u=url: c.post(u, content=b"k=3", headers=FORM)
     return table
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def off_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]]:
+    """404 for the admin routes of a server without DOTCOS_ADMIN_TOKEN."""
+    return {("POST", "/v1/admin/reload", 404): lambda c: c.post("/v1/admin/reload")}
 
 
 def shed_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.Client], httpx.Response]]:
@@ -88,6 +100,7 @@ def full_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.
     bodies = {
         "delete": {"ids": ["doc-00003", "doc-00004"]},
         "upsert": {"ids": ["new-3", "new-4"], "vectors": [corpus.queries[0].tolist()] * 2},
+        "attributes": {"ids": ["doc-00003", "doc-00004"], "unset": ["brand"]},
     }
     return {
         ("POST", "/v1/collections/{name}/" + op, 503): (
@@ -108,15 +121,22 @@ def documented(settings: ServiceSettings) -> set[tuple[str, str, int]]:
 
 
 def test_every_documented_status_is_reachable(corpus: Corpus, tmp_path: Path, serve) -> None:
-    assert build(tmp_path, corpus, "c") == 0
+    brands = tmp_path / "brands.jsonl"
+    brands.write_text("".join(json.dumps({"id": i, "brand": f"b{n % 5}"}) + "\n" for n, i in enumerate(corpus.ids)))
+    assert build(tmp_path, corpus, "c", "--attributes-file", str(brands)) == 0
     settings = ServiceSettings(index_root=tmp_path, admin_token=SecretStr(TOKEN), max_body_bytes=4096)
-    table, shed, full = requests_by_status(corpus), shed_requests(corpus), full_requests(corpus)
+    table, shed, full, off = (
+        requests_by_status(corpus),
+        shed_requests(corpus),
+        full_requests(corpus),
+        off_requests(corpus),
+    )
     not_ready = ("GET", "/readyz", 503)
-    assert documented(settings) == set(table) | set(shed) | set(full) | {not_ready}
+    assert documented(settings) == set(table) | set(shed) | set(full) | set(off) | {not_ready}
     draining = serve(tmp_path, DOTCOS_MAX_PENDING="0")
     overflowing = serve(tmp_path, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_OVERLAY_MAX_ENTRIES="1")
     normal = serve(tmp_path, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_MAX_BODY_BYTES="4096")
-    for server, requests in ((normal, table), (draining, shed), (overflowing, full)):
+    for server, requests in ((normal, table), (draining, {**shed, **off}), (overflowing, full)):
         with server.client() as client:
             for (method, path, status), send in requests.items():
                 response = send(client)

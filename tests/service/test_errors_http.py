@@ -76,8 +76,8 @@ CASES = [
         "zero k",
         "/v1/collections/c/search",
         lambda c: {"vector": vec(c), "k": 0},
-        422,
-        "k: Input should be greater than or equal to 1",
+        400,
+        "k: must be between 1 and 50, got 0",
     ),
     (
         "k over limit",
@@ -132,15 +132,36 @@ CASES = [
         "negative nprobe",
         "/v1/collections/c/search",
         lambda c: {"vector": vec(c), "params": {"nprobe": -1}},
+        400,
+        "params.nprobe: must be at least 1, got -1",
+    ),
+    (
+        "zero ef_search",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "params": {"ef_search": 0}},
+        400,
+        "params.ef_search: must be between 1 and",
+    ),
+    (
+        "k as a string",
+        "/v1/collections/c/search",
+        lambda c: {"vector": vec(c), "k": "5"},
         422,
-        "params.nprobe: Input should be greater than or equal to 1",
+        'k: Input should be a valid integer (got "5")',
+    ),
+    (
+        "a vector of strings is not echoed",
+        "/v1/collections/c/search",
+        lambda c: {"vector": ["0.5"] * 24},
+        422,
+        "vector[0]: Input should be a valid number",
     ),
     (
         "float32 overflow",
         "/v1/collections/c/search",
         lambda c: {"vector": [1e39] + vec(c)[1:]},
         400,
-        "vector: 1e+39 at position 0 is outside the float32 range",
+        "vector: the value at position 0 is outside the float32 range",
     ),
 ]
 
@@ -208,13 +229,15 @@ def test_admin_reload_needs_the_token(client) -> None:
     assert ok.json()["results"][0]["status"] == "unchanged"
 
 
-def test_admin_routes_are_absent_without_a_token(corpus: Corpus, tmp_path, serve) -> None:
+def test_admin_routes_say_they_are_off_without_a_token(corpus: Corpus, tmp_path, serve) -> None:
     assert build(tmp_path, corpus, "c") == 0
     server = serve(tmp_path)
     with server.client() as http:
-        assert http.post("/v1/admin/reload", headers={"Authorization": "Bearer x"}).status_code == 404
+        for path in ("/v1/admin/reload", "/v1/collections/c/delete", "/v1/collections/c/attributes"):
+            reply = http.post(path, headers={"Authorization": "Bearer x"}, json={"ids": ["doc-00001"]})
+            assert reply.status_code == 404
+            assert reply.json()["error"]["message"] == "admin routes are off: set DOTCOS_ADMIN_TOKEN to turn them on"
         assert http.get("/healthz").json() == {"status": "ok"}
-        assert "/v1/admin/reload" not in http.get("/openapi.json").json()["paths"]
     assert TOKEN not in server.log()
 
 

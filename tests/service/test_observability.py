@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from service.api.observability import ServiceMetrics
-from tests.conftest import build, make_corpus
+from tests.conftest import build, in_process, make_corpus
 
 
 def test_debug_log_has_one_line_per_request(tmp_path: Path, serve) -> None:
@@ -76,3 +77,56 @@ def test_request_metrics_accumulate_per_label_set() -> None:
     assert value("dotcos_requests_total", {**search, "metric": "cosine", "status": "400"}) == 1
     assert value("dotcos_request_seconds_sum", {**search, "metric": "dot"}) == pytest.approx(0.006)
     assert value("dotcos_request_seconds_count", {**search, "metric": "cosine"}) == 1
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one series of a Prometheus exposition, or None when it is absent."""
+    wanted = {f'{key}="{value}"' for key, value in labels.items()}
+    for line in text.splitlines():
+        series, _, value = line.rpartition(" ")
+        if series.startswith(name + "{") and set(series[len(name) + 1 : -1].split(",")) == wanted:
+            return float(value)
+    return None
+
+
+def test_metrics_show_pending_changes_the_journal_and_the_query_log(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "data", n=500)
+    assert build(tmp_path / "root", corpus, "c") == 0
+    auth = {"Authorization": "Bearer t"}
+    env = {"DOTCOS_ADMIN_TOKEN": "t", "DOTCOS_QUERY_LOG_FLUSH_S": "0.05"}
+    with in_process(tmp_path / "root", **env) as client:
+        q = corpus.queries[0].tolist()
+        client.post("/v1/collections/c/delete", json={"ids": ["doc-00001", "doc-00002"]}, headers=auth)
+        written = client.post("/v1/collections/c/upsert", json={"ids": ["n1"], "vectors": [q]}, headers=auth).json()
+        client.post("/v1/collections/c/search", json={"vector": q, "metric": "cosine"})
+        deadline = time.monotonic() + 10
+        while _sample(client.get("/metrics").text, "dotcos_query_log_vectors", collection="c", metric="cosine") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        text = client.get("/metrics").text
+        assert _sample(text, "dotcos_pending_changes", collection="c", kind="delete") == 2
+        assert _sample(text, "dotcos_pending_changes", collection="c", kind="upsert") == 1
+        assert _sample(text, "dotcos_pending_changes", collection="c", kind="attributes") == 0
+        assert _sample(text, "dotcos_journal_position", collection="c") == written["position"]
+        assert _sample(text, "dotcos_overlay_bytes", collection="c") > 0
+        assert _sample(text, "dotcos_query_log_vectors", collection="c", metric="cosine") == 1
+
+
+def test_failed_requests_carry_the_metric_they_named(tmp_path: Path) -> None:
+    corpus = make_corpus(tmp_path / "data", n=500)
+    assert build(tmp_path / "root", corpus, "c") == 0
+    with in_process(tmp_path / "root") as client:
+        assert client.post("/v1/collections/c/search", json={"vector": [1.0], "metric": "cosine"}).status_code == 400
+        assert client.post("/v1/collections/c/search", json={"vector": "x", "metric": "cosine"}).status_code == 422
+        assert client.post("/v1/collections/c/search", json={"vector": [1.0], "metric": "l7"}).status_code == 400
+        assert client.post("/v1/collections/c/search", json={"vector": [1.0]}).status_code == 400
+        binary = {"Content-Type": "application/octet-stream"}
+        assert (
+            client.post("/v1/collections/c/search?metric=cosine", content=b"\0" * 8, headers=binary).status_code == 400
+        )
+        text = client.get("/metrics").text
+    route = "/v1/collections/{name}/search"
+    assert _sample(text, "dotcos_requests_total", route=route, metric="cosine", status="400") == 2
+    assert _sample(text, "dotcos_requests_total", route=route, metric="cosine", status="422") == 1
+    assert _sample(text, "dotcos_requests_total", route=route, metric="invalid", status="400") == 1
+    assert _sample(text, "dotcos_requests_total", route=route, metric="dot", status="400") == 1
