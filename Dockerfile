@@ -1,5 +1,5 @@
 # One image for both roles: `dotcos-serve` (default) and `dotcos-build` (the batch job).
-# Reproducible: every package comes from the pinned set in docker/constraints.txt (see README).
+# Reproducible: every package comes from constraints.txt, the set the tests passed with (see README).
 
 FROM python:3.11.11-slim-bookworm AS wheels
 # --build-arg DOTCOS_EXTRAS=ray adds Ray (sharded builds on a cluster, shards on Ray Serve).
@@ -8,7 +8,7 @@ ARG DOTCOS_EXTRAS=""
 # this stage only; the published stage below never sees it.
 ARG EXTRA_CA_CERTS=""
 WORKDIR /src
-COPY docker/constraints.txt pyproject.toml README.md ./
+COPY constraints.txt pyproject.toml README.md ./
 COPY index_builder ./index_builder
 COPY service ./service
 RUN if [ -n "$EXTRA_CA_CERTS" ]; then \

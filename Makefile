@@ -2,19 +2,23 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-EXTRAS ?= dev,ray
+EXTRAS ?= dev
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DOTCOS_INDEX_ROOT ?= ./indexes
 export DOTCOS_INDEX_ROOT
 
-.PHONY: install test test-containers constraints run lint fuzz bench bench-full bench-install demo clean
+.PHONY: install test test-containers lock run lint fuzz bench bench-full bench-install demo clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The lean install: the service, the builder, the client and the dev tools. Ray is the `ray`
+# extra (make install EXTRAS=dev,ray); CI installs it for the scale-out tests. Every version
+# comes from constraints.txt, the set the tests passed with (the image installs the same).
+$(STAMP): pyproject.toml client/pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e ./client -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 test: install
@@ -23,11 +27,12 @@ test: install
 test-containers: install
 	bash .ci/containers/run-test.sh
 
-# The image installs exactly this set (the one `make test` passed with); refresh after changing dependencies.
-constraints: install
-	{ echo "# Every package the image may install, pinned to the set \`make test\` passed with."; \
-	  echo "# Refresh: make constraints (after make install and make test)."; \
-	  $(BIN)/pip freeze --exclude-editable | grep -v '^dotcos'; } > docker/constraints.txt
+# Re-resolve constraints.txt from pyproject.toml (pins kept where they still fit; add
+# LOCK_ARGS=--upgrade to move every package to its newest release), then run make test.
+lock: install
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --extra ray --strip-extras --allow-unsafe --no-emit-index-url \
+		--no-emit-find-links $(LOCK_ARGS) --output-file constraints.txt pyproject.toml
 
 fuzz: install
 	DOTCOS_FUZZ_EXAMPLES=1000 $(BIN)/python -m pytest tests/service/test_fuzz.py -q -p no:cacheprovider \
@@ -41,9 +46,9 @@ run: demo
 	$(BIN)/dotcos-serve
 
 lint: install
-	$(BIN)/ruff check index_builder service tests bench
-	$(BIN)/ruff format --check index_builder service tests bench
-	$(BIN)/mypy --strict index_builder service
+	$(BIN)/ruff check index_builder service client tests bench
+	$(BIN)/ruff format --check index_builder service client tests bench
+	$(BIN)/mypy --strict index_builder service client/dotcos_client
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -400,7 +400,7 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 Lifecycle.TestCase.settings = settings(
-    max_examples=int(os.environ.get("DOTCOS_MODEL_EXAMPLES", "40")),
+    max_examples=int(os.environ.get("DOTCOS_MODEL_EXAMPLES", "25")),
     stateful_step_count=20,
     deadline=None,
     derandomize=os.environ.get("DOTCOS_MODEL_EXAMPLES") is None,

@@ -10,9 +10,10 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.errors import RETRY_AFTER_SECONDS, error_response
+from service.api.handlers import ROUTES
 from service.core.searcher import Searcher
 
-GATED_SUFFIXES = ("/search", "/search/batch", "/similar", "/score")
+GATED_SUFFIXES = tuple(f"/{suffix}" for suffix in ROUTES)
 
 
 class AdmissionGate:

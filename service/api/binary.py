@@ -21,6 +21,7 @@ BINARY = "application/octet-stream"
 FLOAT32 = np.dtype("<f4")
 PARAMETERS = {
     "k": "results per query (default 10, at most DOTCOS_MAX_K)",
+    "offset": "results to skip: the answer is [offset, offset + k) of the top offset + k",
     "metric": "dot, cosine, ...; default: the first built",
     "ef_search": "HNSW candidate list size (HNSW only)",
     "nprobe": "IVF lists to visit (IVF indexes only)",
@@ -28,6 +29,7 @@ PARAMETERS = {
 }
 PARAMETER_SCHEMAS = (
     {"type": "integer", "minimum": 1},
+    {"type": "integer", "minimum": 0},
     {"type": "string"},
     {"type": "integer", "minimum": 1},
     {"type": "integer", "minimum": 1},
@@ -73,6 +75,7 @@ def _options(query: str) -> SearchOptions:
     k = _integer(given, "k")
     return SearchOptions(
         k=SearchOptions.k if k is None else k,
+        offset=_integer(given, "offset") or 0,
         metric=given.get("metric"),
         ef_search=_integer(given, "ef_search"),
         nprobe=_integer(given, "nprobe"),

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from index_builder.artifact.errors import ArtifactError, DotcosError, InputError, NotFoundError
 from service.api.schemas import ErrorBody
-from service.core.errors import TooLarge, Unavailable
+from service.core.errors import Gone, TooLarge, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ RETRY_AFTER_SECONDS = "1"
 STATUS_BY_ERROR: list[tuple[type[DotcosError], int]] = [
     (TooLarge, 413),
     (InputError, 400),
+    (Gone, 410),
     (NotFoundError, 404),
     (Unavailable, 503),
     (ArtifactError, 503),
@@ -36,6 +37,7 @@ ERROR_DESCRIPTIONS = {
     401: "admin token missing",
     403: "admin token rejected",
     404: "unknown collection or id (and every admin route while DOTCOS_ADMIN_TOKEN is unset)",
+    410: "a scroll cursor whose version is no longer served: start the scroll again",
     413: "too large",
     415: "a body that is not JSON (or, on the searches, raw float32)",
     422: "malformed body",

@@ -18,7 +18,7 @@ from service.api.errors import dotcos_reply
 from service.api.handlers import ROUTES, Call, answer
 from service.api.state import AppState
 
-QUERY_PATH = re.compile(r"^/v1/collections/([^/]+)/(search|search/batch|similar|score)$")
+QUERY_PATH = re.compile(rf"^/v1/collections/([^/]+)/({'|'.join(map(re.escape, ROUTES))})$")
 
 
 async def read_body(receive: Receive) -> bytes:
@@ -32,7 +32,7 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class QueryFront:
-    """POST /v1/collections/{name}/(search|search/batch|similar|score) answered here."""
+    """POST /v1/collections/{name}/<a query route of service.api.handlers.ROUTES> answered here."""
 
     def __init__(self, app: ASGIApp, state: AppState) -> None:
         self.app = app

@@ -23,14 +23,23 @@ from service.api.errors import Reply, dotcos_reply, unexpected_reply, validation
 from service.api.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
+    CountRequest,
+    CountResponse,
+    GetRequest,
+    GetResponse,
+    RecommendRequest,
     ScoreRequest,
     ScoreResponse,
+    ScrollRequest,
+    ScrollResponse,
     SearchRequest,
     SearchResponse,
     SimilarRequest,
 )
 from service.api.state import AppState
+from service.core.part import Doc
 from service.core.query import Hit, SearchOptions
+from service.core.ranking import RecommendQuery
 from service.core.searcher import ScoreQuery, SearchResult, SimilarQuery
 from service.core.version import canonical_metric
 
@@ -167,12 +176,70 @@ async def search(state: AppState, call: Call, batch: bool) -> Reply:
 
 
 async def similar(state: AppState, call: Call) -> Reply:
-    """The k documents most similar to a stored document (by id) or to a document vector."""
+    """The k documents most similar to a stored document (by id), to several (around their average)
+    or to a document vector."""
     request = SimilarRequest.model_validate_json(call.body)
     vector = to_matrix([request.vector], "vector") if request.vector is not None else None
-    query = SimilarQuery(doc_id=request.id, vector=vector, options=request.options())
+    query = SimilarQuery(doc_id=request.id, vector=vector, options=request.options(), doc_ids=request.ids)
     version = state.registry.get(call.name)
     return _result(await state.searcher.similar(version, query, deadline(call.headers)), batch=False)
+
+
+async def recommend(state: AppState, call: Call) -> Reply:
+    """The k documents recommended by positive and negative examples (ids or vectors)."""
+    request = RecommendRequest.model_validate_json(call.body)
+    positive = _examples(request.positive, "positive")
+    negative = _examples(request.negative, "negative")
+    query = RecommendQuery(positive, negative, request.strategy, request.options())
+    version = state.registry.get(call.name)
+    return _result(await state.searcher.recommend(version, query, deadline(call.headers)), batch=False)
+
+
+def _examples(given: list[str | list[float]], field: str) -> list[str | np.ndarray]:
+    """Examples as ids or float32 vectors (each vector checked for the float32 range)."""
+    return [e if isinstance(e, str) else to_matrix([e], f"{field}[{i}]")[0] for i, e in enumerate(given)]
+
+
+def _documents(docs: list[Doc]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for doc in docs:
+        shown: dict[str, object] = {"id": doc.id}
+        if doc.vector is not None:
+            shown["vector"] = doc.vector.tolist()
+        if doc.attributes is not None:
+            shown["attributes"] = doc.attributes
+        out.append(shown)
+    return out
+
+
+async def get(state: AppState, call: Call) -> Reply:
+    """Documents by id as they stand now, in the order asked; the ids not held are listed as missing."""
+    request = GetRequest.model_validate_json(call.body)
+    version = state.registry.get(call.name)
+    found, missing = await state.searcher.get(
+        version, request.ids, request.with_vectors, request.with_attributes, deadline(call.headers)
+    )
+    body = {"collection": version.collection, "version": version.version, "documents": _documents(found)}
+    return Reply.json({**body, "missing": missing})
+
+
+async def scroll(state: AppState, call: Call) -> Reply:
+    """Every document passing the filter, page after page, each exactly once (the cursor pins the
+    version and journal position the first page saw)."""
+    request = ScrollRequest.model_validate_json(call.body)
+    version = state.registry.get(call.name)
+    page = (request.limit, request.with_vectors, request.with_attributes)
+    found = await state.searcher.scroll(version, request.filter, request.cursor, page, deadline(call.headers))
+    body = {"collection": version.collection, "version": version.version, "documents": _documents(found.documents)}
+    return Reply.json({**body, "next_cursor": found.next_cursor})
+
+
+async def count(state: AppState, call: Call) -> Reply:
+    """How many documents pass the filter now (exact)."""
+    request = CountRequest.model_validate_json(call.body)
+    version = state.registry.get(call.name)
+    total = await state.searcher.count(version, request.filter, deadline(call.headers))
+    return Reply.json({"collection": version.collection, "version": version.version, "count": total})
 
 
 async def score(state: AppState, call: Call) -> Reply:
@@ -226,7 +293,11 @@ ROUTES = {
         Route("search", _search_one, SearchRequest, SearchResponse),
         Route("search/batch", _search_batch, BatchSearchRequest, BatchSearchResponse),
         Route("similar", similar, SimilarRequest, SearchResponse),
+        Route("recommend", recommend, RecommendRequest, SearchResponse),
         Route("score", score, ScoreRequest, ScoreResponse),
+        Route("get", get, GetRequest, GetResponse),
+        Route("scroll", scroll, ScrollRequest, ScrollResponse),
+        Route("count", count, CountRequest, CountResponse),
     )
 }
 
@@ -242,7 +313,7 @@ async def answer(route: Route, state: AppState, call: Call, where: str) -> Reply
         reply = dotcos_reply(exc)
     except Exception:
         reply = unexpected_reply("POST", where)
-    return replace(reply, metric=named_metric(state, call))
+    return replace(reply, metric=named_metric(state, call)) if "metric" in route.model.model_fields else reply
 
 
 def named_metric(state: AppState, call: Call) -> str:

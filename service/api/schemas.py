@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from index_builder.artifact.manifest import AttributeEntry, ChangeSpan
 from service.core.query import GroupBy, SearchOptions
+from service.core.rerank import Mmr
 
 FILTER_DESCRIPTION = (
     'a boolean tree {"must": [...], "should": [...], "must_not": [...]} (nestable) of conditions '
@@ -40,6 +41,17 @@ class SearchParams(_Body):
     )
 
 
+class MmrField(_Body):
+    diversity: float = Field(
+        description="0: by relevance alone; 1: by diversity alone", json_schema_extra={"minimum": 0, "maximum": 1}
+    )
+    candidates: int = Field(
+        100,
+        description="the top candidates by relevance MMR picks among (it must exceed k to change anything)",
+        json_schema_extra=AT_LEAST_ONE,
+    )
+
+
 class GroupByField(_Body):
     key: str = Field(description="a keyword, integer, float or boolean attribute")
     max_per_group: int = Field(1, ge=1, description="most results sharing one value of the key")
@@ -56,6 +68,17 @@ class _QueryFields(_Body):
     )
     score_threshold: float | None = Field(None, description="drop results scoring below this, in the metric's units")
     with_attributes: bool = Field(False, description="return each result's attributes")
+    offset: int = Field(
+        0,
+        description="results to skip: the answer is [offset, offset + k) of the top offset + k (offset + k at most "
+        "DOTCOS_MAX_K)",
+        json_schema_extra={"minimum": 0},
+    )
+    mmr: MmrField | None = Field(
+        None,
+        description="diversify: among the top `candidates` by relevance, pick greedily the one maximising "
+        "(1 - diversity) * relevance - diversity * max cosine to those picked; score stays the relevance",
+    )
     params: SearchParams = Field(default_factory=lambda: SearchParams())
 
     def options(self) -> SearchOptions:
@@ -71,6 +94,8 @@ class _QueryFields(_Body):
             group_by=None if self.group_by is None else GroupBy(self.group_by.key, self.group_by.max_per_group),
             score_threshold=self.score_threshold,
             with_attributes=self.with_attributes,
+            offset=self.offset,
+            mmr=None if self.mmr is None else Mmr(self.mmr.diversity, self.mmr.candidates),
         )
 
 
@@ -84,13 +109,52 @@ class BatchSearchRequest(_QueryFields):
 
 class SimilarRequest(_QueryFields):
     id: str | None = Field(None, description="a document of the collection (never returned itself)")
+    ids: list[str] | None = Field(
+        None, min_length=1, description="or several: the documents around their average (never returned themselves)"
+    )
     vector: list[float] | None = Field(None, min_length=1, description="or a document vector not in it")
 
     @model_validator(mode="after")
     def _one_source(self) -> SimilarRequest:
-        if (self.id is None) == (self.vector is None):
-            raise ValueError("give exactly one of id and vector")
+        if sum(source is not None for source in (self.id, self.ids, self.vector)) != 1:
+            raise ValueError("give exactly one of id, ids and vector")
         return self
+
+
+Example = str | list[float]
+
+
+class RecommendRequest(_QueryFields):
+    """Documents recommended by examples: ids of the collection or vectors (Qdrant's strategies)."""
+
+    positive: list[Example] = Field(min_length=1, description="ids or vectors to move towards")
+    negative: list[Example] = Field(default_factory=list, description="ids or vectors to move away from")
+    strategy: Literal["average_vector", "best_score"] = Field(
+        "average_vector",
+        description="average_vector: search around avg(positive) + (avg(positive) - avg(negative)); best_score: "
+        "rank the union of the searches around each positive by max similarity to a positive, negated where a "
+        "negative is closer",
+    )
+
+
+class GetRequest(_Body):
+    ids: list[str] = Field(min_length=1, description="documents to read back, in the order wanted")
+    with_vectors: bool = Field(False, description="return each document's stored float32 vector")
+    with_attributes: bool = Field(True, description="return each document's attributes")
+
+
+class ScrollRequest(_Body):
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
+    limit: int = Field(
+        100, description="documents per page, 1 to 1000", json_schema_extra={"minimum": 1, "maximum": 1000}
+    )
+    cursor: str | None = Field(None, description="next_cursor of the previous page; none for the first page")
+    with_vectors: bool = Field(False, description="return each document's stored float32 vector")
+    with_attributes: bool = Field(True, description="return each document's attributes")
+
+
+class CountRequest(_Body):
+    filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
 
 
 class ScoreRequest(_Body):
@@ -136,6 +200,31 @@ class BatchSearchResponse(_Answered):
 
 class ScoreResponse(_Answered):
     results: list[list[Hit]] | list[Hit]
+
+
+class _Read(BaseModel):
+    collection: str
+    version: str
+
+
+class Document(BaseModel):
+    id: str
+    vector: list[float] | None = Field(None, description="present with with_vectors")
+    attributes: dict[str, Any] | None = Field(None, description="present with with_attributes")
+
+
+class GetResponse(_Read):
+    documents: list[Document] = Field(description="the documents that stand now, in the order asked")
+    missing: list[str] = Field(description="ids the collection does not hold (unknown or deleted)")
+
+
+class ScrollResponse(_Read):
+    documents: list[Document]
+    next_cursor: str | None = Field(description="for the next page; null after the last")
+
+
+class CountResponse(_Read):
+    count: int
 
 
 class ErrorDetail(BaseModel):

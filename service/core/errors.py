@@ -4,13 +4,14 @@ DotcosError
 ├── InputError
 │   └── TooLarge        a request over a size limit (HTTP 413)
 ├── NotFoundError
+│   └── Gone            what the request refers to is no longer served (HTTP 410)
 ├── ArtifactError
 └── Unavailable         the service cannot take the request now (HTTP 503)
 """
 
 from __future__ import annotations
 
-from index_builder.artifact.errors import DotcosError, InputError
+from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 
 
 class TooLarge(InputError):
@@ -19,3 +20,7 @@ class TooLarge(InputError):
 
 class Unavailable(DotcosError):
     code = "unavailable"
+
+
+class Gone(NotFoundError):
+    code = "gone"

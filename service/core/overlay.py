@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from service.core.query import Hidden, check_finite
 log = logging.getLogger(__name__)
 
 NO_ROWS = np.empty(0, dtype=np.int64)
+VIEWS_KEPT = 4
+"""Earlier views of the changes kept for scrolls pinned to them."""
 ENTRY_OVERHEAD = 200
 """Bytes an overlay entry costs beyond its vector: dict slots, the id, index and row bookkeeping."""
 
@@ -108,8 +111,10 @@ def changed_documents(pending: Pending, parts: list[Part]) -> dict[str, Document
     attribute changes (its stored vector, its stored attributes with the changes merged in)."""
     out = dict(pending.upserts)
     for part in parts:
-        for doc_id in pending.patches.keys() & part.rows_by_id.keys():
-            row = part.rows_by_id[doc_id]
+        for doc_id in pending.patches:
+            row = part.rows_by_id.get(doc_id)
+            if row is None:
+                continue
             stored = {name: column.value(row) for name, column in part.columns.items()}
             out[doc_id] = (np.asarray(part.vectors[row], dtype=np.float32), {**stored, **pending.patches[doc_id]})
     return out
@@ -170,6 +175,7 @@ class Overlay:
         self.spans = {(s.first, s.last) for s in manifest.set_aside}
         self.carried = carried_changes(manifest, path)
         self._lock = threading.Lock()
+        self._views: OrderedDict[int, Snapshot] = OrderedDict()
         self.position = manifest.journal_position
         self.snapshot = Snapshot(self.position, Hidden(NO_ROWS), None, frozenset())
         self._restart([])
@@ -185,6 +191,7 @@ class Overlay:
         journal's data changes that apply (after a span was set aside, those outside it)."""
         self.pending = Pending(position=self.manifest.journal_position)
         self._applied: list[Change] = []
+        self._views.clear()
         self._hidden = NO_ROWS
         for change in self.carried:
             self._take(change)
@@ -197,6 +204,31 @@ class Overlay:
         """Apply what other workers (or processes) wrote since the last look."""
         with self._lock:
             self._apply(self.journal.read_new())
+
+    def view(self, position: int) -> Snapshot:
+        """The changes as they stood at an earlier `position` (what a scroll pinned), made from the
+        changes applied since the build; the current ones when it is now or later."""
+        with self._lock:
+            if position >= self.position:
+                return self.snapshot
+            found = self._views.get(position)
+            if found is None:
+                changes = [*self.carried, *(c for c in self._applied if c.position <= position)]
+                found = self._views[position] = self._made(position, changes)
+                while len(self._views) > VIEWS_KEPT:
+                    self._views.popitem(last=False)
+            return found
+
+    def _made(self, position: int, changes: list[Change]) -> Snapshot:
+        """A snapshot made from scratch out of data changes."""
+        pending = Pending.of(changes)
+        ids = list(pending.touched())
+        hidden = np.unique(np.concatenate([NO_ROWS, *(p.known_rows(ids) + p.offset for p in self.parts)]))
+        delta, memory = delta_part(
+            changed_documents(pending, self.parts), self.manifest, self.spaces, self.manifest.count
+        )
+        deleted = frozenset(pending.deletes)
+        return Snapshot(position, Hidden(hidden), delta, deleted, memory, len(pending.upserts), len(pending.patches))
 
     def _take(self, change: Change) -> bool:
         """Apply one data change; whether it may change the changed documents (a delete only does

@@ -10,10 +10,13 @@ decides whether an id is unknown to the whole collection.
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -21,16 +24,50 @@ from index_builder.artifact.attributes import Column
 from index_builder.artifact.integrity import open_attributes, open_indexes, open_vectors, read_ids, verify_checksums
 from index_builder.artifact.manifest import Manifest, ShardEntry
 from index_builder.retrieval.ann import ServedIndex
-from index_builder.retrieval.rowsets import RowSet, contains, intersect
+from index_builder.retrieval.rowsets import RowSet, contains, count, intersect, listed
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
 from service.core.filters import Node, evaluate
-from service.core.query import Answer, Query, run_search
+from service.core.query import Answer, Hidden, Query, run_search
 
 log = logging.getLogger(__name__)
 
 SCALE_BLOCK_ROWS = 65536
 NO_ROWS = np.empty(0, dtype=np.int64)
 NO_ROWS.flags.writeable = False
+
+
+PASSING_CACHED = 4
+"""Row lists of filters a part keeps for scrolls (one per filter and journal position)."""
+
+
+class RowCache:
+    """The sorted rows passing a filter at a journal position, kept for the next pages of a scroll
+    (a filter is evaluated over the whole part; a page is a slice of its rows)."""
+
+    def __init__(self) -> None:
+        self._rows: OrderedDict[Any, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> np.ndarray | None:
+        with self._lock:
+            rows = self._rows.get(key)
+            if rows is not None:
+                self._rows.move_to_end(key)
+            return rows
+
+    def put(self, key: Any, rows: np.ndarray) -> None:
+        with self._lock:
+            self._rows[key] = rows
+            while len(self._rows) > PASSING_CACHED:
+                self._rows.popitem(last=False)
+
+
+class Doc(NamedTuple):
+    """A document read back: its id, and its vector and attributes when asked for."""
+
+    id: str
+    vector: np.ndarray | None
+    attributes: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -43,6 +80,7 @@ class Part:
     indexes: dict[str, ServedIndex]
     offset: int
     columns: dict[str, Column]
+    cache: RowCache = field(default_factory=RowCache, compare=False)
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
@@ -113,11 +151,11 @@ def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = No
     return parts
 
 
-def allowed_rows(part: Part, query: Query) -> RowSet | None:
-    """The part's rows that pass the filter and still stand (None: every row)."""
+def _passing(part: Part, where: Node | None, hidden: Hidden | None) -> RowSet | None:
+    """The rows that pass the filter and still stand (None: every row)."""
     total = len(part.ids)
-    allowed = None if query.where is None else evaluate(query.where, part.columns, part.known_rows, total)
-    visible = None if query.overlay is None else query.overlay.hidden.visible(part.offset, total)
+    allowed = None if where is None else evaluate(where, part.columns, part.known_rows, total)
+    visible = None if hidden is None else hidden.visible(part.offset, total)
     if visible is None:
         return allowed
     return visible if allowed is None else intersect(allowed, visible, total)
@@ -126,7 +164,8 @@ def allowed_rows(part: Part, query: Query) -> RowSet | None:
 def search_part(part: Part, query: Query) -> Answer:
     """This part's top-k per query among its rows passing the filter, with version-wide rows, ids
     and the attributes asked for."""
-    scores, rows = run_search(part.indexes[query.metric], query, allowed_rows(part, query))
+    hidden = None if query.overlay is None else query.overlay.hidden
+    scores, rows = run_search(part.indexes[query.metric], query, _passing(part, query.where, hidden))
     labels = part.labels(rows)
     attrs = part.attributes(rows, query.fields) if query.fields else None
     if part.offset:
@@ -137,12 +176,6 @@ def search_part(part: Part, query: Query) -> Answer:
 def known_ids(part: Part, ids: list[str]) -> list[str]:
     """The ids this part holds, in the order given."""
     return [i for i in ids if i in part.rows_by_id]
-
-
-def vector_of(part: Part, doc_id: str) -> np.ndarray | None:
-    """A stored document's vector as a (1, d) float32 array, or None when another part holds it."""
-    row = part.rows_by_id.get(doc_id)
-    return None if row is None else np.asarray(part.vectors[row : row + 1], dtype=np.float32)
 
 
 def score_part(
@@ -164,4 +197,41 @@ def score_part(
     return out
 
 
-OPS = {fn.__name__: fn for fn in (search_part, known_ids, vector_of, score_part)}
+def doc_at(part: Part, row: int, fields: tuple[str, ...], with_vectors: bool) -> Doc:
+    """The document at a local row, with the attributes `fields` and, asked, its vector."""
+    vector = np.asarray(part.vectors[row], dtype=np.float32) if with_vectors else None
+    attributes = {name: part.columns[name].value(row) for name in fields} if fields else None
+    return Doc(str(part.ids[row]), vector, attributes)
+
+
+def documents_of(part: Part, ids: list[str], fields: tuple[str, ...], with_vectors: bool) -> list[Doc | None]:
+    """This part's documents among `ids`, in the order given (None for those it does not hold)."""
+    rows = [part.rows_by_id.get(i) for i in ids]
+    return [None if row is None else doc_at(part, row, fields, with_vectors) for row in rows]
+
+
+def count_of(part: Part, where: Node | None, hidden: Hidden | None) -> int:
+    """How many of this part's documents pass the filter and still stand."""
+    passing = _passing(part, where, hidden)
+    return len(part.ids) if passing is None else count(passing, len(part.ids))
+
+
+def page_of(
+    part: Part, where: Node | None, hidden: Hidden | None, pin: Any, start: int, page: tuple[int, tuple[str, ...], bool]
+) -> tuple[list[Doc], int | None]:
+    """Up to `limit` documents passing the filter from local row `start` on, in row order, and the
+    row after the last one given (None when the part has no more). `pin` names the filter and the
+    journal position, under which the passing rows are kept for the next page."""
+    limit, fields, with_vectors = page
+    rows = part.cache.get(pin)
+    if rows is None:
+        passing = _passing(part, where, hidden)
+        rows = np.arange(len(part.ids), dtype=np.int64) if passing is None else listed(passing, len(part.ids))
+        part.cache.put(pin, rows)
+    at = int(np.searchsorted(rows, start))
+    chosen = rows[at : at + limit]
+    following = int(chosen[-1]) + 1 if at + limit < len(rows) else None
+    return [doc_at(part, int(row), fields, with_vectors) for row in chosen], following
+
+
+OPS = {fn.__name__: fn for fn in (search_part, known_ids, score_part, documents_of, count_of, page_of)}

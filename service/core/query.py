@@ -27,6 +27,7 @@ from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, merge
 from service.core.config import Limits
 from service.core.errors import TooLarge
 from service.core.filters import Node
+from service.core.rerank import Mmr
 
 if TYPE_CHECKING:
     from service.core.overlay import Snapshot
@@ -55,6 +56,17 @@ class SearchOptions:
     group_by: GroupBy | None = None
     score_threshold: float | None = None
     with_attributes: bool = False
+    offset: int = 0
+    mmr: Mmr | None = None
+
+    @property
+    def fetch(self) -> int:
+        """How many results the search ranks: the window [offset, offset + k), or MMR's candidates."""
+        return max(self.offset + self.k, self.mmr.candidates if self.mmr is not None else 0)
+
+    def fetched(self) -> SearchOptions:
+        """The options of the search behind the answer (its top `fetch`, no window, no MMR)."""
+        return replace(self, k=self.fetch, offset=0, mmr=None)
 
 
 @dataclass(frozen=True)
@@ -146,6 +158,20 @@ class Answer(NamedTuple):
             start = end
         return out
 
+    def reordered(self, order: np.ndarray) -> Answer:
+        """The hits of each query at the positions `order` (n, m), MISSING where it is -1."""
+        line = np.arange(len(self.rows))[:, None]
+        at = np.maximum(order, 0)
+        gone = order < 0
+        labels = self.labels[line, at]
+        labels[gone] = None
+        attrs = None
+        if self.attrs is not None:
+            attrs = self.attrs[line, at]
+            attrs[gone] = None
+        scores = np.where(gone, -np.inf, self.scores[line, at])
+        return Answer(scores, np.where(gone, MISSING, self.rows[line, at]), labels, attrs)
+
     def at_least(self, threshold: float | None) -> Answer:
         """The answer without hits scoring below `threshold` (in the metric's own units)."""
         if threshold is None or not (self.scores < threshold).any():
@@ -186,6 +212,15 @@ def check_options(options: SearchOptions, rows: int, limits: Limits) -> None:
     """Limits that depend on settings, reported with the field name and the limit."""
     if not 1 <= options.k <= limits.max_k:
         raise InputError(f"k: must be between 1 and {limits.max_k}, got {options.k}")
+    if options.offset < 0 or options.offset + options.k > limits.max_k:
+        raise InputError(
+            f"offset: offset + k must be at most {limits.max_k} (DOTCOS_MAX_K), got {options.offset} + {options.k}"
+        )
+    if options.mmr is not None:
+        if not 0 <= options.mmr.diversity <= 1:
+            raise InputError(f"mmr.diversity: must be between 0 and 1, got {options.mmr.diversity}")
+        if not 1 <= options.mmr.candidates <= limits.max_k:
+            raise InputError(f"mmr.candidates: must be between 1 and {limits.max_k}, got {options.mmr.candidates}")
     check_batch(rows, limits)
     for name, ids in (("exclude", options.exclude), ("include", options.include or [])):
         if len(ids) > limits.max_filter_ids:

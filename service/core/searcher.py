@@ -16,13 +16,18 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index_builder.artifact.errors import InputError
+from service.core import readback
 from service.core.batching import Coalescer
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable
 from service.core.loader import faiss_threads
 from service.core.monitor import RecallMonitor
-from service.core.query import Hit, SearchOptions, check_batch, to_hits
+from service.core.overlay import check_ids
+from service.core.part import Doc
+from service.core.query import Hit, SearchOptions, check_batch, check_finite, check_options, to_hits
 from service.core.querylog import QueryLog
+from service.core.ranking import RecommendQuery, best_score, example_vectors, shaped
+from service.core.rerank import AVERAGE_VECTOR, average_example
 from service.core.version import Version
 
 T = TypeVar("T")
@@ -38,11 +43,13 @@ class SearchResult:
 
 @dataclass(frozen=True)
 class SimilarQuery:
-    """Neighbours of a stored document (`doc_id`) or, when it is None, of a document `vector`."""
+    """Neighbours of a stored document (`doc_id`), of several (`doc_ids`: around their average),
+    or of a document `vector`."""
 
     doc_id: str | None
     vector: np.ndarray | None
     options: SearchOptions
+    doc_ids: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -120,9 +127,11 @@ class Searcher:
         deadline_s: float | None = None,
         logged: bool = False,
     ) -> SearchResult:
-        """Top-k per query under the request's metric and filters; errors surface as DotcosError.
-        With `logged`, served user queries are offered to the query log."""
-        query = version.query(vectors, options, self.limits, field)
+        """Top-k per query under the request's metric and filters (from `offset`, diversified with
+        MMR when asked); errors surface as DotcosError. With `logged`, served user queries are
+        offered to the query log."""
+        check_options(options, len(vectors), self.limits)
+        query = version.query(vectors, options.fetched(), self.limits, field)
 
         async def work() -> SearchResult:
             if options.include:
@@ -130,6 +139,7 @@ class Searcher:
             answer = await version.search(query)
             if self.monitor is not None and self.monitor.measurable(query, version.exact_index(query.metric)):
                 self.monitor.offer(version, query, answer)
+            answer = await shaped(version, answer, options, query.overlay)
             return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 
         result = await self._admitted(work, deadline_s)
@@ -138,14 +148,63 @@ class Searcher:
         return result
 
     async def similar(self, version: Version, query: SimilarQuery, deadline_s: float | None = None) -> SearchResult:
-        """The k most similar documents under the metric, never the document itself."""
+        """The k most similar documents under the metric, never the documents asked about."""
+        if query.doc_ids is not None:
+            examples = RecommendQuery(list(query.doc_ids), [], AVERAGE_VECTOR, query.options)
+            return await self.recommend(version, examples, deadline_s, field="ids")
         if query.doc_id is None:
             assert query.vector is not None
             return await self.search(version, query.vector, query.options, "vector", deadline_s)
         doc_id = query.doc_id
-        vector = await self._admitted(lambda: version.vector_of(doc_id), deadline_s)
+        vector = await self._admitted(lambda: version.vectors_of([doc_id], "id"), deadline_s)
         options = replace(query.options, exclude=[*query.options.exclude, doc_id])
         return await self.search(version, vector, options, "id", deadline_s)
+
+    async def recommend(
+        self, version: Version, query: RecommendQuery, deadline_s: float | None = None, field: str = "positive"
+    ) -> SearchResult:
+        """The k documents the examples recommend under the strategy, never an example given by id."""
+        positive = await self._admitted(lambda: example_vectors(version, query.positive, field), deadline_s)
+        negative = await self._admitted(lambda: example_vectors(version, query.negative, "negative"), deadline_s)
+        check_finite(negative, version.dim, version.collection, "negative")
+        options = replace(query.options, exclude=[*query.options.exclude, *query.ids()])
+        if query.strategy == AVERAGE_VECTOR:
+            return await self.search(version, average_example(positive, negative), options, field, deadline_s)
+        check_options(options, len(positive), self.limits)
+        search = version.query(positive, options.fetched(), self.limits, field)
+
+        async def work() -> SearchResult:
+            answer = await best_score(version, search, positive, negative)
+            answer = await shaped(version, answer, options, search.overlay)
+            return SearchResult(version.collection, version.version, search.metric, to_hits(answer))
+
+        return await self._admitted(work, deadline_s)
+
+    async def get(
+        self, version: Version, ids: list[str], with_vectors: bool, with_attributes: bool, deadline_s: float | None
+    ) -> tuple[list[Doc], list[str]]:
+        """The documents of `ids` as they stand now, and the ids the collection does not hold."""
+        check_ids(ids)
+        if len(ids) > self.limits.max_filter_ids:
+            raise TooLarge(f"ids: {len(ids)} ids exceed the limit of {self.limits.max_filter_ids}")
+        return await self._admitted(lambda: readback.get(version, ids, with_vectors, with_attributes), deadline_s)
+
+    async def count(self, version: Version, raw_filter: Any, deadline_s: float | None = None) -> int:
+        """How many documents pass the filter now."""
+        where = version.where(raw_filter, self.limits)
+        return await self._admitted(lambda: readback.count(version, where), deadline_s)
+
+    async def scroll(
+        self,
+        version: Version,
+        raw_filter: Any,
+        cursor: str | None,
+        page: tuple[int, bool, bool],
+        deadline_s: float | None,
+    ) -> readback.Page:
+        """One page of the documents passing the filter, as they stood when the scroll began."""
+        where = version.where(raw_filter, self.limits)
+        return await self._admitted(lambda: readback.scroll(version, where, raw_filter, cursor, page), deadline_s)
 
     async def score(
         self, version: Version, query: ScoreQuery, deadline_s: float | None = None

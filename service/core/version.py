@@ -31,7 +31,7 @@ from service.core.batching import Coalescer
 from service.core.config import Limits
 from service.core.filters import Node, compile_filter, with_ids
 from service.core.overlay import Overlay, Snapshot
-from service.core.part import Part, known_ids, score_part, search_part, vector_of
+from service.core.part import Doc, Part, documents_of, known_ids, score_part, search_part
 from service.core.query import Answer, GroupBy, Query, SearchOptions, check_finite, check_options, check_zero
 from service.core.tuning import Knobs
 
@@ -67,6 +67,10 @@ class Parts(Protocol):
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
         """op(part, *args) on every part, in part order."""
+        ...
+
+    async def at(self, index: int, op: Callable[..., T], *args: Any) -> T:
+        """op(part, *args) on one part."""
         ...
 
     def retire(self) -> None:
@@ -109,10 +113,10 @@ class LocalParts:
         return await self.coalescer.run(key, query, self.answer, self.cost(query))
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
-        loop = asyncio.get_running_loop()
-        return list(
-            await asyncio.gather(*(loop.run_in_executor(self.executor, op, part, *args) for part in self.parts))
-        )
+        return list(await asyncio.gather(*(self.at(i, op, *args) for i in range(len(self.parts)))))
+
+    async def at(self, index: int, op: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, op, self.parts[index], *args)
 
     def retire(self) -> None:
         return None
@@ -239,19 +243,29 @@ class Version:
         if missing:
             raise unknown_ids(field, self.collection, missing)
 
-    async def vector_of(self, doc_id: str) -> np.ndarray:
-        """A document's vector: its upserted one, else the stored one (unknown once deleted)."""
-        changes = self.changes()
-        if changes is not None:
-            upserted = changes.vector(doc_id)
-            if upserted is not None:
-                return upserted
-            if doc_id in changes.deleted:
-                raise unknown_ids("id", self.collection, [doc_id])
-        found = [v for v in await self.parts.each(vector_of, doc_id) if v is not None]
-        if not found:
-            raise unknown_ids("id", self.collection, [doc_id])
-        return found[0]
+    async def documents(
+        self, ids: list[str], changes: Snapshot | None, wanted: tuple[str, ...], with_vectors: bool
+    ) -> dict[str, Doc]:
+        """The documents of `ids` standing under `changes` (a changed one as changed, a deleted one
+        absent), with the attributes `wanted` and, asked, their vectors."""
+        stored = [i for i in ids if changes is None or not changes.changed(i)]
+        found: dict[str, Doc] = {}
+        for docs in await self.parts.each(documents_of, stored, wanted, with_vectors):
+            found.update((doc.id, doc) for doc in docs if doc is not None)
+        if changes is not None and changes.delta is not None:
+            changed = [i for i in ids if changes.in_delta(i)]
+            found.update((doc.id, doc) for doc in documents_of(changes.delta, changed, wanted, with_vectors) if doc)
+        return found
+
+    async def vectors_of(self, ids: list[str], field: str, changes: Snapshot | None = None) -> np.ndarray:
+        """The vectors of documents as (n, d) float32 in the order given; NotFoundError naming the
+        ids the collection does not hold (under `changes`, default: as of now)."""
+        found = await self.documents(ids, changes if changes is not None else self.changes(), (), True)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise unknown_ids(field, self.collection, missing)
+        vectors = [found[i].vector for i in ids]
+        return np.stack([v for v in vectors if v is not None]).astype(np.float32, copy=False)
 
     async def score(
         self, metric: str, queries: Prepared, ids: list[list[str]], where: Node | None = None

@@ -76,6 +76,14 @@ class RayParts:
         finally:
             self.in_flight -= 1
 
+    async def at(self, index: int, op: Callable[..., T], *args: Any) -> T:
+        self.in_flight += 1
+        try:
+            answer: T = await self._call(index, op.__name__, args)
+            return answer
+        finally:
+            self.in_flight -= 1
+
     async def _call(self, shard: int, op: str, args: tuple[Any, ...]) -> Any:
         attempts = self.settings.retries + 1
         for attempt in range(attempts):

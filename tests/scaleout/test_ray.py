@@ -6,6 +6,7 @@ DOTCOS_RAY_ADDRESS=local) bound to 127.0.0.1, as a user would on one machine.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -25,6 +26,11 @@ from tests.builder.helpers import active_manifest
 from tests.conftest import BIN, Corpus, build
 from tests.scaleout.answers import assert_same_answers, load, top_k
 from tests.service.oracle import true_scores
+
+if importlib.util.find_spec("ray") is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("CI runs the scale-out tests: install with `make install EXTRAS=dev,ray`")
+    pytest.skip("Ray is the `ray` extra: `make install EXTRAS=dev,ray` runs these", allow_module_level=True)
 
 METRICS = "dot,cosine,norm_pow:0.5,norm_sigmoid,covariance"
 RAY_ENV = {"DOTCOS_RAY_REPLICA_CPUS": "0", "DOTCOS_RAY_DRAIN_S": "2"}

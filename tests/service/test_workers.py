@@ -29,7 +29,7 @@ def test_every_worker_logs_its_loads_and_answers(corpus: Corpus, tmp_path: Path,
             assert reply.status_code == 200
 
 
-LOADED_BESIDE = 8
+LOADED_BESIDE = 6
 """Collections every worker loads besides `items`: loads long enough for workers to finish apart."""
 LAST = f"other-{LOADED_BESIDE - 1}"
 """The collection a worker loads last (they load in name order): the searches ask for it."""
@@ -74,7 +74,7 @@ def test_once_readyz_answers_no_worker_answers_a_search_with_503(
     for n in range(LOADED_BESIDE):
         assert build(root, corpus, f"other-{n}", "--index", "hnsw") == 0
     vector = corpus.queries[0].tolist()
-    for _ in range(3):
+    for _ in range(2):
         server = serve(root, DOTCOS_WORKERS=str(workers))
         assert _fresh_searches(server.url, vector, 4 * workers) == [200] * (4 * workers)
         stop_server(server)
