@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from index_builder.artifact.errors import DotcosError, InputError
 from service.api.binary import binary_search, is_binary
-from service.api.errors import Reply, dotcos_reply, unexpected_reply, validation_reply
+from service.api.errors import QUERY_ERRORS, Reply, dotcos_reply, unexpected_reply, validation_reply
 from service.api.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
@@ -267,12 +267,14 @@ Handler = Callable[[AppState, Call], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class Route:
-    """A query route: its path template (as metrics label it), handler, and body and answer models (for OpenAPI)."""
+    """A query route: its path template (as metrics label it), handler, body and answer models and
+    error statuses (for OpenAPI)."""
 
     suffix: str
     handler: Handler
     model: type[BaseModel]
     response: type[BaseModel]
+    errors: tuple[int, ...] = QUERY_ERRORS
 
     @property
     def template(self) -> str:
@@ -296,7 +298,7 @@ ROUTES = {
         Route("recommend", recommend, RecommendRequest, SearchResponse),
         Route("score", score, ScoreRequest, ScoreResponse),
         Route("get", get, GetRequest, GetResponse),
-        Route("scroll", scroll, ScrollRequest, ScrollResponse),
+        Route("scroll", scroll, ScrollRequest, ScrollResponse, (*QUERY_ERRORS, 410)),
         Route("count", count, CountRequest, CountResponse),
     )
 }

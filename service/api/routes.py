@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
-from service.api.errors import QUERY_ERRORS, error_response, error_responses
+from service.api.errors import error_response, error_responses
 from service.api.handlers import ROUTES, Call, Route, answer
 from service.api.schemas import ChangesInfo, CollectionInfo, CollectionList, MetricInfo, Status
 from service.api.state import AppState
@@ -147,7 +147,7 @@ def _query_route(route: Route) -> None:
         endpoint,
         methods=["POST"],
         response_model=route.response,
-        responses=error_responses(*QUERY_ERRORS),
+        responses=error_responses(*route.errors),
         name=route.suffix.replace("/", "_"),
         openapi_extra=_request_body(route, body_schema),
     )

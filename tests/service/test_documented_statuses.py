@@ -11,6 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from service.api.app import create_app
+from service.core.readback import Cursor, filter_key
 from service.settings import ServiceSettings
 from tests.conftest import Corpus, build
 
@@ -58,11 +59,26 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
         table[("POST", path, 413)] = lambda c, u=url: c.post(u, json={"ids": ["x" * 5000]}, headers=auth)
         table[("POST", path, 422)] = lambda c, u=url: c.post(u, json={"unexpected": 1}, headers=auth)
         table[("POST", path, 415)] = lambda c, u=url: c.post(u, content=b"ids=a", headers={**auth, **FORM})
+    stale = Cursor("a-version-long-gone", 0, 0, filter_key(None)).encode()
+    bodies.update(
+        {
+            "/recommend": ({"positive": ["doc-00001"]}, {"positive": [[1.0]]}, {"positive": ["ghost"]}),
+            "/get": ({"ids": ["doc-00001", "ghost"]}, {"ids": ["a", "a"]}, None),
+            "/scroll": ({"limit": 5}, {"limit": 0}, None),
+            "/count": ({}, {"filter": {"must": [{"key": "colour", "match": "red"}]}}, None),
+        }
+    )
+    table[("POST", "/v1/collections/{name}/scroll", 410)] = lambda c: c.post(
+        "/v1/collections/c/scroll", json={"cursor": stale}
+    )
     for suffix, (good, bad, unknown) in bodies.items():
         path, url = "/v1/collections/{name}" + suffix, "/v1/collections/c" + suffix
         table[("POST", path, 200)] = lambda c, u=url, b=good: c.post(u, json=b)
         table[("POST", path, 400)] = lambda c, u=url, b=bad: c.post(u, json=b)
-        table[("POST", path, 404)] = lambda c, u=url, b=unknown: c.post(u, json=b)
+        if unknown is None:
+            table[("POST", path, 404)] = lambda c, s=suffix, b=good: c.post("/v1/collections/nope" + s, json=b)
+        else:
+            table[("POST", path, 404)] = lambda c, u=url, b=unknown: c.post(u, json=b)
         table[("POST", path, 413)] = lambda c, u=url: c.post(u, json=big)
         table[("POST", path, 422)] = lambda c, u=url: c.post(u, json={"unexpected": 1})
         table[("POST", path, 415)] = lambda c, u=url: c.post(u, content=b"k=3", headers=FORM)
@@ -84,7 +100,11 @@ def shed_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.
         "/search": {"vector": q},
         "/search/batch": {"vectors": [q]},
         "/similar": {"id": "doc-00001"},
+        "/recommend": {"positive": ["doc-00001"]},
         "/score": {"vector": q, "ids": ["doc-00001"]},
+        "/get": {"ids": ["doc-00001"]},
+        "/scroll": {},
+        "/count": {},
     }
     return {
         ("POST", "/v1/collections/{name}" + suffix, 503): (

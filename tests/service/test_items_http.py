@@ -142,7 +142,7 @@ def test_norm_pow_extremes(setup) -> None:
     [
         ({"id": "nope"}, 404, "id: unknown id(s) in collection 'items': 'nope'"),
         ({"id": "doc-00005", "metric": "cosine"}, 400, "id: zero-norm vector has no cosine score"),
-        ({}, 422, "give exactly one of id and vector"),
+        ({}, 422, "give exactly one of id, ids and vector"),
         ({"id": "doc-00001", "metric": "l1"}, 400, "unknown metric 'l1'"),
     ],
 )

@@ -251,7 +251,7 @@ def test_a_binary_batch_answers_as_the_json_batch(setup) -> None:
         (None, {"ef_search": "-3"}, False, 400, "ef_search: expected a whole number"),
         (None, {"ef_search": "0"}, False, 400, "params.ef_search: must be between 1 and"),
         (None, {"exact": "yes"}, False, 400, "exact: expected true or false, got 'yes'"),
-        (None, {"filter": "x"}, False, 400, "filter: not a parameter of a binary search; known: k, metric"),
+        (None, {"filter": "x"}, False, 400, "filter: not a parameter of a binary search; known: k, offset, metric"),
         (None, {"metric": "euclid"}, False, 400, "metric"),
         (None, {"k": "100000"}, False, 400, "k"),
     ],
