@@ -82,6 +82,24 @@ def _add_lifecycle(sub: argparse._SubParsersAction[_Parser]) -> None:
     reapply.add_argument("--positions", type=_span, help="only those in FIRST..LAST (default: every set-aside change)")
 
 
+def _add_serving(sub: argparse._SubParsersAction[_Parser]) -> None:
+    """alias and route: more versions served at once, and how requests are spread over them."""
+    alias = sub.add_parser("alias", help="serve another version beside the active one, under a name")
+    alias.add_argument("--name", required=True, help="collection name")
+    alias.add_argument("--root", type=Path)
+    what = alias.add_mutually_exclusive_group(required=True)
+    what.add_argument("--set", metavar="ALIAS=VERSION", help="name a published version (e.g. candidate=2026...Z)")
+    what.add_argument("--remove", metavar="ALIAS", help="stop serving the version under this name")
+    route = sub.add_parser("route", help="split requests with a route key over versions, and shadow one")
+    route.add_argument("--name", required=True, help="collection name")
+    route.add_argument("--root", type=Path)
+    route.add_argument("--split", help="arm weights, e.g. current=90,candidate=10 (arms: current or an alias)")
+    route.add_argument("--shadow", metavar="ARM", help="run a sample of live requests also on this arm's version")
+    route.add_argument("--sample", type=float, default=0.05, help="share of requests shadowed (default 0.05)")
+    route.add_argument("--no-shadow", action="store_true", help="stop shadowing")
+    route.add_argument("--clear", action="store_true", help="remove the route: every request goes to current")
+
+
 def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("build", help="build and publish a new version of a collection")
     p.add_argument("--input", help=".npy/.parquet/.fvecs file, directory or glob")
@@ -150,6 +168,11 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         "unless --attributes names some",
     )
     p.add_argument("--version", help="version name (default: UTC timestamp)")
+    p.add_argument(
+        "--model",
+        help="the embedding model the documents come from, e.g. two-tower@2026-12-01 (requests can pin it; "
+        "--from-current keeps the active version's unless given)",
+    )
     p.add_argument("--threads", type=_positive, help="FAISS threads (default: all cores)")
     p.add_argument("--shards", type=_positive, help="split the version into S shards by a hash of the id")
     p.add_argument(
@@ -168,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_build(sub)
     _add_lifecycle(sub)
+    _add_serving(sub)
     demo = sub.add_parser("demo", help="build a demo collection unless the root has collections")
     demo.add_argument("--root", type=Path)
     demo.add_argument("--docs", type=_positive, default=20_000)
@@ -247,6 +271,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         attributes=_attribute_spec(args),
         changes_through=args.changes_included_through,
         discard_changes=args.discard_changes,
+        model=args.model,
     )
 
 
@@ -263,7 +288,7 @@ def _attribute_spec(args: argparse.Namespace) -> AttributeSpec | None:
     return AttributeSpec(columns, side[0])
 
 
-WRITING_COMMANDS = ("build", "demo", "activate", "gc", "restore", "snapshot", "reapply")
+WRITING_COMMANDS = ("build", "demo", "activate", "gc", "restore", "snapshot", "reapply", "alias", "route")
 
 
 def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
@@ -295,6 +320,10 @@ def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
         return commands.snapshot(root, args.name, args.out)
     if args.command == "reapply":
         return commands.reapply(root, args.name, args.positions)
+    if args.command == "alias":
+        return commands.alias(root, args.name, args.set, args.remove)
+    if args.command == "route":
+        return commands.route(root, args.name, args)
     return commands.collect(root, args.name, args.keep)
 
 

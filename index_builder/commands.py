@@ -11,11 +11,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from index_builder.artifact.errors import InputError, NotFoundError
-from index_builder.artifact.integrity import verify_version
+from index_builder.artifact.integrity import verify_checksums, verify_version
 from index_builder.artifact.layout import list_collections, list_versions, read_current, version_dir
 from index_builder.artifact.lifecycle import span_of
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.artifact.querylog import log_path, read_sample
+from index_builder.artifact.serving import (
+    CURRENT_ARM,
+    Route,
+    Shadow,
+    check_alias,
+    parse_split,
+    read_aliases,
+    read_route,
+    write_aliases,
+    write_route,
+)
 from index_builder.demo import ensure_demo
 from index_builder.fold import export_current
 from index_builder.parts import build as build_version
@@ -82,9 +93,10 @@ def build(request: BuildRequest, progress: Progress) -> int:
     manifest = build_version(request, progress)
     elapsed = time.perf_counter() - start
     shards = f", {len(manifest.shards)} shards" if manifest.sharded else ""
+    model = f", model {manifest.model}" if manifest.model else ""
     print(
         f"published {manifest.collection} version {manifest.version}: {manifest.count} vectors, "
-        f"dim {manifest.dim}{shards}, in {elapsed:.1f}s"
+        f"dim {manifest.dim}{shards}{model}, in {elapsed:.1f}s"
     )
     print(f"  {fold_line(manifest.changes)}")
     _print_recall(manifest)
@@ -129,6 +141,7 @@ def build_from_current(
         args.metrics = args.metrics or ",".join(current.metrics)
         args.index = args.index or str(current.build_params.get("index", "flat"))
         args.hnsw_codes = args.hnsw_codes or current.build_params.get("hnsw_codes")
+        args.model = args.model or current.model
         request = request_of()
         extra = {**request.extra_params, "from_current": folded.source}
         return build(replace(request, fold=folded.fold, extra_params=extra), progress)
@@ -148,15 +161,78 @@ def list_all(root: Path) -> int:
         print(f"no collections under {root}")
     for name in collections:
         active = read_current(root, name)
+        aliases = read_aliases(root, name)
         print(name)
         for version in list_versions(root, name):
             manifest = read_manifest(version_dir(root, name, version))
             mark = "*" if version == active else " "
+            names = (["active"] if version == active else []) + [a for a, v in aliases.items() if v == version]
+            model = f"  model {manifest.model}" if manifest.model else ""
             print(
                 f"  {mark} {version}  {manifest.count} x {manifest.dim}  "
-                f"{','.join(manifest.metrics)}{'  (active)' if version == active else ''}"
+                f"{','.join(manifest.metrics)}{model}{'  (' + ', '.join(names) + ')' if names else ''}"
             )
     return 0
+
+
+def alias(root: Path, name: str, given: str | None, removed: str | None) -> int:
+    """Name a published version so that the service serves it beside the active one (or stop)."""
+    aliases = read_aliases(root, name)
+    if removed is not None:
+        if removed not in aliases:
+            raise InputError(f"--remove: {name!r} has no alias {removed!r} (aliases: {', '.join(aliases) or 'none'})")
+        used = read_route(root, name)
+        if used is not None and (removed in used.split or (used.shadow and used.shadow.arm == removed)):
+            raise InputError(f"--remove: the route of {name!r} uses {removed!r}; change it first (`route --clear`)")
+        version = aliases.pop(removed)
+        write_aliases(root, name, aliases)
+        print(f"{name}: alias {removed} removed (was version {version})")
+        return 0
+    assert given is not None
+    label, sep, version = given.partition("=")
+    if not sep or not version:
+        raise InputError(f"--set: expected ALIAS=VERSION, got {given!r}")
+    check_alias(label)
+    path, manifest = _manifest_for(root, name, version)
+    verify_checksums(manifest, path)
+    write_aliases(root, name, {**aliases, label: version})
+    model = f" (model {manifest.model})" if manifest.model else ""
+    print(f"{name}: alias {label} -> version {version}{model}")
+    return 0
+
+
+def route(root: Path, name: str, args: argparse.Namespace) -> int:
+    """Write the collection's route (split and shadow), or clear it, checked against what is served."""
+    if args.clear:
+        write_route(root, name, None)
+        print(f"{name}: route cleared; every request goes to the active version")
+        return 0
+    current = read_route(root, name) or Route()
+    split = parse_split(args.split) if args.split else dict(current.split)
+    shadow = None if args.no_shadow else current.shadow
+    if args.shadow is not None:
+        shadow = Shadow(arm=args.shadow, sample=args.sample)
+    chosen = Route(split=split, shadow=shadow)
+    served = _arm_models(root, name)
+    for arm in [*chosen.split, *([chosen.shadow.arm] if chosen.shadow else [])]:
+        if arm not in served:
+            raise InputError(f"{name!r} serves no arm {arm!r}; arms: {', '.join(served)} (add one with `alias --set`)")
+    if chosen.split and not any(chosen.split.values()):
+        raise InputError("--split: give at least one arm a positive weight")
+    if chosen.shadow is not None and served[chosen.shadow.arm] != served[CURRENT_ARM]:
+        raise InputError(
+            f"--shadow {chosen.shadow.arm}: its model {served[chosen.shadow.arm]!r} is not the active version's "
+            f"{served[CURRENT_ARM]!r}; a shadow runs the same query vector, which only one tower made"
+        )
+    write_route(root, name, chosen)
+    print(f"{name}: route {chosen.model_dump_json(exclude_none=True)}")
+    return 0
+
+
+def _arm_models(root: Path, name: str) -> dict[str, str | None]:
+    """The model of every arm: the active version and each alias."""
+    arms = {CURRENT_ARM: read_current(root, name), **read_aliases(root, name)}
+    return {arm: read_manifest(version_dir(root, name, version)).model for arm, version in arms.items()}
 
 
 def _manifest_for(root: Path, name: str, version: str | None) -> tuple[Path, Manifest]:
@@ -227,6 +303,7 @@ def inspect(root: Path, name: str, version: str | None, as_json: bool) -> int:
     print(
         f"  created {manifest.created_at.isoformat()}, {manifest.count} vectors, dim {manifest.dim}, "
         f"faiss {manifest.faiss_version}, schema {manifest.schema_version}"
+        + (f", model {manifest.model}" if manifest.model else "")
     )
     for line in _lifecycle_lines(root, manifest, manifest.version == active):
         print(line)

@@ -70,6 +70,8 @@ class BuildRequest:
     build plans it from `changes_through` and `discard_changes` (index_builder.pending)."""
     changes_through: int | None = None
     discard_changes: bool = False
+    model: str | None = None
+    """The embedding model the documents come from, recorded in the manifest."""
 
 
 @dataclass(frozen=True)
@@ -378,6 +380,7 @@ def new_manifest(
         dotcos_version=index_builder.__version__,
         build_params=_build_params(request),
         files=file_entries(staging),
+        model=request.model,
         **fields,
     )
 

@@ -34,6 +34,7 @@ from index_builder.artifact.layout import (
 )
 from index_builder.artifact.lifecycle import commit
 from index_builder.artifact.manifest import FileEntry, Manifest, read_manifest
+from index_builder.artifact.serving import read_aliases
 from index_builder.pending import settled
 
 log = logging.getLogger(__name__)
@@ -134,15 +135,16 @@ class Collected:
 
 
 def gc(root: Path, collection: str, keep: int) -> Collected:
-    """Delete all but the `keep` newest versions (never the active one), dead stagings, and the
+    """Delete all but the `keep` newest versions (never the active one or an aliased one), dead stagings, and the
     journal segments no kept version, set-aside span or restore needs (under the journal's lock,
     so no restore or activation runs meanwhile)."""
     if keep < 1:
         raise InputError(f"--keep must be at least 1, got {keep}")
     with settled(root, collection) as now:
         active = read_current(root, collection)
+        served = {active, *read_aliases(root, collection).values()}
         versions = sorted(list_versions(root, collection), key=lambda v: _created(root, collection, v))
-        doomed = [v for v in versions[:-keep] if v != active]
+        doomed = [v for v in versions[:-keep] if v not in served]
         for version in doomed:
             crash_point("gc.before_delete")
             trash = collection_dir(root, collection) / f"{STAGING_PREFIX}gc-{version}-{os.getpid()}"

@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("info", description="debug, info, warning or error")
     reload_interval: float = Field(2.0, ge=0, description="seconds between checks of every CURRENT; 0: never")
     admin_token: SecretStr | None = Field(None, description="bearer token of the admin routes; unset: no admin routes")
+    max_served_versions: int = Field(
+        3, ge=1, description="most versions of a collection served at once (current + aliases); more are refused"
+    )
     max_k: int = Field(1000, ge=1, description="largest k a request may ask for")
     max_batch: int = Field(1024, ge=1, description="most query vectors in one request")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body (413 beyond)")

@@ -18,7 +18,7 @@ from index_builder.retrieval.spaces import Layout, Metric, MetricSpace, MetricSt
 SCHEMA_VERSION = 1
 SHARDED_SCHEMA_VERSION = 2
 SUPPORTED_SCHEMA_VERSIONS = frozenset({SCHEMA_VERSION, SHARDED_SCHEMA_VERSION})
-LIFECYCLE_FIELDS = ("carried", "set_aside", "changes", "restored_from")
+LIFECYCLE_FIELDS = ("carried", "set_aside", "changes", "restored_from", "model")
 
 
 class _Model(BaseModel):
@@ -160,6 +160,8 @@ class Manifest(_Model):
     """What the build did with the changes pending on the version it replaced: folded, kept,
     discarded, carried, set_aside."""
     restored_from: dict[str, str | int] | None = None
+    model: str | None = None
+    """The embedding model (the user tower's partner) the documents come from (`build --model`)."""
 
     @property
     def sharded(self) -> bool:

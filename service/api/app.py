@@ -137,12 +137,14 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     monitor = RecallMonitor(settings.live_recall_sample, settings.live_recall_cpu_share, settings.live_recall_adapt)
     searcher = Searcher(settings.limits, settings.execution, query_log, monitor)
     loader = version_loader(settings, searcher)
-    registry = Registry(settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None)
+    registry = Registry(
+        settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None, settings.max_served_versions
+    )
     state = AppState(settings=settings, registry=registry, metrics=metrics, searcher=searcher)
     tailer = Periodic(
         "dotcos-overlay",
         settings.overlay_refresh_s,
-        lambda: refresh_all([v.overlay for v in registry.all() if v.overlay is not None]),
+        lambda: refresh_all([v.overlay for v in registry.every() if v.overlay is not None]),
         "reading the change journals failed; retrying",
     )
     metrics.changes = lambda: [(v.collection, v.overlay.snapshot) for v in registry.all() if v.overlay is not None]

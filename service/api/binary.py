@@ -16,6 +16,7 @@ import numpy as np
 
 from index_builder.artifact.errors import InputError
 from service.core.query import SearchOptions
+from service.core.serving import Routing
 
 BINARY = "application/octet-stream"
 FLOAT32 = np.dtype("<f4")
@@ -26,6 +27,9 @@ PARAMETERS = {
     "ef_search": "HNSW candidate list size (HNSW only)",
     "nprobe": "IVF lists to visit (IVF indexes only)",
     "exact": "true: brute force over the raw vectors",
+    "version": "answer from this served version (an alias, current, or a version id)",
+    "model": "answer from a served version built with this model (409 when none is)",
+    "route_key": "answer from the arm of the collection's split this key hashes to",
 }
 PARAMETER_SCHEMAS = (
     {"type": "integer", "minimum": 1},
@@ -34,6 +38,9 @@ PARAMETER_SCHEMAS = (
     {"type": "integer", "minimum": 1},
     {"type": "integer", "minimum": 1},
     {"type": "boolean"},
+    {"type": "string"},
+    {"type": "string"},
+    {"type": "string"},
 )
 BINARY_BODY = "little-endian float32 values: one vector (search) or n x dim of them (search/batch)"
 
@@ -60,15 +67,26 @@ def binary_search(body: bytes, query: str, batch: bool, dim: int) -> tuple[np.nd
     return values.reshape(-1, width).astype(np.float32), _options(query)
 
 
-def _options(query: str) -> SearchOptions:
-    pairs = parse_qsl(query, keep_blank_values=True)
+def _given(query: str) -> dict[str, str]:
+    """The query string's parameters, each known and given once."""
     given: dict[str, str] = {}
-    for key, value in pairs:
+    for key, value in parse_qsl(query, keep_blank_values=True):
         if key not in PARAMETERS:
             raise InputError(f"{key}: not a parameter of a binary search; known: {', '.join(PARAMETERS)}")
         if key in given:
             raise InputError(f"{key}: given more than once")
         given[key] = value
+    return given
+
+
+def binary_routing(query: str) -> Routing:
+    """The version, model and route key a binary search's query string names."""
+    given = _given(query)
+    return Routing(given.get("version"), given.get("model"), given.get("route_key"))
+
+
+def _options(query: str) -> SearchOptions:
+    given = _given(query)
     exact = given.get("exact", "false").lower()
     if exact not in ("true", "false"):
         raise InputError(f"exact: expected true or false, got {given['exact'][:40]!r}")

@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from index_builder.artifact.errors import ArtifactError, DotcosError, InputError, NotFoundError
 from service.api.schemas import ErrorBody
-from service.core.errors import Gone, TooLarge, Unavailable
+from service.core.errors import Conflict, Gone, TooLarge, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ STATUS_BY_ERROR: list[tuple[type[DotcosError], int]] = [
     (InputError, 400),
     (Gone, 410),
     (NotFoundError, 404),
+    (Conflict, 409),
     (Unavailable, 503),
     (ArtifactError, 503),
 ]
@@ -36,7 +37,8 @@ ERROR_DESCRIPTIONS = {
     400: "bad input",
     401: "admin token missing",
     403: "admin token rejected",
-    404: "unknown collection or id (and every admin route while DOTCOS_ADMIN_TOKEN is unset)",
+    404: "unknown collection, id or version (and every admin route while DOTCOS_ADMIN_TOKEN is unset)",
+    409: "a model no served version was built with (the message names the served models)",
     410: "a scroll cursor whose version is no longer served: start the scroll again",
     413: "too large",
     415: "a body that is not JSON (or, on the searches, raw float32)",
@@ -44,6 +46,8 @@ ERROR_DESCRIPTIONS = {
     503: "unavailable",
 }
 QUERY_ERRORS = (400, 404, 413, 415, 422, 503)
+PINNED_ERRORS = (*QUERY_ERRORS, 409)
+"""The routes that take version, model and route_key: a model no version serves is a 409."""
 JSON = "application/json"
 
 

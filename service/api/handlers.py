@@ -18,8 +18,8 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from index_builder.artifact.errors import DotcosError, InputError
-from service.api.binary import binary_search, is_binary
-from service.api.errors import QUERY_ERRORS, Reply, dotcos_reply, unexpected_reply, validation_reply
+from service.api.binary import binary_routing, binary_search, is_binary
+from service.api.errors import PINNED_ERRORS, QUERY_ERRORS, Reply, dotcos_reply, unexpected_reply, validation_reply
 from service.api.schemas import (
     BatchSearchRequest,
     BatchSearchResponse,
@@ -28,6 +28,8 @@ from service.api.schemas import (
     GetRequest,
     GetResponse,
     RecommendRequest,
+    RouteRequest,
+    RouteResponse,
     ScoreRequest,
     ScoreResponse,
     ScrollRequest,
@@ -41,6 +43,7 @@ from service.core.part import Doc
 from service.core.query import Hit, SearchOptions
 from service.core.ranking import RecommendQuery
 from service.core.searcher import ScoreQuery, SearchResult, SimilarQuery
+from service.core.serving import Pick, Routing
 from service.core.version import canonical_metric
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -105,19 +108,20 @@ def query_field(batch: bool) -> str:
     return "vectors" if batch else "vector"
 
 
-def parse_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions]:
-    """Query matrix and options of a search body; ValidationError or InputError for a bad one."""
-    return plain_search(body, batch) or model_search(body, batch)
+def parse_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions, Routing]:
+    """Query matrix, options and routing of a search body; ValidationError or InputError for a bad one."""
+    plain = plain_search(body, batch)
+    return (*plain, Routing()) if plain is not None else model_search(body, batch)
 
 
-def model_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions]:
+def model_search(body: bytes, batch: bool) -> tuple[np.ndarray, SearchOptions, Routing]:
     """A search body validated by its pydantic model (every body plain_search declines)."""
     field = query_field(batch)
     if batch:
         many = BatchSearchRequest.model_validate_json(body)
-        return to_matrix(many.vectors, field), many.options()
+        return to_matrix(many.vectors, field), many.options(), many.routing()
     one = SearchRequest.model_validate_json(body)
-    return to_matrix([one.vector], field), one.options()
+    return to_matrix([one.vector], field), one.options(), one.routing()
 
 
 def deadline(headers: Mapping[str, str]) -> float | None:
@@ -143,12 +147,21 @@ def _hits(hits: list[Hit]) -> list[dict[str, object]]:
     ]
 
 
-def _result(result: SearchResult, batch: bool) -> Reply:
+def _answered(pick: Pick, metric: str) -> dict[str, object]:
+    """What every answer says of who answered: collection, version, metric, model, arm."""
+    version = pick.version
+    return {
+        "collection": version.collection,
+        "version": version.version,
+        "metric": metric,
+        "model": version.manifest.model,
+        "arm": pick.arm,
+    }
+
+
+def _result(result: SearchResult, pick: Pick, batch: bool) -> Reply:
     results = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
-    return Reply.json(
-        {"collection": result.collection, "version": result.version, "metric": result.metric, "results": results},
-        metric=result.metric,
-    )
+    return Reply.json({**_answered(pick, result.metric), "results": results}, metric=result.metric)
 
 
 @dataclass(frozen=True)
@@ -164,15 +177,15 @@ class Call:
 
 async def search(state: AppState, call: Call, batch: bool) -> Reply:
     if is_binary(call.headers):
-        version = state.registry.get(call.name)
-        vectors, options = binary_search(call.body, call.query, batch, version.dim)
+        pick = state.registry.pick(call.name, binary_routing(call.query))
+        vectors, options = binary_search(call.body, call.query, batch, pick.version.dim)
     else:
-        vectors, options = parse_search(call.body, batch)
-        version = state.registry.get(call.name)
+        vectors, options, routing = parse_search(call.body, batch)
+        pick = state.registry.pick(call.name, routing)
     result = await state.searcher.search(
-        version, vectors, options, query_field(batch), deadline(call.headers), logged=True
+        pick.version, vectors, options, query_field(batch), deadline(call.headers), logged=True
     )
-    return _result(result, batch)
+    return _result(result, pick, batch)
 
 
 async def similar(state: AppState, call: Call) -> Reply:
@@ -181,8 +194,8 @@ async def similar(state: AppState, call: Call) -> Reply:
     request = SimilarRequest.model_validate_json(call.body)
     vector = to_matrix([request.vector], "vector") if request.vector is not None else None
     query = SimilarQuery(doc_id=request.id, vector=vector, options=request.options(), doc_ids=request.ids)
-    version = state.registry.get(call.name)
-    return _result(await state.searcher.similar(version, query, deadline(call.headers)), batch=False)
+    pick = state.registry.pick(call.name, request.routing())
+    return _result(await state.searcher.similar(pick.version, query, deadline(call.headers)), pick, batch=False)
 
 
 async def recommend(state: AppState, call: Call) -> Reply:
@@ -191,8 +204,8 @@ async def recommend(state: AppState, call: Call) -> Reply:
     positive = _examples(request.positive, "positive")
     negative = _examples(request.negative, "negative")
     query = RecommendQuery(positive, negative, request.strategy, request.options())
-    version = state.registry.get(call.name)
-    return _result(await state.searcher.recommend(version, query, deadline(call.headers)), batch=False)
+    pick = state.registry.pick(call.name, request.routing())
+    return _result(await state.searcher.recommend(pick.version, query, deadline(call.headers)), pick, batch=False)
 
 
 def _examples(given: list[str | list[float]], field: str) -> list[str | np.ndarray]:
@@ -242,10 +255,22 @@ async def count(state: AppState, call: Call) -> Reply:
     return Reply.json({"collection": version.collection, "version": version.version, "count": total})
 
 
+async def route(state: AppState, call: Call) -> Reply:
+    """The arm, version and model that would answer a request with this route key (or pin), without
+    searching: a client computes the user vector with that version's tower first."""
+    request = RouteRequest.model_validate_json(call.body)
+    pick = state.registry.pick(call.name, request.routing())
+    version = pick.version
+    return Reply.json(
+        {"collection": version.collection, "arm": pick.arm, "version": version.version, "model": version.manifest.model}
+    )
+
+
 async def score(state: AppState, call: Call) -> Reply:
     """Exact scores of given candidates, in the order given (re-ranking)."""
     request = ScoreRequest.model_validate_json(call.body)
-    version = state.registry.get(call.name)
+    pick = state.registry.pick(call.name, request.routing())
+    version = pick.version
     single = request.vector is not None
     rows = [request.vector] if request.vector is not None else request.vectors or []
     vectors = to_matrix(rows, "vector" if single else "vectors")
@@ -256,10 +281,7 @@ async def score(state: AppState, call: Call) -> Reply:
         deadline(call.headers),
     )
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
-    return Reply.json(
-        {"collection": version.collection, "version": version.version, "metric": metric, "results": results},
-        metric=metric,
-    )
+    return Reply.json({**_answered(pick, metric), "results": results}, metric=metric)
 
 
 Handler = Callable[[AppState, Call], Awaitable[Reply]]
@@ -292,11 +314,12 @@ async def _search_batch(state: AppState, call: Call) -> Reply:
 ROUTES = {
     route.suffix: route
     for route in (
-        Route("search", _search_one, SearchRequest, SearchResponse),
-        Route("search/batch", _search_batch, BatchSearchRequest, BatchSearchResponse),
-        Route("similar", similar, SimilarRequest, SearchResponse),
-        Route("recommend", recommend, RecommendRequest, SearchResponse),
-        Route("score", score, ScoreRequest, ScoreResponse),
+        Route("search", _search_one, SearchRequest, SearchResponse, PINNED_ERRORS),
+        Route("search/batch", _search_batch, BatchSearchRequest, BatchSearchResponse, PINNED_ERRORS),
+        Route("similar", similar, SimilarRequest, SearchResponse, PINNED_ERRORS),
+        Route("recommend", recommend, RecommendRequest, SearchResponse, PINNED_ERRORS),
+        Route("score", score, ScoreRequest, ScoreResponse, PINNED_ERRORS),
+        Route("route", route, RouteRequest, RouteResponse, PINNED_ERRORS),
         Route("get", get, GetRequest, GetResponse),
         Route("scroll", scroll, ScrollRequest, ScrollResponse, (*QUERY_ERRORS, 410)),
         Route("count", count, CountRequest, CountResponse),

@@ -10,9 +10,9 @@ from starlette.responses import Response
 from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
 from service.api.errors import error_response, error_responses
 from service.api.handlers import ROUTES, Call, Route, answer
-from service.api.schemas import ChangesInfo, CollectionInfo, CollectionList, MetricInfo, Status
+from service.api.schemas import ChangesInfo, CollectionInfo, CollectionList, MetricInfo, ServedVersion, Status
 from service.api.state import AppState
-from service.core.version import Version
+from service.core.serving import Served
 
 router = APIRouter()
 
@@ -46,7 +46,8 @@ async def readyz(request: Request) -> Response:
         why = "; ".join(f"{name}: {reason}" for name, reason in sorted(unserved.items()))
         return error_response(503, "not_ready", f"not serving every published collection: {why}", {"Retry-After": "1"})
     served = {v.collection: v.version for v in state.registry.all()}
-    return JSONBytes({"status": "ready", "collections": served})
+    refused = state.registry.refused()
+    return JSONBytes({"status": "ready", "collections": served, **({"refused": refused} if refused else {})})
 
 
 @router.get("/metrics", response_class=Response)
@@ -55,8 +56,10 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-def describe(version: Version, state: AppState) -> dict[str, object]:
-    """The public description of a served version, with its live recall so far."""
+def describe(served: Served, state: AppState) -> dict[str, object]:
+    """The public description of a served collection: its current version with its live recall so
+    far, every served version and what it holds, its route."""
+    version = served.current
     manifest = version.manifest
     monitor = state.searcher.monitor
     metrics = {}
@@ -101,19 +104,26 @@ def describe(version: Version, state: AppState) -> dict[str, object]:
         shards=len(manifest.parts()),
         attributes=manifest.attributes,
         changes=changes,
+        model=manifest.model,
+        served={
+            label: ServedVersion(version=v, model=served.versions[v].manifest.model, memory=served.versions[v].memory())
+            for label, v in served.labels.items()
+        },
+        route=None if served.route is None else served.route.model_dump(exclude_none=True),
+        refused=served.refused,
     ).model_dump(mode="json")
 
 
 @router.get("/v1/collections", response_model=CollectionList)
 def list_collections(request: Request) -> Response:
     state = app_state(request)
-    return JSONBytes({"collections": [describe(v, state) for v in state.registry.all()]})
+    return JSONBytes({"collections": [describe(s, state) for s in state.registry.collections()]})
 
 
 @router.get("/v1/collections/{name}", response_model=CollectionInfo, responses=error_responses(404))
 def get_collection(name: str, request: Request) -> Response:
     state = app_state(request)
-    return JSONBytes(describe(state.registry.get(name), state))
+    return JSONBytes(describe(state.registry.served(name), state))
 
 
 def _request_body(route: Route, body_schema: dict[str, str]) -> dict[str, object]:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from index_builder.artifact.manifest import AttributeEntry, ChangeSpan
 from service.core.query import GroupBy, SearchOptions
 from service.core.rerank import Mmr
+from service.core.serving import Routing
 
 FILTER_DESCRIPTION = (
     'a boolean tree {"must": [...], "should": [...], "must_not": [...]} (nestable) of conditions '
@@ -57,7 +58,22 @@ class GroupByField(_Body):
     max_per_group: int = Field(1, ge=1, description="most results sharing one value of the key")
 
 
-class _QueryFields(_Body):
+class _Pinned(_Body):
+    version: str | None = Field(
+        None, description="answer from this served version: an alias, 'current' or a version id (never re-routed)"
+    )
+    model: str | None = Field(
+        None, description="answer from a served version built with this model (409 when none is; never re-routed)"
+    )
+    route_key: str | None = Field(
+        None, description="e.g. a user id: the arm of the collection's split this key hashes to answers"
+    )
+
+    def routing(self) -> Routing:
+        return Routing(self.version, self.model, self.route_key)
+
+
+class _QueryFields(_Pinned):
     k: int = Field(10, description="results per query (at most DOTCOS_MAX_K)", json_schema_extra=AT_LEAST_ONE)
     metric: str | None = Field(None, description="dot, cosine, ...; default: the first built")
     exclude: list[str] = Field(default_factory=list, description="ids never to return")
@@ -137,6 +153,17 @@ class RecommendRequest(_QueryFields):
     )
 
 
+class RouteRequest(_Pinned):
+    """Which version would answer (route_key, version or model), without searching."""
+
+
+class RouteResponse(BaseModel):
+    collection: str
+    arm: str
+    version: str
+    model: str | None
+
+
 class GetRequest(_Body):
     ids: list[str] = Field(min_length=1, description="documents to read back, in the order wanted")
     with_vectors: bool = Field(False, description="return each document's stored float32 vector")
@@ -157,7 +184,7 @@ class CountRequest(_Body):
     filter: dict[str, Any] | None = Field(None, description=FILTER_DESCRIPTION)
 
 
-class ScoreRequest(_Body):
+class ScoreRequest(_Pinned):
     vectors: list[list[float]] | None = Field(None, min_length=1, description="one user vector per list")
     vector: list[float] | None = Field(None, min_length=1, description="single form, with a flat ids list")
     ids: list[list[str]] | list[str] = Field(description="candidate ids: one list per vector, or a flat list")
@@ -188,6 +215,8 @@ class _Answered(BaseModel):
     collection: str
     version: str
     metric: str
+    model: str | None = Field(None, description="the model the answering version was built with")
+    arm: str = Field(description="how the answering version was reached: current, an alias, or a split's arm")
 
 
 class SearchResponse(_Answered):
@@ -273,9 +302,19 @@ class ChangesInfo(BaseModel):
     restored_from: dict[str, str | int] | None = Field(None, description="the version or snapshot a restore used")
 
 
+class ServedVersion(BaseModel):
+    version: str
+    model: str | None
+    memory: dict[str, int] = Field(
+        description="bytes it holds: raw vectors (memory-mapped, shared by workers), indexes (HNSW graphs in each "
+        "worker), attribute columns, id table and pending changes (in this worker), and their total"
+    )
+
+
 class CollectionInfo(BaseModel):
     name: str
     version: str
+    model: str | None = Field(None, description="the model the current version was built with")
     count: int = Field(description="documents standing now: the built ones, less deletes, plus upserts")
     built_count: int = Field(description="documents the version was built with")
     dim: int
@@ -292,6 +331,16 @@ class CollectionInfo(BaseModel):
     )
     changes: ChangesInfo | None = Field(
         None, description="changes since the build (null where the deployment takes none: parts on Ray Serve)"
+    )
+    served: dict[str, ServedVersion] = Field(
+        default_factory=dict, description="every served version by label: current, and each alias"
+    )
+    route: dict[str, Any] | None = Field(None, description="the split of route keys over arms, and the shadow")
+    refused: dict[str, str] = Field(
+        default_factory=dict, description="labels (aliases, the route's arms, the shadow) not served, and why"
+    )
+    shadow: dict[str, Any] | None = Field(
+        None, description="per metric: mean overlap@k with the live answer, score shift, latency ratio, samples"
     )
 
 
@@ -347,3 +396,6 @@ class ReloadReport(BaseModel):
 class Status(BaseModel):
     status: str
     collections: dict[str, str] = Field(default_factory=dict)
+    refused: dict[str, dict[str, str]] = Field(
+        default_factory=dict, description="per collection, aliases not served and why (DOTCOS_MAX_SERVED_VERSIONS)"
+    )

@@ -6,6 +6,7 @@ DotcosError
 ├── NotFoundError
 │   └── Gone            what the request refers to is no longer served (HTTP 410)
 ├── ArtifactError
+├── Conflict            the request names a model no served version was built with (HTTP 409)
 └── Unavailable         the service cannot take the request now (HTTP 503)
 """
 
@@ -24,3 +25,7 @@ class Unavailable(DotcosError):
 
 class Gone(NotFoundError):
     code = "gone"
+
+
+class Conflict(DotcosError):
+    code = "conflict"

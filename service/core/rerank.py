@@ -29,23 +29,28 @@ class Mmr:
 
 
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, count: int, diversity: float) -> np.ndarray:
-    """Indices of `count` candidates in MMR order (ties go to the more relevant, then the earlier)."""
+    """Indices of `count` candidates in MMR order (ties go to the more relevant, then the earlier).
+
+    The candidates are ranked by relevance once, so each greedy step is one argmax (the first
+    maximum is the most relevant of the tied), over similarities updated with one product per pick."""
     n = len(relevance)
     if n == 0:
         return np.empty(0, dtype=np.int64)
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float64), where=norms > 0)
-    picked = [int(np.lexsort((np.arange(n), -relevance))[0])]
-    closest = unit @ unit[picked[0]]
-    free = np.ones(n, dtype=bool)
-    free[picked[0]] = False
+    ranked = np.lexsort((np.arange(n), -relevance))
+    norms = np.linalg.norm(vectors[ranked], axis=1, keepdims=True)
+    unit = np.divide(vectors[ranked], norms, out=np.zeros((n, vectors.shape[1])), where=norms > 0)
+    gain = (1 - diversity) * relevance[ranked]
+    closest = unit @ unit[0]
+    picked = [0]
+    value = gain - diversity * closest
+    value[0] = -np.inf
     while len(picked) < min(count, n):
-        value = np.where(free, (1 - diversity) * relevance - diversity * closest, -np.inf)
-        best = int(np.lexsort((np.arange(n), -relevance, -value))[0])
+        best = int(np.argmax(value))
         picked.append(best)
-        free[best] = False
         closest = np.maximum(closest, unit @ unit[best])
-    return np.array(picked, dtype=np.int64)
+        value = np.where(np.isneginf(value), -np.inf, gain - diversity * closest)
+        value[best] = -np.inf
+    return np.asarray(ranked[picked], dtype=np.int64)
 
 
 def average_example(positive: np.ndarray, negative: np.ndarray) -> np.ndarray:

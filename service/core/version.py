@@ -37,6 +37,8 @@ from service.core.tuning import Knobs
 
 T = TypeVar("T")
 MAX_NAMED_IDS = 5
+ID_TABLE_BYTES = 100
+"""Bytes of a worker's id table per document (the object array and the id -> row dict; README Sizing)."""
 MAX_COSTS = 4096
 
 
@@ -148,6 +150,23 @@ class Version:
     @property
     def default_metric(self) -> str:
         return next(iter(self.manifest.metrics))
+
+    def memory(self) -> dict[str, int]:
+        """What this version holds, in bytes: its raw vectors (memory-mapped), its indexes (HNSW
+        graphs are read into each worker), its attribute columns, its id table (about
+        ID_TABLE_BYTES per document in each worker) and its pending changes in this worker."""
+        manifest, files = self.manifest, self.manifest.files
+        parts = manifest.parts()
+        held = {
+            "vectors_bytes": sum(files[p.vectors_file].bytes for p in parts),
+            "index_bytes": sum(
+                files[f].bytes for p in parts for m in p.index_files for f in manifest.part_index_files(p, m)
+            ),
+            "attribute_bytes": sum(files[f].bytes for p in parts for f in manifest.attribute_files(p)),
+            "id_table_bytes": manifest.count * ID_TABLE_BYTES,
+            "overlay_bytes": 0 if self.overlay is None else self.overlay.snapshot.memory_bytes,
+        }
+        return {**held, "total_bytes": sum(held.values())}
 
     def exact_index(self, metric: str) -> bool:
         """Whether the metric's index answers exactly (flat): nothing for live recall to measure."""
