@@ -176,7 +176,7 @@ def report(out: Path, params: dict[str, Any], results: dict[str, Any]) -> None:
         "Wall time per call (the server's answer included) and the calling process's own CPU per call "
         "(what the library costs the caller), the same requests through each, blocks interleaved.",
         "",
-        "| body | raw httpx µs | client µs | client / raw (median of blocks) | min | max | raw CPU µs | client CPU µs |",
+        "| body | raw httpx µs | client µs | client / raw (median) | min | max | raw CPU µs | client CPU µs |",
         "|---|---|---|---|---|---|---|---|",
         *[
             f"| {r['body']} | {r['raw_us']} | {r['client_us']} | {r['ratio_median']} | {r['ratio_min']} "
