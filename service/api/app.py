@@ -29,6 +29,7 @@ from service.core.periodic import Periodic
 from service.core.querylog import QueryLog
 from service.core.registry import Registry
 from service.core.searcher import Searcher
+from service.core.shadow import ShadowMonitor
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         else None
     )
     monitor = RecallMonitor(settings.live_recall_sample, settings.live_recall_cpu_share, settings.live_recall_adapt)
-    searcher = Searcher(settings.limits, settings.execution, query_log, monitor)
+    shadows = ShadowMonitor(settings.live_recall_cpu_share, settings.limits)
+    searcher = Searcher(settings.limits, settings.execution, query_log, monitor, shadows)
     loader = version_loader(settings, searcher)
     registry = Registry(
         settings.index_root, metrics, loader, heap.settle if settings.gc_freeze else None, settings.max_served_versions
@@ -149,6 +151,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     )
     metrics.changes = lambda: [(v.collection, v.overlay.snapshot) for v in registry.all() if v.overlay is not None]
     metrics.logged = lambda: dict(query_log.sizes) if query_log is not None else {}
+    metrics.arms = lambda: [
+        (s.current.collection, arm, metric, monitor.figure(s.current.collection, version, metric))
+        for s in registry.collections()
+        for arm, version in s.labels.items()
+        for metric in s.versions[version].manifest.metrics
+    ]
+    metrics.shadows = lambda: [
+        (collection, metric, figure.describe()) for (collection, metric), figure in shadows.figures.items()
+    ]
     metrics.live = lambda: [
         (v.collection, metric, monitor.figure(v.collection, v.version, metric), v.knobs.knob(metric))
         for v in registry.all()
@@ -175,9 +186,11 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         if query_log is not None:
             query_log.start()
         monitor.start()
+        shadows.start()
         tailer.start()
         yield
         tailer.stop()
+        shadows.stop()
         monitor.stop()
         registry.stop()
         if query_log is not None:

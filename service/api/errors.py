@@ -53,16 +53,26 @@ JSON = "application/json"
 
 @dataclass(frozen=True)
 class Reply:
-    """Status, JSON body and extra headers of an answer; `metric` labels the request's metrics."""
+    """Status, JSON body and extra headers of an answer; `metric` (and the arm) label its metrics."""
 
     status: int
     body: bytes
     headers: dict[str, str] | None = None
     metric: str = ""
+    collection: str = ""
+    arm: str = ""
+    """The rollout arm that answered (with its collection), for the per-arm metrics."""
 
     @classmethod
-    def json(cls, content: object, status: int = 200, headers: dict[str, str] | None = None, metric: str = "") -> Reply:
-        return cls(status, orjson.dumps(content), headers, metric)
+    def json(
+        cls,
+        content: object,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        metric: str = "",
+        arm: tuple[str, str] = ("", ""),
+    ) -> Reply:
+        return cls(status, orjson.dumps(content), headers, metric, *arm)
 
     def response(self) -> Response:
         return Response(self.body, status_code=self.status, media_type=JSON, headers=self.headers)

@@ -51,5 +51,7 @@ class QueryFront:
         else:
             call = Call(match.group(1), body, Headers(scope=scope), scope["query_string"].decode("latin-1"))
             reply = await answer(route, self.state, call, scope["path"])
-        scope.setdefault("state", {}).update(route=route.template, metric=reply.metric)
+        scope.setdefault("state", {}).update(
+            route=route.template, metric=reply.metric, collection=reply.collection, arm=reply.arm
+        )
         await reply.response()(scope, receive, send)

@@ -161,7 +161,8 @@ def _answered(pick: Pick, metric: str) -> dict[str, object]:
 
 def _result(result: SearchResult, pick: Pick, batch: bool) -> Reply:
     results = [_hits(h) for h in result.hits] if batch else _hits(result.hits[0])
-    return Reply.json({**_answered(pick, result.metric), "results": results}, metric=result.metric)
+    arm = (pick.version.collection, pick.arm)
+    return Reply.json({**_answered(pick, result.metric), "results": results}, metric=result.metric, arm=arm)
 
 
 @dataclass(frozen=True)
@@ -177,13 +178,21 @@ class Call:
 
 async def search(state: AppState, call: Call, batch: bool) -> Reply:
     if is_binary(call.headers):
-        pick = state.registry.pick(call.name, binary_routing(call.query))
+        served = state.registry.served(call.name)
+        pick = served.pick(binary_routing(call.query))
         vectors, options = binary_search(call.body, call.query, batch, pick.version.dim)
     else:
         vectors, options, routing = parse_search(call.body, batch)
-        pick = state.registry.pick(call.name, routing)
+        served = state.registry.served(call.name)
+        pick = served.pick(routing)
     result = await state.searcher.search(
-        pick.version, vectors, options, query_field(batch), deadline(call.headers), logged=True
+        pick.version,
+        vectors,
+        options,
+        query_field(batch),
+        deadline(call.headers),
+        logged=True,
+        shadow=served.shadow_for(pick),
     )
     return _result(result, pick, batch)
 
@@ -281,7 +290,8 @@ async def score(state: AppState, call: Call) -> Reply:
         deadline(call.headers),
     )
     results = _hits(lists[0]) if single else [_hits(h) for h in lists]
-    return Reply.json({**_answered(pick, metric), "results": results}, metric=metric)
+    arm = (version.collection, pick.arm)
+    return Reply.json({**_answered(pick, metric), "results": results}, metric=metric, arm=arm)
 
 
 Handler = Callable[[AppState, Call], Awaitable[Reply]]

@@ -37,6 +37,19 @@ class ServiceMetrics:
         self.reloads = Counter(
             "dotcos_reloads_total", "Version loads by outcome", ["collection", "outcome"], registry=self.registry
         )
+        self.arm_requests = Counter(
+            "dotcos_arm_requests_total",
+            "Requests answered per rollout arm",
+            ["collection", "arm", "status"],
+            registry=self.registry,
+        )
+        self.arm_latency = Histogram(
+            "dotcos_arm_request_seconds",
+            "Latency per rollout arm",
+            ["collection", "arm"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         gauge = self._gauge
         self.version = gauge("dotcos_loaded_version_info", "Version served per collection (value 1)", "version")
@@ -72,7 +85,21 @@ class ServiceMetrics:
             "Query vectors in the collection's query log after this worker's last merge",
             "metric",
         )
+        self.arm_recall = gauge(
+            "dotcos_arm_live_recall", "dotcos_live_recall of the version each arm reaches", "arm", "metric"
+        )
+        self.shadow = {
+            key: gauge(f"dotcos_shadow_{name}", text, "metric")
+            for key, name, text in (
+                ("overlap_at_k", "overlap", "Mean overlap@k of ids between the live and the shadow answer"),
+                ("score_shift", "score_shift", "Mean shift of the shadow's scores, rank by rank"),
+                ("latency_ratio", "latency_ratio", "Mean ratio of the shadow search's duration to the live one's"),
+                ("samples", "samples", "Searches shadowed for these figures"),
+            )
+        }
         self.live: Callable[[], list[tuple[str, str, Figure, Knob | None]]] = list
+        self.arms: Callable[[], list[tuple[str, str, str, Figure]]] = list
+        self.shadows: Callable[[], list[tuple[str, str, dict[str, Any]]]] = list
         self.changes: Callable[[], list[tuple[str, Snapshot]]] = list
         self.logged: Callable[[], dict[tuple[str, str], int]] = dict
 
@@ -90,6 +117,11 @@ class ServiceMetrics:
             self._request_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def arm_done(self, collection: str, arm: str, status: int, seconds: float) -> None:
+        """Count and time one request answered through a rollout arm."""
+        self.arm_requests.labels(collection, arm, str(status)).inc()
+        self.arm_latency.labels(collection, arm).observe(seconds)
 
     def loaded(self, collection: str, old: str | None, new: str) -> None:
         if old is not None:
@@ -128,6 +160,16 @@ class ServiceMetrics:
             self.overlay_bytes.labels(collection).set(snapshot.memory_bytes)
         for (collection, metric), vectors in self.logged().items():
             self.query_log.labels(collection, metric).set(vectors)
+        self.arm_recall.clear()
+        for collection, arm, metric, figure in self.arms():
+            if figure.recall is not None:
+                self.arm_recall.labels(collection, arm, metric).set(figure.recall)
+        for gauge in self.shadow.values():
+            gauge.clear()
+        for collection, metric, compared in self.shadows():
+            for key, gauge in self.shadow.items():
+                if compared.get(key) is not None:
+                    gauge.labels(collection, metric).set(compared[key])
 
     def exposition(self) -> bytes:
         self._update_live()
@@ -165,6 +207,8 @@ class MetricsMiddleware:
         path = state.get("route") or getattr(route, "path", "unmatched")
         metric = state.get("metric", "")
         self.metrics.request_done(path, metric, status, elapsed)
+        if state.get("arm"):
+            self.metrics.arm_done(state["collection"], state["arm"], status, elapsed)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request method=%s route=%s metric=%s status=%d ms=%.2f",

@@ -111,7 +111,19 @@ def describe(served: Served, state: AppState) -> dict[str, object]:
         },
         route=None if served.route is None else served.route.model_dump(exclude_none=True),
         refused=served.refused,
+        shadow=_shadow(served, state),
     ).model_dump(mode="json")
+
+
+def _shadow(served: Served, state: AppState) -> dict[str, object] | None:
+    """The shadow's figures per metric, when the collection has a shadow."""
+    shadows = state.searcher.shadows
+    if served.route is None or served.route.shadow is None or shadows is None:
+        return None
+    name = served.current.collection
+    figures = {metric: shadows.figure(name, metric) for metric in served.current.manifest.metrics}
+    measured = {metric: figure.describe() for metric, figure in figures.items() if figure is not None}
+    return {"arm": served.route.shadow.arm, "sample": served.route.shadow.sample, "metrics": measured}
 
 
 @router.get("/v1/collections", response_model=CollectionList)
@@ -148,7 +160,7 @@ def _query_route(route: Route) -> None:
     async def endpoint(name: str, request: Request) -> Response:
         call = Call(name, await request.body(), request.headers, request.url.query)
         reply = await answer(route, app_state(request), call, request.url.path)
-        request.state.metric = reply.metric
+        request.state.metric, request.state.collection, request.state.arm = reply.metric, reply.collection, reply.arm
         return reply.response()
 
     endpoint.__doc__ = route.handler.__doc__

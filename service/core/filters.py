@@ -81,6 +81,7 @@ class _Checker:
     """Compiles a JSON filter against a collection's attributes, counting conditions as it goes."""
 
     collection: str
+    version: str
     attributes: dict[str, AttributeEntry]
     limits: Limits
     conditions: int = 0
@@ -132,7 +133,10 @@ class _Checker:
         entry = self.attributes.get(key)
         if entry is None:
             known = ", ".join(self.attributes) or "none (built without --attributes)"
-            raise InputError(f"{path}.key: unknown attribute {key!r}; collection {self.collection!r} has: {known}")
+            raise InputError(
+                f"{path}.key: unknown attribute {key!r}; collection {self.collection!r} (version {self.version}) "
+                f"has: {known}"
+            )
         tests = [t for t in ("match", "any", "range", "is_null") if t in raw]
         extra = [k for k in raw if k not in ("key", "match", "any", "range", "is_null")]
         if len(tests) != 1 or extra:
@@ -194,9 +198,12 @@ def _range(key: str, kind: AttributeType, raw: Any, where: str) -> Range:
     return Range(key, low, high, "gt" in raw, "lt" in raw)
 
 
-def compile_filter(raw: Any, collection: str, attributes: dict[str, AttributeEntry], limits: Limits) -> Tree:
-    """The checked tree of a request's `filter`; InputError names the field and the problem."""
-    return _Checker(collection, attributes, limits).tree(raw, "filter", 1)
+def compile_filter(
+    raw: Any, collection: str, version: str, attributes: dict[str, AttributeEntry], limits: Limits
+) -> Tree:
+    """The checked tree of a request's `filter` against one version's attributes; InputError names
+    the field, the problem and the version."""
+    return _Checker(collection, version, attributes, limits).tree(raw, "filter", 1)
 
 
 def evaluate(

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 Z95 = 1.96
 ROUND_S = 1.0
+KEPT_VERSIONS = 4
+"""Versions of a collection whose live recall is kept (served at once: current and aliases)."""
 
 
 @dataclass
@@ -82,7 +84,7 @@ class RecallMonitor:
         self.share, self.cpu_share, self.adapt = share, cpu_share, adapt
         self.random = random.Random(seed)
         self.queue: deque[_Sample] = deque(maxlen=queue_size)
-        self.figures: dict[tuple[str, str], Figure] = {}
+        self.figures: dict[tuple[str, str, str], Figure] = {}
         self._lock = threading.Lock()
         self._rounds = Periodic("dotcos-live-recall", ROUND_S, self._round, "a live recall round failed")
 
@@ -98,8 +100,8 @@ class RecallMonitor:
         self.queue.append(_Sample(version, query, served, asyncio.get_running_loop()))
 
     def figure(self, collection: str, version: str, metric: str) -> Figure:
-        found = self.figures.get((collection, metric))
-        return found if found is not None and found.version == version else Figure(version)
+        """Live recall of one served version (several versions of a collection may be served)."""
+        return self.figures.get((collection, version, metric)) or Figure(version)
 
     def start(self) -> None:
         self._rounds.start()
@@ -134,10 +136,11 @@ class RecallMonitor:
 
     def _count(self, version: Version, metric: str, sample: _Sample, truth: Answer) -> None:
         hits, possible = found_at_k(truth.scores, sample.served.scores, sample.served.rows)
-        key = (version.collection, metric)
+        key = (version.collection, version.version, metric)
         figure = self.figures.get(key)
-        if figure is None or figure.version != version.version:
+        if figure is None:
             figure = self.figures[key] = Figure(version.version)
+            self._forget_old(version.collection)
         if sample.query.defaults != version.knobs.current(metric):
             return
         figure.queries += len(possible)
@@ -151,6 +154,13 @@ class RecallMonitor:
         )
         if changed:
             self.figures[key] = Figure(version.version)
+
+    def _forget_old(self, collection: str) -> None:
+        """Keep the figures of the last KEPT_VERSIONS versions of a collection measured."""
+        versions = list(dict.fromkeys(v for c, v, _ in self.figures if c == collection))
+        for gone in versions[:-KEPT_VERSIONS]:
+            for key in [k for k in self.figures if k[0] == collection and k[1] == gone]:
+                del self.figures[key]
 
 
 def _groups(samples: list[_Sample]) -> list[list[_Sample]]:

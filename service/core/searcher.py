@@ -8,6 +8,7 @@ becomes hits here, once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from service.core.query import Hit, SearchOptions, check_batch, check_finite, ch
 from service.core.querylog import QueryLog
 from service.core.ranking import RecommendQuery, best_score, example_vectors, shaped
 from service.core.rerank import AVERAGE_VECTOR, average_example
+from service.core.shadow import ShadowMonitor
 from service.core.version import Version
 
 T = TypeVar("T")
@@ -72,11 +74,13 @@ class Searcher:
         execution: ExecutionSettings,
         query_log: QueryLog | None = None,
         monitor: RecallMonitor | None = None,
+        shadows: ShadowMonitor | None = None,
     ) -> None:
         self.limits = limits
         self.execution = execution
         self.query_log = query_log
         self.monitor = monitor
+        self.shadows = shadows
         self.executor = ThreadPoolExecutor(
             max_workers=execution.threads,
             thread_name_prefix="dotcos-search",
@@ -126,19 +130,24 @@ class Searcher:
         field: str,
         deadline_s: float | None = None,
         logged: bool = False,
+        shadow: tuple[Version, float] | None = None,
     ) -> SearchResult:
         """Top-k per query under the request's metric and filters (from `offset`, diversified with
         MMR when asked); errors surface as DotcosError. With `logged`, served user queries are
-        offered to the query log."""
+        offered to the query log; with `shadow` (a version and the share sampled), to the shadow."""
         check_options(options, len(vectors), self.limits)
         query = version.query(vectors, options.fetched(), self.limits, field)
 
         async def work() -> SearchResult:
             if options.include:
                 await version.check_known(options.include, "include")
+            started = time.perf_counter()
             answer = await version.search(query)
             if self.monitor is not None and self.monitor.measurable(query, version.exact_index(query.metric)):
                 self.monitor.offer(version, query, answer)
+            if shadow is not None and self.shadows is not None:
+                sample = (query.metric, vectors, options, answer, time.perf_counter() - started)
+                self.shadows.offer(version, shadow[0], shadow[1], sample)
             answer = await shaped(version, answer, options, query.overlay)
             return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
 

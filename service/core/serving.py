@@ -58,6 +58,14 @@ class Served:
     def models(self) -> list[str]:
         return sorted({v.manifest.model for v in self.versions.values() if v.manifest.model})
 
+    def shadow_for(self, pick: Pick) -> tuple[Version, float] | None:
+        """The version that shadows a request answered by `pick`, and the share sampled (None when
+        nothing shadows it: no shadow, or the shadow is what answered)."""
+        shadow = None if self.route is None else self.route.shadow
+        if shadow is None or shadow.arm not in self.labels or self.at(shadow.arm) is pick.version:
+            return None
+        return self.at(shadow.arm), shadow.sample
+
     def pick(self, routing: Routing) -> Pick:
         """The version that answers a request (see the module)."""
         if routing.version is not None:

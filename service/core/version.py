@@ -198,7 +198,11 @@ class Version:
         self, raw: Any, limits: Limits, include: list[str] | None = None, exclude: list[str] | None = None
     ) -> Node | None:
         """The request's filter checked against this collection's attributes, the id lists folded in."""
-        tree = None if raw is None else compile_filter(raw, self.collection, self.manifest.attributes, limits)
+        tree = (
+            None
+            if raw is None
+            else compile_filter(raw, self.collection, self.version, self.manifest.attributes, limits)
+        )
         return with_ids(tree, include, exclude or [])
 
     def fields(self, options: SearchOptions) -> tuple[str, ...]:

@@ -353,3 +353,34 @@ def test_a_collection_ray_cannot_place_is_an_error_a_person_sees(corpus: Corpus,
         )
     log = server.wait_log("toobig/v1 waits for", timeout=60)
     assert f"waits for {cpus:g} CPUs on Ray (2 shards x DOTCOS_RAY_REPLICAS=1" in log
+
+
+def test_ray_serves_aliases_and_pins_like_one_process(corpus: Corpus, tmp_path: Path, serve) -> None:
+    """Rollouts on Ray Serve: the aliased version's parts are deployed beside the current one's, and
+    pins, splits and the route answer exactly as in one process."""
+    root = tmp_path / "root"
+    assert build(root, corpus, "items", "--version", "old", "--model", "m1") == 0
+    assert build(root, corpus, "items", "--version", "new", "--model", "m2", "--shards", "2") == 0
+    for argv in (
+        ["activate", "--version", "old"],
+        ["alias", "--set", "candidate=new"],
+        ["route", "--split", "current=1,candidate=1"],
+    ):
+        done = subprocess.run(
+            [str(BIN / "dotcos-build"), argv[0], "--name", "items", "--root", str(root), *argv[1:]],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+    plain = serve(root)
+    on_ray = serve(root, DOTCOS_RAY_ADDRESS="local", DOTCOS_RELOAD_INTERVAL="0", **RAY_ENV)
+    body = {"vector": corpus.queries[0].tolist(), "k": 5}
+    with plain.client() as a, on_ray.client() as b:
+        assert set(b.get("/v1/collections/items").json()["served"]) == {"current", "candidate"}
+        for extra in ({}, {"model": "m2"}, {"version": "candidate"}, {"route_key": "user-7"}, {"model": "m3"}):
+            assert _post(a, "/v1/collections/items/search", {**body, **extra}) == _post(
+                b, "/v1/collections/items/search", {**body, **extra}
+            ), extra
+        routes = [b.post("/v1/collections/items/route", json={"route_key": f"u{i}"}).json()["arm"] for i in range(40)]
+        assert set(routes) == {"current", "candidate"}
