@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import faiss
 from pydantic import ValidationError
 
-from index_builder import commands
+from index_builder import commands, rollout
 from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
@@ -288,43 +288,44 @@ def _attribute_spec(args: argparse.Namespace) -> AttributeSpec | None:
     return AttributeSpec(columns, side[0])
 
 
-WRITING_COMMANDS = ("build", "demo", "activate", "gc", "restore", "snapshot", "reapply", "alias", "route")
+READ_ONLY_COMMANDS = ("list", "inspect", "verify")
+
+
+def _build(args: argparse.Namespace, root: Path, settings: BuilderSettings) -> int:
+    threads = args.threads or settings.build_threads
+    if threads:
+        faiss.omp_set_num_threads(threads)
+    progress = Progress(quiet=args.quiet)
+    if args.from_current:
+        return commands.build_from_current(args, root, lambda: _build_request(args, root, settings), progress)
+    return commands.build(_build_request(args, root, settings), progress)
+
+
+Command = Callable[[argparse.Namespace, Path, BuilderSettings], int]
+COMMANDS: dict[str, Command] = {
+    "build": _build,
+    "demo": lambda a, root, _: commands.demo(
+        root, TwoTowerSpec(docs=a.docs, dim=a.dim, seed=a.seed), Progress(quiet=a.quiet)
+    ),
+    "list": lambda a, root, _: commands.list_all(root),
+    "inspect": lambda a, root, _: commands.inspect(root, a.name, a.version, a.json),
+    "verify": lambda a, root, _: commands.verify(root, a.name, a.version),
+    "activate": lambda a, root, _: commands.activate_version(root, a.name, a.version),
+    "gc": lambda a, root, _: commands.collect(root, a.name, a.keep),
+    "restore": lambda a, root, _: commands.restore(root, a.name, a.position, a.snapshot),
+    "snapshot": lambda a, root, _: commands.snapshot(root, a.name, a.out),
+    "reapply": lambda a, root, _: commands.reapply(root, a.name, a.positions),
+    "alias": lambda a, root, _: rollout.alias(root, a.name, a.set, a.remove),
+    "route": lambda a, root, _: rollout.route(root, a.name, a),
+}
+"""What each subcommand runs (with its arguments, the index root and the settings)."""
 
 
 def _run(args: argparse.Namespace, settings: BuilderSettings) -> int:
     root = args.root or settings.index_root
-    if args.command in WRITING_COMMANDS:
+    if args.command not in READ_ONLY_COMMANDS:
         check_writable(root)
-    if args.command == "build":
-        threads = args.threads or settings.build_threads
-        if threads:
-            faiss.omp_set_num_threads(threads)
-        progress = Progress(quiet=args.quiet)
-        if args.from_current:
-            return commands.build_from_current(args, root, lambda: _build_request(args, root, settings), progress)
-        return commands.build(_build_request(args, root, settings), progress)
-    if args.command == "demo":
-        spec = TwoTowerSpec(docs=args.docs, dim=args.dim, seed=args.seed)
-        return commands.demo(root, spec, Progress(quiet=args.quiet))
-    if args.command == "list":
-        return commands.list_all(root)
-    if args.command == "inspect":
-        return commands.inspect(root, args.name, args.version, args.json)
-    if args.command == "verify":
-        return commands.verify(root, args.name, args.version)
-    if args.command == "activate":
-        return commands.activate_version(root, args.name, args.version)
-    if args.command == "restore":
-        return commands.restore(root, args.name, args.position, args.snapshot)
-    if args.command == "snapshot":
-        return commands.snapshot(root, args.name, args.out)
-    if args.command == "reapply":
-        return commands.reapply(root, args.name, args.positions)
-    if args.command == "alias":
-        return commands.alias(root, args.name, args.set, args.remove)
-    if args.command == "route":
-        return commands.route(root, args.name, args)
-    return commands.collect(root, args.name, args.keep)
+    return COMMANDS[args.command](args, root, settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -329,7 +329,7 @@ ROUTES = {
         Route("similar", similar, SimilarRequest, SearchResponse, PINNED_ERRORS),
         Route("recommend", recommend, RecommendRequest, SearchResponse, PINNED_ERRORS),
         Route("score", score, ScoreRequest, ScoreResponse, PINNED_ERRORS),
-        Route("route", route, RouteRequest, RouteResponse, PINNED_ERRORS),
+        Route("route", route, RouteRequest, RouteResponse, tuple(e for e in PINNED_ERRORS if e != 400)),
         Route("get", get, GetRequest, GetResponse),
         Route("scroll", scroll, ScrollRequest, ScrollResponse, (*QUERY_ERRORS, 410)),
         Route("count", count, CountRequest, CountResponse),

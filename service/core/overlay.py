@@ -21,20 +21,17 @@ from typing import Any
 import faiss
 import numpy as np
 
-from index_builder.artifact.attributes import AttributeType, Column, column_of
-from index_builder.artifact.errors import InputError
+from index_builder.artifact.attributes import Column, column_of
 from index_builder.artifact.journal import DELETE, SET_ASIDE, UPSERT, Change, Journal, Pending
-from index_builder.artifact.layout import id_problem
 from index_builder.artifact.lifecycle import carried_changes, in_spans, locked
 from index_builder.artifact.manifest import Manifest
 from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.scoring import doc_scales, indexed_rows
-from index_builder.retrieval.spaces import Layout, MetricSpace, row_norms
+from index_builder.retrieval.spaces import Layout, MetricSpace
 from service.core.config import OverlaySettings
 from service.core.errors import Unavailable
-from service.core.filters import check_value
 from service.core.part import Part
-from service.core.query import Hidden, check_finite
+from service.core.query import Hidden
 
 log = logging.getLogger(__name__)
 
@@ -332,81 +329,3 @@ def refresh_all(overlays: list[Overlay]) -> None:
             overlay.refresh()
         except Exception:
             log.exception("reading the change journal of %s failed; retrying", overlay.manifest.collection)
-
-
-def check_ids(ids: list[str], field_name: str = "ids") -> None:
-    """Non-empty ids without line breaks, each once."""
-    if not ids:
-        raise InputError(f"{field_name}: give at least one id")
-    seen: set[str] = set()
-    for i, doc_id in enumerate(ids):
-        problem = id_problem(doc_id)
-        if problem:
-            raise InputError(f"{field_name}[{i}]: id {doc_id!r} {problem}")
-        if doc_id in seen:
-            raise InputError(f"{field_name}[{i}]: id {doc_id!r} appears twice in one call; send each id once")
-        seen.add(doc_id)
-
-
-def check_upsert(
-    manifest: Manifest,
-    spaces: dict[str, MetricSpace],
-    ids: list[str],
-    vectors: np.ndarray,
-    attributes: list[Any] | None,
-) -> list[dict[str, Any] | None] | None:
-    """Every check an upsert needs before anything is written; the attributes in stored form."""
-    check_ids(ids)
-    if len(vectors) != len(ids):
-        raise InputError(f"vectors: {len(ids)} vectors expected (one per id), got {len(vectors)}")
-    check_finite(vectors, manifest.dim, manifest.collection, "vectors")
-    zero = row_norms(vectors) == 0
-    if zero.any() and all(space.normalizes_queries for space in spaces.values()):
-        row = int(np.flatnonzero(zero)[0])
-        built = ", ".join(spaces)
-        raise InputError(f"vectors[{row}]: zero-norm vector has no {built} score; nothing was written")
-    if attributes is None:
-        return None
-    if len(attributes) != len(ids):
-        raise InputError(f"attributes: {len(ids)} entries expected (one per id, null for none), got {len(attributes)}")
-    return [_checked_attributes(manifest, raw, f"attributes[{i}]") for i, raw in enumerate(attributes)]
-
-
-def _checked_attributes(manifest: Manifest, raw: Any, where: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    if type(raw) is not dict:
-        raise InputError(f"{where}: expected an object of attribute values or null")
-    known = manifest.attributes
-    for key, value in raw.items():
-        entry = known.get(key)
-        if entry is None:
-            listed = ", ".join(known) or "none (built without --attributes)"
-            raise InputError(f"{where}.{key}: unknown attribute; collection {manifest.collection!r} has: {listed}")
-        if value is None:
-            continue
-        if entry.type is AttributeType.KEYWORDS:
-            if type(value) is not list:
-                raise InputError(f"{where}.{key}: {key!r} is a keyword list, so the value must be a list of strings")
-            for j, item in enumerate(value):
-                check_value(key, entry.type, item, f"{where}.{key}[{j}]")
-        else:
-            check_value(key, entry.type, value, f"{where}.{key}")
-    return dict(raw)
-
-
-def check_patch(manifest: Manifest, values: dict[str, Any], unset: list[str]) -> dict[str, Any]:
-    """An attribute change checked whole: known attributes, values of their types, each attribute
-    set or unset (not both), at least one of them."""
-    if not values and not unset:
-        raise InputError("set, unset: give at least one attribute to set or unset")
-    checked = _checked_attributes(manifest, values, "set") or {}
-    seen: set[str] = set()
-    for i, key in enumerate(unset):
-        if key not in manifest.attributes:
-            listed = ", ".join(manifest.attributes) or "none (built without --attributes)"
-            raise InputError(f"unset[{i}]: unknown attribute {key!r}; collection {manifest.collection!r} has: {listed}")
-        if key in checked or key in seen:
-            raise InputError(f"unset[{i}]: {key!r} is named twice; set or unset each attribute once")
-        seen.add(key)
-    return {"set": checked, "unset": list(unset)}

@@ -135,6 +135,7 @@ class Registry:
         try:
             wanted, labels, route = self._wanted(name, old)
         except DotcosError as exc:
+            self.observer.refused(name, "unknown", str(exc))
             return self._refuse(name, None, str(exc))
         refused: dict[str, str] = {}
         versions: dict[str, Version] = {}

@@ -19,11 +19,11 @@ import numpy as np
 from index_builder.artifact.errors import InputError
 from service.core import readback
 from service.core.batching import Coalescer
+from service.core.changes import check_ids
 from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable
 from service.core.loader import faiss_threads
 from service.core.monitor import RecallMonitor
-from service.core.overlay import check_ids
 from service.core.part import Doc
 from service.core.query import Hit, SearchOptions, check_batch, check_finite, check_options, to_hits
 from service.core.querylog import QueryLog

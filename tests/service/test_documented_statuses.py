@@ -71,6 +71,24 @@ def requests_by_status(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[h
     table[("POST", "/v1/collections/{name}/scroll", 410)] = lambda c: c.post(
         "/v1/collections/c/scroll", json={"cursor": stale}
     )
+    pinned = {
+        "/search": {"vector": q, "model": "none"},
+        "/search/batch": {"vectors": [q], "model": "none"},
+        "/similar": {"id": "doc-00001", "model": "none"},
+        "/recommend": {"positive": ["doc-00001"], "model": "none"},
+        "/score": {"vector": q, "ids": ["doc-00001"], "model": "none"},
+        "/route": {"model": "none"},
+    }
+    for suffix, body in pinned.items():
+        table[("POST", "/v1/collections/{name}" + suffix, 409)] = lambda c, s=suffix, b=body: c.post(
+            "/v1/collections/c" + s, json=b
+        )
+    route = "/v1/collections/{name}/route"
+    table[("POST", route, 200)] = lambda c: c.post("/v1/collections/c/route", json={"route_key": "user-1"})
+    table[("POST", route, 404)] = lambda c: c.post("/v1/collections/c/route", json={"version": "nope"})
+    table[("POST", route, 413)] = lambda c: c.post("/v1/collections/c/route", json={"route_key": "x" * 5000})
+    table[("POST", route, 415)] = lambda c: c.post("/v1/collections/c/route", content=b"k=3", headers=FORM)
+    table[("POST", route, 422)] = lambda c: c.post("/v1/collections/c/route", json={"unexpected": 1})
     for suffix, (good, bad, unknown) in bodies.items():
         path, url = "/v1/collections/{name}" + suffix, "/v1/collections/c" + suffix
         table[("POST", path, 200)] = lambda c, u=url, b=good: c.post(u, json=b)
@@ -105,6 +123,7 @@ def shed_requests(corpus: Corpus) -> dict[tuple[str, str, int], Callable[[httpx.
         "/get": {"ids": ["doc-00001"]},
         "/scroll": {},
         "/count": {},
+        "/route": {},
     }
     return {
         ("POST", "/v1/collections/{name}" + suffix, 503): (

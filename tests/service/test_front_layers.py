@@ -38,7 +38,7 @@ def test_plain_bodies_parse_like_the_model(vectors: list[list[float]], fields: d
     body = json.dumps(doc).encode()
     expected: object
     try:
-        vectors_in, options = model_search(body, batch)
+        vectors_in, options, _ = model_search(body, batch)
         expected = (vectors_in.tolist(), options)
     except Exception as exc:  # noqa: BLE001 - the same error type and text is what is compared
         expected = (type(exc), str(exc))
