@@ -24,9 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import matplotlib
 import numpy as np
+from dotcos_client import Client
 
 from bench.scaleout import build_collection
 from bench.service_load import start_dotcos, write_bodies, wrk
@@ -47,13 +47,10 @@ def true_top(metric: str, docs: np.ndarray, queries: np.ndarray) -> np.ndarray:
 
 def served_recall(url: str, name: str, metric: str, queries: np.ndarray, kth: np.ndarray, ef: int | None) -> float:
     hits = 0
-    with httpx.Client(base_url=url, timeout=30) as client:
+    with Client(url, timeout=30) as client:
         for q, bound in zip(queries, kth, strict=True):
-            body: dict[str, Any] = {"vector": q.tolist(), "k": K, "metric": metric}
-            if ef is not None:
-                body["params"] = {"ef_search": ef}
-            results = client.post(f"/v1/collections/{name}/search", json=body).json()["results"]
-            hits += sum(h["score"] >= bound - 1e-5 * max(abs(bound), 1) for h in results)
+            result = client.search(name, q, K, metric=metric, ef_search=ef)
+            hits += sum(h.score >= bound - 1e-5 * max(abs(bound), 1) for h in result)
     return hits / (K * len(queries))
 
 
@@ -91,9 +88,9 @@ def defaults(work: Path, docs: np.ndarray, queries: np.ndarray) -> list[dict[str
     )
     rows = []
     try:
-        with httpx.Client(base_url=server.url) as client:
+        with Client(server.url) as client:
             for name in ("documents", "proxies", "real"):
-                info = client.get(f"/v1/collections/{name}").json()["metrics"]
+                info = client.info(name)["metrics"]
                 for metric in ("dot", "cosine"):
                     ef = info[metric]["search_params"]["efSearch"]
                     kth = true_top(metric, docs, held_out)
@@ -118,12 +115,12 @@ def adaptation(work: Path, docs: np.ndarray, queries: np.ndarray, rounds: int) -
     rng = np.random.default_rng(4)
     trace = []
     try:
-        with httpx.Client(base_url=server.url, timeout=30) as client:
+        with Client(server.url, timeout=30) as client:
             for step in range(rounds):
                 for q in queries[rng.choice(len(queries), 100, replace=False)]:
-                    client.post("/v1/collections/documents/search", json={"vector": q.tolist(), "metric": "cosine"})
+                    client.search("documents", q, metric="cosine")
                 time.sleep(1.0)
-                info = client.get("/v1/collections/documents").json()["metrics"]["cosine"]
+                info = client.info("documents")["metrics"]["cosine"]
                 trace.append({"round": step + 1, "efSearch": info["search_params"]["efSearch"], **info["live_recall"]})
             final = trace[-1]["efSearch"]
             kth = true_top("cosine", docs, queries[:300])

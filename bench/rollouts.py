@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from dotcos_client import Client, DotcosError
 
 from bench.scaleout import build_collection
 from bench.service_load import BIN, Server, start_dotcos
@@ -51,18 +52,16 @@ def load(server: Server, queries: np.ndarray, seconds: float, keyed: bool) -> tu
     done, failed = [0] * CLIENTS, [0] * CLIENTS
 
     def client(slot: int) -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as http:
+        with Client(server.url, timeout=30, retries=0) as dotcos:
             i = slot
             while not stop.is_set():
-                params = {"k": "10", "metric": "cosine", **({"route_key": f"user-{i}"} if keyed else {})}
-                reply = http.post(
-                    "/v1/collections/items/search",
-                    content=queries[i % len(queries)].tobytes(),
-                    headers={"Content-Type": "application/octet-stream"},
-                    params=params,
-                )
-                done[slot] += reply.status_code == 200
-                failed[slot] += reply.status_code != 200
+                try:
+                    dotcos.search(
+                        "items", queries[i % len(queries)], metric="cosine", route_key=f"user-{i}" if keyed else None
+                    )
+                    done[slot] += 1
+                except DotcosError:
+                    failed[slot] += 1
                 i += CLIENTS
 
     threads = [threading.Thread(target=client, args=(slot,)) for slot in range(CLIENTS)]
@@ -163,7 +162,8 @@ def main() -> None:
                 qps[name].append(done / args.seconds)
                 failures += failed
                 if name.startswith("shadow"):
-                    shadow = httpx.get(f"{server.url}/v1/collections/items").json()["shadow"]
+                    with Client(server.url) as dotcos:
+                        shadow = dotcos.info("items")["shadow"]
     finally:
         server.stop()
     base = statistics.median(cpu["no route"])

@@ -13,7 +13,7 @@ from dotcos_client.models import Change, Document, Documents, Hit, SearchResult
 
 T = TypeVar("T")
 BINARY = "application/octet-stream"
-BINARY_OPTIONS = frozenset({"k", "metric", "offset", "exact", "ef_search", "nprobe"})
+BINARY_OPTIONS = frozenset({"k", "metric", "offset", "exact", "ef_search", "nprobe", "version", "model", "route_key"})
 """The options a raw float32 body can carry (in the query string); anything else goes as JSON."""
 MAX_PAUSE_S = 10.0
 

@@ -127,8 +127,8 @@ class Client(_Base):
     ) -> SearchResult:
         """The k best documents for one query vector. Fields: metric, filter, exclude, include,
         group_by, score_threshold, with_attributes, offset, mmr, exact, ef_search, nprobe, and
-        version, model or route_key where the service routes. A numpy vector with no more than
-        k, metric, offset, exact, ef_search or nprobe is sent as raw float32."""
+        version, model or route_key where the service routes. A vector with no other field than
+        these last three, k, metric, offset, exact, ef_search or nprobe is sent as raw float32."""
         result = self.send(calls.search(collection, vector, False, _search_fields(k, fields)), deadline)
         assert isinstance(result, SearchResult)
         return result

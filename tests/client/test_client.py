@@ -206,6 +206,13 @@ def test_a_503_is_retried_honouring_retry_after_then_the_answer_comes() -> None:
         assert np.frombuffer(stub.seen[0]["body"], "<f4").tolist() == [1.0] * 4 and "k=1" in stub.seen[0]["query"]
 
 
+def test_routing_fields_travel_in_the_query_string_of_a_binary_body() -> None:
+    with Stub([(200, {}, {**ANSWER, "arm": "candidate"})]) as stub, Client(stub.url) as dotcos:
+        result = dotcos.search("items", np.ones(4, np.float32), route_key="user-7", model="m2")
+        assert result.arm == "candidate" and stub.seen[0]["headers"]["content-type"] == "application/octet-stream"
+        assert "route_key=user-7" in stub.seen[0]["query"] and "model=m2" in stub.seen[0]["query"]
+
+
 def test_retries_are_bounded_and_writes_are_not_repeated_after_a_lost_answer() -> None:
     with Stub([(503, {"Retry-After": "0"}, BUSY)]) as stub, Client(stub.url, retries=2, backoff=0.01) as dotcos:
         with pytest.raises(Unavailable):
