@@ -119,15 +119,22 @@ def recommend(
 
 
 def score(
-    collection: str, vectors: Vector | Sequence[Vector], ids: Sequence[Sequence[str]], metric: str | None, filter: Any
-) -> Call[list[list[Hit]]]:
-    body = {"vectors": _matrix(vectors).tolist(), "ids": [list(group) for group in ids], "metric": metric}
-    body = {key: value for key, value in {**body, "filter": filter}.items() if value is not None}
+    collection: str, vectors: Vector | Sequence[Vector], ids: Sequence[str] | Sequence[Sequence[str]], fields: Any
+) -> Call[Any]:
+    """Exact scores of given ids: one vector with a flat id list, or one id list per vector."""
+    matrix = _matrix(vectors)
+    batch = bool(ids) and not isinstance(ids[0], str)
+    field = {"vectors": matrix.tolist()} if batch else {"vector": matrix[0].tolist()}
+    given = {key: value for key, value in fields.items() if value is not None}
     return Call(
         f"/v1/collections/{collection}/score",
-        lambda raw: [[Hit.of(h) for h in hits] for hits in raw["results"]],
-        json=body,
+        lambda raw: [[Hit.of(h) for h in hits] for hits in raw["results"]] if batch else _hits(raw["results"]),
+        json={**field, "ids": [list(group) for group in ids] if batch else list(ids), **given},
     )
+
+
+def _hits(raw: list[dict[str, Any]]) -> list[Hit]:
+    return [Hit.of(h) for h in raw]
 
 
 def get(collection: str, ids: Sequence[str], with_vectors: bool, with_attributes: bool) -> Call[Documents]:

@@ -178,17 +178,27 @@ class Client(_Base):
         return self.send(calls.recommend(collection, positive, negative, strategy, _search_fields(k, fields)), deadline)
 
     def score(
+        self, collection: str, vector: Vector, ids: Sequence[str], *, deadline: float | None = None, **fields: Any
+    ) -> list[Hit]:
+        """The exact score of each candidate id under one query vector, in the order given. Fields:
+        metric, filter, and version, model or route_key where the service routes."""
+        result = self.send(calls.score(collection, vector, ids, fields), deadline)
+        assert isinstance(result, list)
+        return result
+
+    def score_batch(
         self,
         collection: str,
-        vectors: Vector | Sequence[Vector],
+        vectors: Sequence[Vector] | Any,
         ids: Sequence[Sequence[str]],
         *,
-        metric: str | None = None,
-        filter: Any = None,
         deadline: float | None = None,
+        **fields: Any,
     ) -> list[list[Hit]]:
-        """The exact score of each candidate id under each query vector, in the order given."""
-        return self.send(calls.score(collection, vectors, ids, metric, filter), deadline)
+        """The exact scores of one candidate id list per query vector, in the order given."""
+        result = self.send(calls.score(collection, vectors, ids, fields), deadline)
+        assert isinstance(result, list)
+        return result
 
     def get(
         self,
@@ -346,16 +356,24 @@ class AsyncClient(_Base):
         return await self.send(call, deadline)
 
     async def score(
+        self, collection: str, vector: Vector, ids: Sequence[str], *, deadline: float | None = None, **fields: Any
+    ) -> list[Hit]:
+        result = await self.send(calls.score(collection, vector, ids, fields), deadline)
+        assert isinstance(result, list)
+        return result
+
+    async def score_batch(
         self,
         collection: str,
-        vectors: Vector | Sequence[Vector],
+        vectors: Sequence[Vector] | Any,
         ids: Sequence[Sequence[str]],
         *,
-        metric: str | None = None,
-        filter: Any = None,
         deadline: float | None = None,
+        **fields: Any,
     ) -> list[list[Hit]]:
-        return await self.send(calls.score(collection, vectors, ids, metric, filter), deadline)
+        result = await self.send(calls.score(collection, vectors, ids, fields), deadline)
+        assert isinstance(result, list)
+        return result
 
     async def get(
         self,

@@ -71,8 +71,11 @@ def test_the_sync_client_covers_the_api(server: Server) -> None:
         assert len(dotcos.similar("items", vector=query, k=2)) == 2
         liked = dotcos.recommend("items", ["d1", query], ["d2"], strategy="best_score", k=4)
         assert len(liked) == 4 and not {"d1", "d2"} & set(liked.ids)
-        scored = dotcos.score("items", [query], [["d3", "d4"]], metric="dot")
-        assert [h.id for h in scored[0]] == ["d3", "d4"]
+        scored = dotcos.score("items", query, ["d3", "d4"], metric="dot")
+        assert [h.id for h in scored] == ["d3", "d4"]
+        both = dotcos.score_batch("items", np.stack([query, -query]), [["d3"], ["d3", "d4"]], metric="dot")
+        assert [[h.id for h in hits] for hits in both] == [["d3"], ["d3", "d4"]]
+        assert both[0][0].score == pytest.approx(-both[1][0].score) == pytest.approx(scored[0].score)
 
         written = dotcos.upsert("items", ["n1"], query[None, :] * 3, attributes=[{"brand": "b9"}])
         assert written.count == 1 and written.position > 0
@@ -101,7 +104,8 @@ def test_the_async_client_covers_the_same_api(server: Server) -> None:
             assert len(await dotcos.search_batch("items", [query, query], k=2)) == 2
             assert len(await dotcos.similar("items", "d1", k=2)) == 2
             assert len(await dotcos.recommend("items", ["d1"], k=2)) == 2
-            assert (await dotcos.score("items", [query], [["d1"]]))[0][0].id == "d1"
+            assert (await dotcos.score("items", query, ["d1"]))[0].id == "d1"
+            assert (await dotcos.score_batch("items", [query], [["d1"]]))[0][0].id == "d1"
             await dotcos.upsert("items", ["a1"], [query])
             await dotcos.set_attributes("items", ["a1"], set={"brand": "b2"})
             assert (await dotcos.get("items", ["a1"])).documents[0].attributes == {"brand": "b2"}
