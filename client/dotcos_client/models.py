@@ -12,15 +12,18 @@ import numpy as np
 @dataclass(frozen=True)
 class Hit:
     """One result: the document's id, its score in the metric's true units, and its attributes
-    when asked for."""
+    and stored vector when asked for (with_attributes, with_vectors)."""
 
     id: str
     score: float
     attributes: dict[str, Any] | None = None
+    vector: np.ndarray | None = None
 
     @classmethod
     def of(cls, raw: dict[str, Any]) -> Hit:
-        return cls(str(raw["id"]), float(raw["score"]), raw.get("attributes"))
+        vector = raw.get("vector")
+        stored = None if vector is None else np.asarray(vector, np.float32)
+        return cls(str(raw["id"]), float(raw["score"]), raw.get("attributes"), stored)
 
 
 @dataclass(frozen=True)

@@ -139,12 +139,17 @@ def deadline(headers: Mapping[str, str]) -> float | None:
 
 
 def _hits(hits: list[Hit]) -> list[dict[str, object]]:
-    return [
-        {"id": h.id, "score": h.score}
-        if h.attributes is None
-        else {"id": h.id, "score": h.score, "attributes": h.attributes}
-        for h in hits
-    ]
+    return [{"id": h.id, "score": h.score} if h.attributes is None and h.vector is None else _hit(h) for h in hits]
+
+
+def _hit(hit: Hit) -> dict[str, object]:
+    """A hit with what it carries back: attributes, vector, or both."""
+    shown: dict[str, object] = {"id": hit.id, "score": hit.score}
+    if hit.attributes is not None:
+        shown["attributes"] = hit.attributes
+    if hit.vector is not None:
+        shown["vector"] = hit.vector
+    return shown
 
 
 def _answered(pick: Pick, metric: str) -> dict[str, object]:

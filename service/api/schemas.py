@@ -84,6 +84,7 @@ class _QueryFields(_Pinned):
     )
     score_threshold: float | None = Field(None, description="drop results scoring below this, in the metric's units")
     with_attributes: bool = Field(False, description="return each result's attributes")
+    with_vectors: bool = Field(False, description="return each result's stored float32 vector")
     offset: int = Field(
         0,
         description="results to skip: the answer is [offset, offset + k) of the top offset + k (offset + k at most "
@@ -110,6 +111,7 @@ class _QueryFields(_Pinned):
             group_by=None if self.group_by is None else GroupBy(self.group_by.key, self.group_by.max_per_group),
             score_threshold=self.score_threshold,
             with_attributes=self.with_attributes,
+            with_vectors=self.with_vectors,
             offset=self.offset,
             mmr=None if self.mmr is None else Mmr(self.mmr.diversity, self.mmr.candidates),
         )
@@ -209,6 +211,7 @@ class Hit(BaseModel):
     id: str
     score: float
     attributes: dict[str, Any] | None = Field(None, description="present with with_attributes")
+    vector: list[float] | None = Field(None, description="present with with_vectors")
 
 
 class _Answered(BaseModel):

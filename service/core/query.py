@@ -56,6 +56,7 @@ class SearchOptions:
     group_by: GroupBy | None = None
     score_threshold: float | None = None
     with_attributes: bool = False
+    with_vectors: bool = False
     offset: int = 0
     mmr: Mmr | None = None
 
@@ -188,6 +189,7 @@ class Hit(NamedTuple):
     id: str
     score: float
     attributes: dict[str, Any] | None = None
+    vector: list[float] | None = None
 
 
 def to_hits(answer: Answer) -> list[list[Hit]]:

@@ -24,8 +24,9 @@ from service.core.config import ExecutionSettings, Limits
 from service.core.errors import TooLarge, Unavailable
 from service.core.loader import faiss_threads
 from service.core.monitor import RecallMonitor
+from service.core.overlay import Snapshot
 from service.core.part import Doc
-from service.core.query import Hit, SearchOptions, check_batch, check_finite, check_options, to_hits
+from service.core.query import Answer, Hit, SearchOptions, check_batch, check_finite, check_options, to_hits
 from service.core.querylog import QueryLog
 from service.core.ranking import RecommendQuery, best_score, example_vectors, shaped
 from service.core.rerank import AVERAGE_VECTOR, average_example
@@ -41,6 +42,20 @@ class SearchResult:
     version: str
     metric: str
     hits: list[list[Hit]]
+
+
+async def answered(
+    version: Version, metric: str, answer: Answer, options: SearchOptions, changes: Snapshot | None
+) -> SearchResult:
+    """The answer the request asked for (service.core.ranking.shaped) as hits, each with its
+    stored vector under the same changes when with_vectors asks."""
+    hits = to_hits(await shaped(version, answer, options, changes))
+    if options.with_vectors:
+        ids = list(dict.fromkeys(hit.id for line in hits for hit in line))
+        stored = (await version.vectors_of(ids, "with_vectors", changes)).tolist() if ids else []
+        vectors = dict(zip(ids, stored, strict=True))
+        hits = [[hit._replace(vector=vectors[hit.id]) for hit in line] for line in hits]
+    return SearchResult(version.collection, version.version, metric, hits)
 
 
 @dataclass(frozen=True)
@@ -148,8 +163,7 @@ class Searcher:
             if shadow is not None and self.shadows is not None:
                 sample = (query.metric, vectors, options, answer, time.perf_counter() - started)
                 self.shadows.offer(version, shadow[0], shadow[1], sample)
-            answer = await shaped(version, answer, options, query.overlay)
-            return SearchResult(version.collection, version.version, query.metric, to_hits(answer))
+            return await answered(version, query.metric, answer, options, query.overlay)
 
         result = await self._admitted(work, deadline_s)
         if logged and self.query_log is not None:
@@ -184,8 +198,7 @@ class Searcher:
 
         async def work() -> SearchResult:
             answer = await best_score(version, search, positive, negative)
-            answer = await shaped(version, answer, options, search.overlay)
-            return SearchResult(version.collection, version.version, search.metric, to_hits(answer))
+            return await answered(version, search.metric, answer, options, search.overlay)
 
         return await self._admitted(work, deadline_s)
 

@@ -63,6 +63,8 @@ def test_the_sync_client_covers_the_api(server: Server) -> None:
             "items", query, k=4, filter={"must": [{"key": "brand", "match": "b1"}]}, with_attributes=True
         )
         assert all(h.attributes == {"brand": "b1"} for h in filtered)
+        carried = dotcos.search("items", query, k=2, with_vectors=True)
+        assert all(h.vector is not None and h.vector.shape == query.shape for h in carried)
         batch = dotcos.search_batch("items", np.stack([query, -query]), k=3)
         assert len(batch) == 2 and all(len(row) == 3 for row in batch)
         assert len(dotcos.search("items", query, k=6, mmr={"diversity": 0.5, "candidates": 30})) == 6

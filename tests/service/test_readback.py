@@ -185,6 +185,27 @@ def test_offset_is_the_window_of_the_top_offset_plus_k(served, metric: str) -> N
     assert too_far.status_code == 400 and "offset + k must be at most 1000" in too_far.text
 
 
+def test_hits_carry_their_stored_vectors_when_asked(served) -> None:
+    client, state = served
+    query = np.random.default_rng(5).standard_normal(DIM).astype(np.float32)
+    body = {
+        "vector": query.tolist(),
+        "k": 8,
+        "with_vectors": True,
+        "filter": {"must": [{"key": "brand", "match": "b1"}]},
+    }
+    hits = post(client, "search", body)["results"]
+    assert len(hits) == 8 and any(h["id"].startswith("new-") or h["id"] < "d0010" for h in hits)
+    for hit in hits:
+        assert (
+            np.array_equal(np.asarray(hit["vector"], np.float32), state.docs[hit["id"]][0]) and "attributes" not in hit
+        )
+    liked = post(client, "recommend", {"positive": ["d0100"], "k": 3, "with_vectors": True, "with_attributes": True})
+    assert all(np.array_equal(np.asarray(h["vector"], np.float32), state.docs[h["id"]][0]) for h in liked["results"])
+    assert all(h["attributes"] == state.docs[h["id"]][1] for h in liked["results"])
+    assert "vector" not in post(client, "search", {**body, "with_vectors": False})["results"][0]
+
+
 def _average(state: State, examples: list[str | list[float]]) -> np.ndarray:
     return np.mean([state.docs[e][0] if isinstance(e, str) else np.asarray(e, np.float32) for e in examples], axis=0)
 
