@@ -138,10 +138,15 @@ def main() -> None:
     memory["one version"] = rss_mb(server)
     server.stop()
     dotcos_build(root, "alias", "--set", "candidate=v2")
+    dotcos_build(root, "alias", "--set", "same=v1")
     server = start_dotcos(root, args.work / "two.log", env)
     configs = {
         "no route": (["--clear"], False),
         "routed, one arm (current=100), route_key on every request": (["--split", "current=100"], True),
+        "split 90/10 between two labels of one version, route_key on every request": (
+            ["--split", "current=90,same=10"],
+            True,
+        ),
         "split 90/10, route_key on every request": (["--split", "current=90,candidate=10"], True),
         "shadow 5 %": (["--shadow", "candidate", "--sample", "0.05"], False),
     }
@@ -194,7 +199,10 @@ def main() -> None:
         f"`python -m bench.rollouts --docs {args.docs} --seconds {args.seconds} --rounds {args.rounds}`, "
         f"{os.cpu_count()} cores, {CLIENTS} client threads, raw float32 bodies, cosine, HNSW; the "
         "configurations take turns on one server, forward and backward round after round; server CPU per "
-        "request from /proc. Per-round ratios show this machine's noise.",
+        "request from /proc. Per-round ratios show this machine's noise. The split between two labels of "
+        "one version (`same` aliases v1) costs the routing alone; the split to the candidate adds what a "
+        "second served version costs: its requests form their own coalescing lanes (smaller batches) and "
+        "its graph competes for the caches.",
         "",
         "| configuration | server CPU µs / request | × no route (median) | × no route, per round | QPS |",
         "|---|---|---|---|---|",
