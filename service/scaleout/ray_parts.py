@@ -126,7 +126,7 @@ def _failure(status: ApplicationStatusOverview) -> str:
         errors = [line for line in lines if ": " in line and line.split(": ", 1)[0].endswith(("Error", "Mismatch"))]
         if errors:
             return errors[-1]
-    return status.message
+    return str(status.message)
 
 
 def _cpus(resources: Callable[[], dict[str, float]]) -> float:
