@@ -21,7 +21,7 @@ from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
 from index_builder.attributes import AttributeSpec
-from index_builder.indexes import HNSW_CODES, KINDS, IndexOptions
+from index_builder.indexes import FILTER_INDEX_MODES, HNSW_CODES, KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
 from index_builder.publish import check_writable
@@ -150,6 +150,12 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--pq-m", type=_positive, help="PQ sub-quantizers (must divide the dimension)")
     p.add_argument("--pq-bits", type=_positive, default=8)
     p.add_argument("--refine-factor", type=_positive, help="candidates per result rescored exactly")
+    p.add_argument(
+        "--filter-index",
+        choices=FILTER_INDEX_MODES,
+        help="auto (default): a graph index (hnsw) gets, per metric, IVF lists over int8 codes that "
+        "filtered searches take where the build measured them cheaper at the recall target; none: skip it",
+    )
     p.add_argument("--train-size", type=_positive, default=100_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--queries", help="user vectors for the recall self-check")
@@ -242,6 +248,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         train_size=args.train_size,
         seed=args.seed,
         refine_factor=args.refine_factor,
+        filter_index=args.filter_index or "auto",
     )
     if args.input is None:
         raise InputError("build: give --input (embeddings to build from) or --from-current")

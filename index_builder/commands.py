@@ -131,6 +131,7 @@ def build_from_current(
         args.metrics = args.metrics or ",".join(current.metrics)
         args.index = args.index or str(current.build_params.get("index", "flat"))
         args.hnsw_codes = args.hnsw_codes or current.build_params.get("hnsw_codes")
+        args.filter_index = args.filter_index or current.build_params.get("filter_index")
         args.model = args.model or current.model
         request = request_of()
         extra = {**request.extra_params, "from_current": folded.source}

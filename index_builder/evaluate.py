@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
 import faiss
 import numpy as np
 
-from index_builder.artifact.manifest import NormProfile, SelfCheck, SweepPoint
+from index_builder.artifact.manifest import FilterRoute, NormProfile, SelfCheck, SweepPoint
 from index_builder.retrieval.ann import FILTER_BANDS, ServedIndex, ann_topk, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
 from index_builder.retrieval.rowsets import Mask, selector
@@ -93,56 +95,136 @@ def self_check(
 
 FILTER_BOOSTS = (1, 2, 4, 8)
 FILTER_QUERIES = 200
+TIMED_QUERIES = 32
+"""Queries timed one at a time per candidate way of a band (the service runs filtered searches singly)."""
 MAX_FILTERED_EF = 4096
 """The service's default DOTCOS_MAX_EF_SEARCH: a band needing more is scanned exactly."""
+NPROBE_STEPS = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
 
 
-def filtered_boosts(
-    parts: list[ServedIndex], offsets: list[int], queries: np.ndarray, default: int | None, target: float, seed: int
-) -> dict[str, int | None]:
-    """Per selectivity band, the smallest boost of the filtered knob (ann.filtered_knob) at which a
-    search among a random share of the documents reaches `target` recall@10 against exact search
-    among the same documents, with two standard errors of the sample to spare; None when no boost
-    does within the knob's range (the service then scans such filters exactly). Random filters
-    are the baseline: filters correlated with the query can do better or worse."""
-    param = parts[0].param
-    if param is None:
-        return {}
+@dataclass(frozen=True)
+class FilterPlan:
+    """Per selectivity band the ways that keep the recall target, and what an exact scan cost
+    (both in microseconds per query and part, measured)."""
+
+    routes: dict[str, list[FilterRoute]]
+    exact_micros: dict[str, float]
+
+
+def filter_plan(
+    parts: list[ServedIndex],
+    filters: list[ServedIndex] | None,
+    offsets: list[int],
+    queries: np.ndarray,
+    default: int | None,
+    target: float,
+    seed: int,
+) -> FilterPlan:
+    """Per selectivity band, searches among a random share of the documents: the index with its knob
+    raised by the smallest boost reaching `target` recall@10, the filter index at the smallest nprobe
+    reaching it (each against exact search among the same documents, with two standard errors of
+    the sample to spare), and an exact scan, each timed. Random filters are the baseline: filters
+    correlated with the query can do better or worse."""
+    if parts[0].param is None and filters is None:
+        return FilterPlan({}, {})
     prepared = Prepared.of(parts[0].space, queries[:FILTER_QUERIES])
+    timed = Prepared.of(parts[0].space, queries[:TIMED_QUERIES])
     wanted = min(1.0, target + sampling_margin(target, len(prepared) * RECALL_K))
     rng = np.random.default_rng(seed)
-    out: dict[str, int | None] = {}
-    for band in FILTER_BANDS:
-        masks = [rng.random(len(p.vectors)) < band for p in parts]
-        allowed = [m if p.indexed is None else m & p.indexed for m, p in zip(masks, parts, strict=True)]
-        exact = [
-            exact_topk(p.space, prepared, p.vectors, p.scales, RECALL_K, candidates=np.flatnonzero(a))
-            for p, a in zip(parts, allowed, strict=True)
+    routes: dict[str, list[FilterRoute]] = {}
+    scans: dict[str, float] = {}
+    with one_thread():
+        for band in FILTER_BANDS:
+            masks = [rng.random(len(p.vectors)) < band for p in parts]
+            allowed = [m if p.indexed is None else m & p.indexed for m, p in zip(masks, parts, strict=True)]
+            band_search = _BandSearch(parts, offsets, allowed)
+            truth, _ = band_search.exact(prepared)
+            scans[str(band)] = band_search.micros(band_search.exact, timed)
+            routes[str(band)] = []
+            for sweep in band_search.sweeps(filters, default, band):
+                for route, search in sweep:
+                    recall = recall_at_k(truth, *search(prepared))
+                    if recall >= wanted:
+                        update = {"recall_at_10": round(recall, 4), "micros": band_search.micros(search, timed)}
+                        routes[str(band)].append(route.model_copy(update=update))
+                        break
+    return FilterPlan(routes, scans)
+
+
+Search = Callable[[Prepared], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class _BandSearch:
+    """Searches of every part among its `allowed` rows, merged as the service merges them."""
+
+    parts: list[ServedIndex]
+    offsets: list[int]
+    allowed: list[np.ndarray]
+
+    def exact(self, queries: Prepared) -> tuple[np.ndarray, np.ndarray]:
+        found = [
+            exact_topk(p.space, queries, p.vectors, p.scales, RECALL_K, candidates=np.flatnonzero(a))
+            for p, a in zip(self.parts, self.allowed, strict=True)
         ]
-        truth, _ = merge_parts(exact, offsets, RECALL_K)
-        out[str(band)] = None
+        return merge_parts(found, self.offsets, RECALL_K)
+
+    def ann(self, served: list[ServedIndex], value: int | None) -> Search:
+        def search(queries: Prepared) -> tuple[np.ndarray, np.ndarray]:
+            found = []
+            for part, allowed in zip(served, self.allowed, strict=True):
+                chain = selector(Mask(allowed))
+                found.append(ann_topk(part, queries, RECALL_K, value, chain[-1]))
+            return merge_parts(found, self.offsets, RECALL_K)
+
+        return search
+
+    def sweeps(
+        self, filters: list[ServedIndex] | None, default: int | None, band: float
+    ) -> list[Iterator[tuple[FilterRoute, Search]]]:
+        """The candidate ways, one sweep per structure in increasing cost (the filter index by
+        nprobe, the index by boost); the caller stops each sweep at the first that reaches the target."""
+        return [self._filter_sweep(filters), self._index_sweep(default, band)]
+
+    def _filter_sweep(self, filters: list[ServedIndex] | None) -> Iterator[tuple[FilterRoute, Search]]:
+        if filters is None:
+            return
+        nlist = faiss.extract_index_ivf(filters[0].index).nlist
+        for nprobe in [*(n for n in NPROBE_STEPS if n < nlist), nlist]:
+            yield FilterRoute(structure="filter_index", nprobe=nprobe), self.ann(filters, nprobe)
+
+    def _index_sweep(self, default: int | None, band: float) -> Iterator[tuple[FilterRoute, Search]]:
+        param = self.parts[0].param
+        if param is None:
+            return
         for boost in FILTER_BOOSTS:
             value = filtered_knob(param, default, RECALL_K, band, boost)
             if param == EF_SEARCH and (value or 0) > MAX_FILTERED_EF:
-                break
-            found = [_filtered(p, prepared, value, a) for p, a in zip(parts, allowed, strict=True)]
-            scores, rows = merge_parts(found, offsets, RECALL_K)
-            if recall_at_k(truth, scores, rows) >= wanted:
-                out[str(band)] = boost
-                break
-    return out
+                return
+            yield FilterRoute(structure="index", boost=boost), self.ann(self.parts, value)
+
+    def micros(self, search: Search, queries: Prepared) -> float:
+        """Microseconds per query and part, the queries run one at a time."""
+        started = time.perf_counter()
+        for i in range(len(queries)):
+            search(queries.row(i))
+        return round((time.perf_counter() - started) * 1e6 / max(len(queries), 1) / len(self.parts), 1)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """FAISS on one thread, as the service runs a request, while timing."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def sampling_margin(recall: float, hits: int) -> float:
     """Two standard errors of a recall measured over `hits` possible hits."""
     return float(2 * np.sqrt(recall * (1 - recall) / max(hits, 1)))
-
-
-def _filtered(
-    part: ServedIndex, queries: Prepared, value: int | None, allowed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    chain = selector(Mask(allowed))
-    return ann_topk(part, queries, RECALL_K, value, chain[-1])
 
 
 def norm_profile(norms: np.ndarray) -> NormProfile:

@@ -19,6 +19,7 @@ from index_builder.retrieval.faiss_params import inner_index
 from index_builder.retrieval.spaces import Layout, faiss_metric
 
 KINDS = ("flat", "hnsw", "ivf", "ivfpq")
+FILTER_INDEX_MODES = ("auto", "none")
 LOSSY_CODES = ("PQ", "SQ", "LSH", "RaBitQ")
 LOSSY_REFINE_FACTOR = 10
 # L2 over the MIPS augmentation ranks by |q|^2 + M^2 - 2 q.x in float32, which blurs inner
@@ -46,6 +47,19 @@ class IndexOptions:
     train_size: int = 100_000
     seed: int = 0
     refine_factor: int | None = None
+    filter_index: str = "auto"
+
+    @property
+    def wants_filter_index(self) -> bool:
+        """Whether each metric gets a filter index: with `auto`, when the index is a graph, whose
+        search under a selective filter walks through documents that fail it."""
+        return self.filter_index == "auto" and (self.kind == "hnsw" or "HNSW" in self.kind.upper())
+
+    def for_filters(self, count: int) -> IndexOptions:
+        """The options of the filter index: IVF lists over int8 codes, trained like the index."""
+        return IndexOptions(
+            kind=f"IVF{default_nlist(count)},SQ8", train_size=self.train_size, seed=self.seed, filter_index="none"
+        )
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 
 from index_builder.artifact import attributes as stored
@@ -37,13 +38,15 @@ from index_builder.artifact.lifecycle import write_carried
 from index_builder.artifact.manifest import (
     SCHEMA_VERSION,
     SHARDED_SCHEMA_VERSION,
+    FilterIndexEntry,
     IndexEntry,
     Manifest,
     MetricEntry,
     ShardEntry,
+    filter_file,
 )
 from index_builder.attributes import Attributes, part_columns, read_attributes
-from index_builder.evaluate import RECALL_K, Checked, filtered_boosts, norm_bias, served_check
+from index_builder.evaluate import RECALL_K, Checked, filter_plan, norm_bias, served_check
 from index_builder.indexes import IndexOptions
 from index_builder.pending import fold_for_export
 from index_builder.pipeline import (
@@ -72,7 +75,7 @@ from index_builder.readers import ParquetColumns, open_input
 from index_builder.retrieval.ann import ServedIndex, ann_topk
 from index_builder.retrieval.faiss_params import read_index
 from index_builder.retrieval.scoring import Prepared, doc_scales, exact_topk, indexed_rows
-from index_builder.retrieval.spaces import Layout, MetricKind, MetricSpace, fit_metric_space, row_norms
+from index_builder.retrieval.spaces import Layout, Metric, MetricKind, MetricSpace, fit_metric_space, row_norms
 from index_builder.scaleout.sharding import SHARD_KEY, merge_parts, shard_name, shard_of
 from index_builder.scaleout.tasks import TaskRunner, runner
 from index_builder.staging import (
@@ -168,6 +171,7 @@ class ShardResult:
     trials: dict[str, list[IndexEntry]]
     scales: dict[str, np.ndarray]
     truth: dict[str, tuple[np.ndarray, np.ndarray]]
+    filters: dict[str, IndexEntry]
 
 
 def _crash_if_armed(job: ShardJob) -> None:
@@ -209,6 +213,7 @@ def build_shard(job: ShardJob) -> ShardResult:
     trials: dict[str, list[IndexEntry]] = {}
     scales: dict[str, np.ndarray] = {}
     truth: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    filters: dict[str, IndexEntry] = {}
     for space in job.spaces:
         scales[space.name] = doc_scales(space, corpus.vectors, block_rows)
         rows = indexed_rows(space, scales[space.name])
@@ -223,7 +228,23 @@ def build_shard(job: ShardJob) -> ShardResult:
             write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", job.progress)
             for layout in job.layouts[space.name]
         ]
-    return ShardResult(job.shard, corpus.count, trials, scales, truth)
+        if job.index.wants_filter_index:
+            path = job.staging / filter_file(index_file(space.metric, job.shard, job.sharded))
+            options = job.index.for_filters(len(rows))
+            filters[space.name] = write_index(inputs, filter_layout(space), corpus, options, path, job.progress)
+    return ShardResult(job.shard, corpus.count, trials, scales, truth, filters)
+
+
+def index_file(metric: Metric, shard: int, sharded: bool) -> str:
+    """The file of a part's index of a metric: dot.faiss, or dot.s000.faiss when sharded."""
+    return f"{file_stem(metric)}{suffix(shard, sharded)}.faiss"
+
+
+def filter_layout(space: MetricSpace) -> Layout:
+    """The filter index ranks dot products through the MIPS augmentation (an IVF's lists, probed by
+    inner product with their centroids, miss the large-norm documents dot ranks first); the
+    normalized metrics rank by inner product directly."""
+    return Layout.L2_AUGMENTED if space.metric.kind is MetricKind.DOT else Layout.IP
 
 
 @dataclass(frozen=True)
@@ -348,6 +369,25 @@ def _served_parts(
     return served
 
 
+def _served_filters(
+    space: MetricSpace, results: list[ShardResult], staging: Path, sharded: bool
+) -> list[ServedIndex] | None:
+    """Every part's filter index of a metric, loaded as the service loads it (None when not built)."""
+    if space.name not in results[0].filters:
+        return None
+    served = []
+    for result in results:
+        entry = result.filters[space.name]
+        vectors = np.load(staging / f"vectors{suffix(result.shard, sharded)}.npy", mmap_mode="r")
+        index = read_index(staging / str(entry.file))
+        served.append(
+            ServedIndex.of(
+                [index], space, entry.layout, entry.refine_factor, np.asarray(vectors), result.scales[space.name]
+            )
+        )
+    return served
+
+
 def _merged_check(space: MetricSpace, served: list[ServedIndex], offsets: list[int]) -> Checked:
     """The self-check of one layout over all parts: each part searched as served, answers merged."""
     one = served_check(served[0])
@@ -380,15 +420,27 @@ def _finish_metric(
     chosen = choose_layout(space.metric, trials, request)
     at = trials.index(chosen)
     default = next(iter(chosen.search_params.values()), None)
+    filters = _served_filters(space, results, staging, sharded)
     with progress.stage(f"filtered self-check {space.name}"):
-        boosts = filtered_boosts(
-            served[at], offsets, queries.vectors, default, request.target_recall, request.index.seed
+        plan = filter_plan(
+            served[at], filters, offsets, queries.vectors, default, request.target_recall, request.index.seed
         )
-    chosen = chosen.model_copy(update={"filter_boosts": boosts})
+    update: dict[str, Any] = {"filter_plan": plan.routes, "exact_micros": plan.exact_micros}
+    if filters is not None:
+        built = results[0].filters[space.name]
+        nlist = faiss.extract_index_ivf(filters[0].index).nlist
+        update["filter_index"] = FilterIndexEntry(
+            factory=built.factory,
+            layout=built.layout,
+            refine_factor=built.refine_factor,
+            nlist=nlist,
+            max_norm=built.max_norm,
+        )
+    chosen = chosen.model_copy(update=update)
     served.clear()
     for result in results:
         shard_trials = result.trials[space.name]
-        final = f"{file_stem(space.metric)}{suffix(result.shard, sharded)}.faiss"
+        final = index_file(space.metric, result.shard, sharded)
         keep_chosen(staging, shard_trials, shard_trials[at], final)
     return metric_entry(space, chosen, trials, None if sharded else final), truth_rows
 
@@ -403,7 +455,7 @@ def _shard_entries(request: BuildRequest, results: list[ShardResult]) -> list[Sh
                 count=result.count,
                 vectors_file=f"vectors.{name}.npy",
                 ids_file=f"ids.{name}.txt",
-                index_files={m.name: f"{file_stem(m)}.{name}.faiss" for m in request.metrics},
+                index_files={m.name: index_file(m, result.shard, True) for m in request.metrics},
                 index_counts={m.name: result.trials[m.name][0].count for m in request.metrics},
             )
         )

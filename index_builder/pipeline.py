@@ -396,6 +396,7 @@ def _build_params(request: BuildRequest) -> dict[str, object]:
         "mips_ranges": request.mips_ranges,
         "hnsw_m": options.hnsw_m,
         "hnsw_codes": options.hnsw_codes,
+        "filter_index": options.filter_index,
         "ef_construction": options.ef_construction,
         "nlist": options.nlist,
         "pq_m": options.pq_m,

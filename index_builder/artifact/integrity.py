@@ -24,7 +24,7 @@ def _shared_files(manifest: Manifest) -> set[str]:
 
 def part_files(manifest: Manifest, part: ShardEntry) -> set[str]:
     """The files one part (shard) needs: its own plus those every part shares."""
-    indexes = {f for metric in part.index_files for f in manifest.part_index_files(part, metric)}
+    indexes = set(manifest.part_structure_files(part))
     return {part.vectors_file, part.ids_file, *indexes, *manifest.attribute_files(part)} | _shared_files(manifest)
 
 
@@ -106,6 +106,25 @@ def open_indexes(
     return indexes
 
 
+def open_filter_index(
+    manifest: Manifest, version_path: Path, part: ShardEntry, metric: str, mmap: bool
+) -> faiss.Index | None:
+    """One part's filter index of a metric (None when it has none), checked against the rows its
+    index holds and the dimension of its layout."""
+    file = manifest.part_filter_file(part, metric)
+    entry = manifest.metrics[metric].index.filter_index
+    if file is None or entry is None:
+        return None
+    index = read_index(version_path / file, mmap=mmap)
+    expected_dim = manifest.dim + entry.layout.augmented
+    if index.ntotal != part.index_counts[metric] or index.d != expected_dim:
+        raise ArtifactError(
+            f"{file}: {part.index_counts[metric]} vectors of dimension {expected_dim} expected for {metric}, "
+            f"got {index.ntotal} of {index.d}"
+        )
+    return index
+
+
 def verify_version(manifest: Manifest, version_path: Path) -> None:
     """Full check: checksums, then every file loads with the shape the manifest promises."""
     verify_checksums(manifest, version_path)
@@ -122,5 +141,6 @@ def verify_shapes(manifest: Manifest, version_path: Path) -> None:
         open_attributes(manifest, version_path, part)
         for name in manifest.metrics:
             open_indexes(manifest, version_path, part, name, mmap=True)
+            open_filter_index(manifest, version_path, part, name, mmap=True)
     for name in manifest.metrics:
         manifest.metric_space(name, version_path)

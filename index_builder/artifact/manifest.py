@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from index_builder.artifact.attributes import DICTIONARY_FILE, AttributeType, attribute_files
 from index_builder.artifact.errors import ArtifactError
@@ -46,6 +46,30 @@ class SelfCheck(_Model):
     sweep: list[SweepPoint] = Field(default_factory=list)
 
 
+class FilterIndexEntry(_Model):
+    """The filter index of a metric: its FAISS factory string, the layout it was built in, how
+    many candidates per result it rescores exactly, and its lists."""
+
+    factory: str
+    layout: Layout
+    refine_factor: int
+    nlist: int
+    max_norm: float | None = None
+
+
+class FilterRoute(_Model):
+    """A way a search among one selectivity band's share of the documents keeps the recall target,
+    as the build measured it: through the `index` (its knob raised by `boost`,
+    retrieval.ann.filtered_knob) or the `filter_index` (at `nprobe`), with the recall it reached
+    and the microseconds a query took per part on the build machine."""
+
+    structure: Literal["index", "filter_index"]
+    boost: int | None = None
+    nprobe: int | None = None
+    recall_at_10: float | None = None
+    micros: float | None = None
+
+
 class IndexEntry(_Model):
     kind: str
     factory: str
@@ -59,13 +83,38 @@ class IndexEntry(_Model):
     search_params: dict[str, int] = Field(default_factory=dict)
     self_check: SelfCheck | None = None
     layout_trials: dict[str, str] = Field(default_factory=dict)
-    filter_boosts: dict[str, int | None] = Field(default_factory=dict)
-    """Per selectivity band (retrieval.ann.FILTER_BANDS), the measured boost of the filtered
-    knob, or None where filtered searches are scanned exactly."""
+    filter_index: FilterIndexEntry | None = None
+    """The second structure filtered searches may take: an IVF index over int8 codes of the same
+    rows, one file per part next to the index (filter_file)."""
+    filter_plan: dict[str, list[FilterRoute]] = Field(default_factory=dict)
+    """Per selectivity band, the ways the build measured that keep the recall target (none: only
+    an exact scan does); the planner takes the cheapest, an exact scan included."""
+    exact_micros: dict[str, float] = Field(default_factory=dict)
+    """Per selectivity band, what an exact scan of its passing documents cost (microseconds per
+    query and part): the planner's price of a scan at the request's own selectivity."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _planned(cls, raw: Any) -> Any:
+        """A version built before filter plans recorded only `filter_boosts` (per band, the boost
+        of the index's knob, or None for an exact scan): read as the same plan, costs unmeasured."""
+        if isinstance(raw, dict) and raw.get("filter_boosts") and not raw.get("filter_plan"):
+            raw = {**raw}
+            raw["filter_plan"] = {
+                band: [] if boost is None else [{"structure": "index", "boost": boost}]
+                for band, boost in raw.pop("filter_boosts").items()
+            }
+        return raw
 
     def files_for(self, base: str) -> list[str]:
         """The FAISS files behind one part's index of this metric: `base`, or one per norm range."""
         return [range_file(base, r) for r in range(len(self.range_bounds))] if self.range_bounds else [base]
+
+
+def filter_file(name: str) -> str:
+    """A part's filter index next to its index `name`: dot.faiss -> dot.filter.faiss."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.filter.{suffix}" if dot else f"{name}.filter"
 
 
 def range_file(name: str, r: int) -> str:
@@ -190,6 +239,15 @@ class Manifest(_Model):
     def part_index_files(self, part: ShardEntry, metric: str) -> list[str]:
         """The FAISS files of one metric in one part."""
         return self.metrics[metric].index.files_for(part.index_files[metric])
+
+    def part_filter_file(self, part: ShardEntry, metric: str) -> str | None:
+        """The filter index of one metric in one part (None when the metric has none)."""
+        return filter_file(part.index_files[metric]) if self.metrics[metric].index.filter_index else None
+
+    def part_structure_files(self, part: ShardEntry) -> list[str]:
+        """Every FAISS file of one part: each metric's index files and filter index."""
+        files = [f for metric in part.index_files for f in self.part_index_files(part, metric)]
+        return files + [f for metric in part.index_files if (f := self.part_filter_file(part, metric))]
 
     def attribute_types(self) -> dict[str, AttributeType]:
         return {name: entry.type for name, entry in self.attributes.items()}

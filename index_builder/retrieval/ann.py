@@ -111,7 +111,7 @@ def ann_topk(
     return scores[:, :k], rows[:, :k]
 
 
-FILTER_BANDS = (0.5, 0.2, 0.1, 0.05, 0.02)
+FILTER_BANDS = (0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005)
 """Selectivities (shares of documents passing) at which a build measures filtered recall."""
 
 

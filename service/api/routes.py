@@ -10,8 +10,9 @@ from starlette.responses import Response
 from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
 from service.api.errors import error_response, error_responses
 from service.api.handlers import ROUTES, Call, Route, answer
-from service.api.schemas import ChangesInfo, CollectionInfo, CollectionList, MetricInfo, ServedVersion, Status
+from service.api.schemas import BandPlan, ChangesInfo, CollectionInfo, CollectionList, MetricInfo, ServedVersion, Status
 from service.api.state import AppState
+from service.core.planner import band_choice
 from service.core.serving import Served
 
 router = APIRouter()
@@ -79,6 +80,11 @@ def describe(served: Served, state: AppState) -> dict[str, object]:
             live_recall=None
             if monitor is None or index.exact
             else monitor.figure(version.collection, version.version, name).describe(),
+            filter_index=None if index.filter_index is None else index.filter_index.factory,
+            filter_plan={
+                band: BandPlan(**band_choice(ways, index.exact_micros.get(band)), ways=ways)
+                for band, ways in index.filter_plan.items()
+            },
         )
     snapshot = None if version.overlay is None else version.overlay.snapshot
     changes = None

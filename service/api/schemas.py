@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from index_builder.artifact.manifest import AttributeEntry, ChangeSpan
+from index_builder.artifact.manifest import AttributeEntry, ChangeSpan, FilterRoute
 from service.core.query import GroupBy, SearchOptions
 from service.core.rerank import Mmr
 from service.core.serving import Routing
@@ -268,6 +268,16 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class BandPlan(BaseModel):
+    uses: str = Field(description="index, filter_index or exact: the cheapest at the band's selectivity")
+    micros: float | None = Field(None, description="what it cost, microseconds per query and part (build machine)")
+    ways: list[FilterRoute] = Field(
+        description="the ways that kept the recall target: index (its knob raised by boost) or filter_index (at "
+        "nprobe), each with its recall@10 and microseconds"
+    )
+    exact_micros: float | None = Field(None, description="what an exact scan cost at this band")
+
+
 class MetricInfo(BaseModel):
     index_kind: str
     factory: str
@@ -285,6 +295,14 @@ class MetricInfo(BaseModel):
         None,
         description="recall@10 of sampled served searches at the default knob against exact search, with its "
         "sample count and 95% interval (this version; null for exact indexes)",
+    )
+    filter_index: str | None = Field(
+        None, description="the second structure filtered searches may take (a FAISS factory string), if built"
+    )
+    filter_plan: dict[str, BandPlan] = Field(
+        default_factory=dict,
+        description="per selectivity band (share of documents passing; a filter uses the band at or below it), "
+        "what the planner uses and the ways the build measured",
     )
 
 

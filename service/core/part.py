@@ -21,13 +21,21 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from index_builder.artifact.attributes import Column
-from index_builder.artifact.integrity import open_attributes, open_indexes, open_vectors, read_ids, verify_checksums
+from index_builder.artifact.integrity import (
+    open_attributes,
+    open_filter_index,
+    open_indexes,
+    open_vectors,
+    read_ids,
+    verify_checksums,
+)
 from index_builder.artifact.manifest import Manifest, ShardEntry
 from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.rowsets import RowSet, contains, count, intersect, listed
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
 from service.core.filters import Node, evaluate
-from service.core.query import Answer, Hidden, Query, run_search
+from service.core.planner import run_search
+from service.core.query import Answer, Hidden, Query
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +88,8 @@ class Part:
     indexes: dict[str, ServedIndex]
     offset: int
     columns: dict[str, Column]
+    filters: dict[str, ServedIndex] = field(default_factory=dict)
+    """Per metric, the filter index a filtered search may take instead (service.core.planner)."""
     cache: RowCache = field(default_factory=RowCache, compare=False)
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
@@ -112,7 +122,7 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
     verify_checksums(manifest, path, entry)
     vectors = open_vectors(manifest, path, entry)
     ids = read_ids(path, entry)
-    indexes = {}
+    indexes, filters = {}, {}
     for name, metric in manifest.metrics.items():
         space = manifest.metric_space(name, path)
         scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
@@ -124,6 +134,9 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
             vectors,
             scales,
         )
+        lists, built = open_filter_index(manifest, path, entry, name, mmap), metric.index.filter_index
+        if lists is not None and built is not None:
+            filters[name] = ServedIndex.of([lists], space, built.layout, built.refine_factor, vectors, scales)
     return Part(
         ids=np.array(ids, dtype=object),
         rows_by_id={doc_id: row for row, doc_id in enumerate(ids)},
@@ -131,6 +144,7 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
         indexes=indexes,
         offset=offset,
         columns=open_attributes(manifest, path, entry),
+        filters=filters,
     )
 
 
@@ -165,7 +179,8 @@ def search_part(part: Part, query: Query) -> Answer:
     """This part's top-k per query among its rows passing the filter, with version-wide rows, ids
     and the attributes asked for."""
     hidden = None if query.overlay is None else query.overlay.hidden
-    scores, rows = run_search(part.indexes[query.metric], query, _passing(part, query.where, hidden))
+    allowed = _passing(part, query.where, hidden)
+    scores, rows = run_search(part.indexes[query.metric], part.filters.get(query.metric), query, allowed)
     labels = part.labels(rows)
     attrs = part.attributes(rows, query.fields) if query.fields else None
     if part.offset:

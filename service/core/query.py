@@ -5,25 +5,21 @@ its vectors against the collection, and the vectors prepared for the metric (the
 reads the prepared form, and every part searches with it). A part's answer is an `Answer` of
 arrays; ids appear only when the version makes hits at the top.
 
-Filters run inside the search. Each part turns the request's tree (attribute conditions and
-the include / exclude ids) into the set of its rows that pass; when few pass they are scored
-exactly, otherwise FAISS gets the set as an ID selector with its knob raised for the
-selectivity, and a search that comes back short (a selective filter can strand a graph search)
-is redone exactly. So whenever k documents pass, k come back.
+Filters run inside the search (service.core.planner).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from index_builder.artifact.errors import InputError
-from index_builder.retrieval.ann import ServedIndex, ann_topk, filter_band, filtered_knob
+from index_builder.artifact.manifest import FilterRoute
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
-from index_builder.retrieval.rowsets import AllBut, Mask, RowSet, count, listed, restrict, selector
-from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, merge_order
+from index_builder.retrieval.rowsets import Mask
+from index_builder.retrieval.scoring import MISSING, Prepared, merge_order
 from service.core.config import Limits
 from service.core.errors import TooLarge
 from service.core.filters import Node
@@ -83,7 +79,9 @@ class Query:
     limits: Limits
     where: Node | None = None
     fields: tuple[str, ...] = ()
-    boosts: dict[str, int | None] = field(default_factory=dict)
+    plan: dict[str, list[FilterRoute]] = field(default_factory=dict)
+    """Per selectivity band, how the build found filtered searches cheapest (service.core.planner)."""
+    exact_micros: dict[str, float] = field(default_factory=dict)
     overlay: Snapshot | None = None
     """The changes since the version was built, as this request sees them (all its parts alike)."""
 
@@ -253,81 +251,3 @@ def check_zero(queries: Prepared, metric: str, normalizes: bool, field_name: str
             row = int(np.flatnonzero(zero)[0])
             where = f"{field_name}[{row}]" if len(queries) > 1 else field_name
             raise InputError(f"{where}: zero-norm vector has no {metric} score")
-
-
-def _drop(scores: np.ndarray, rows: np.ndarray, banned: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    keep_s = np.full((len(rows), k), -np.inf, dtype=np.float32)
-    keep_r = np.full((len(rows), k), MISSING, dtype=np.int64)
-    for i in range(len(rows)):
-        ok = (rows[i] != MISSING) & ~np.isin(rows[i], banned)
-        s, r = scores[i][ok][:k], rows[i][ok][:k]
-        keep_s[i, : len(s)], keep_r[i, : len(r)] = s, r
-    return keep_s, keep_r
-
-
-def _exact(served: ServedIndex, queries: Prepared, k: int, allowed: RowSet) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k over the passing rows (for an exclusion: over all, the excluded dropped)."""
-    if isinstance(allowed, AllBut):
-        scores, rows = exact_topk(served.space, queries, served.vectors, served.scales, k + len(allowed.rows))
-        return _drop(scores, rows, allowed.rows, k)
-    pool = listed(allowed, len(served.vectors))
-    return exact_topk(served.space, queries, served.vectors, served.scales, k, candidates=pool)
-
-
-EXACT_ROW_COST = 1.6
-"""An exact scan of a passing document costs about this many ANN distance computations (a row
-gather and a dot product against one graph or list step; measured in bench/results/filters.md)."""
-
-
-def _scan_is_cheaper(served: ServedIndex, allowed: RowSet, eligible: int, value: int | None, limits: Limits) -> bool:
-    """Score the passing documents exactly rather than search the index: when they are at most
-    DOTCOS_EXACT_FILTER_THRESHOLD, or (with no fixed threshold) when the scan costs less than
-    the filtered search would. An exclusion list keeps most documents: it is always searched."""
-    if isinstance(allowed, AllBut):
-        return False
-    if limits.exact_filter_threshold is not None:
-        return eligible <= limits.exact_filter_threshold
-    return eligible * EXACT_ROW_COST <= served.search_cost(value)
-
-
-def _filtered_value(served: ServedIndex, query: Query, selectivity: float) -> int | None | Literal["exact"]:
-    """The knob of a filtered search: the value the build found to keep the recall target at the
-    selectivity's band (the band at or below it, so at least as demanding), or "exact" where it
-    found none (or the value exceeds the limit). Without measurements: the plain rule at the
-    selectivity itself."""
-    band = filter_band(selectivity)
-    boost = query.boosts.get(band, 1) if band is not None else 1
-    if boost is None:
-        return "exact"
-    measured = float(band) if band is not None and query.boosts else selectivity
-    value = filtered_knob(served.param, query.knob(served.param), query.options.k, measured, boost)
-    if served.param == EF_SEARCH and (value or 0) > query.limits.max_ef_search:
-        return "exact" if band is not None and query.boosts else query.limits.max_ef_search
-    return value
-
-
-def run_search(served: ServedIndex, query: Query, allowed: RowSet | None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, local rows) of one part's index among the rows that pass the query's filter,
-    complete whenever k passing documents exist in the part."""
-    k, options, queries = query.options.k, query.options, query.queries
-    if allowed is None:
-        if options.exact and not served.exact:
-            return exact_topk(served.space, queries, served.vectors, served.scales, k)
-        return ann_topk(served, queries, k, query.knob(served.param))
-    allowed = restrict(allowed, served.indexed)
-    eligible = count(allowed, served.ntotal)
-    if eligible == 0:
-        return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), MISSING, np.int64)
-    value = _filtered_value(served, query, eligible / served.ntotal)
-    if (options.exact and not served.exact) or value == "exact":
-        return _exact(served, queries, k, allowed)
-    if isinstance(allowed, AllBut) and served.param == EF_SEARCH:
-        wide = max(query.knob(served.param) or 0, k)
-        value = min(max(value or 0, wide + min(len(allowed.rows), wide)), query.limits.max_ef_search)
-    if _scan_is_cheaper(served, allowed, eligible, value, query.limits):
-        return _exact(served, queries, k, allowed)
-    chain = selector(allowed)
-    scores, rows = ann_topk(served, queries, k, value, chain[-1])
-    if ((rows != MISSING).sum(axis=1) < min(k, eligible)).any():
-        return _exact(served, queries, k, allowed)
-    return scores, rows

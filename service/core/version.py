@@ -159,9 +159,7 @@ class Version:
         parts = manifest.parts()
         held = {
             "vectors_bytes": sum(files[p.vectors_file].bytes for p in parts),
-            "index_bytes": sum(
-                files[f].bytes for p in parts for m in p.index_files for f in manifest.part_index_files(p, m)
-            ),
+            "index_bytes": sum(files[f].bytes for p in parts for f in manifest.part_structure_files(p)),
             "attribute_bytes": sum(files[f].bytes for p in parts for f in manifest.attribute_files(p)),
             "id_table_bytes": manifest.count * ID_TABLE_BYTES,
             "overlay_bytes": 0 if self.overlay is None else self.overlay.snapshot.memory_bytes,
@@ -226,9 +224,20 @@ class Version:
         check_options(options, len(vectors), limits)
         name, queries = self.prepare(vectors, options.metric, field)
         where = self.where(options.filter, limits, options.include, options.exclude)
-        boosts = self.manifest.metrics[name].index.filter_boosts
+        built = self.manifest.metrics[name].index
         fields = self.fields(options)
-        return Query(name, queries, options, self.knobs.current(name), limits, where, fields, boosts, self.changes())
+        return Query(
+            name,
+            queries,
+            options,
+            self.knobs.current(name),
+            limits,
+            where,
+            fields,
+            built.filter_plan,
+            built.exact_micros,
+            self.changes(),
+        )
 
     def changes(self) -> Snapshot | None:
         """The changes since the build as of now (None when nothing is overlaid)."""

@@ -25,7 +25,9 @@ from tests.conftest import Corpus, make_corpus
 
 GOLDEN = Path(__file__).with_name("golden_http.json")
 TOKEN = "golden-token"
-MASKED = {"version", "created_at", "loaded_at", "load_seconds"}
+MASKED = {"version", "created_at", "loaded_at", "load_seconds", "micros", "exact_micros", "uses"}
+EXACT_FILTER_THRESHOLD = 200
+"""A fixed count decides exact scans, since the build's timings (masked above) vary from run to run."""
 METRICS = ["dot", "cosine", "norm_pow:0.5", "norm_sigmoid", "covariance"]
 Request = dict[str, Any]
 
@@ -48,7 +50,7 @@ def build_collections(root: Path, corpus: Corpus, users: Path) -> None:
         "v1",
     ]
     builds = {
-        "hnsw": ["--index", "hnsw", "--metrics", ",".join(METRICS), "--users", str(users)],
+        "hnsw": ["--index", "hnsw", "--metrics", ",".join(METRICS), "--users", str(users), "--filter-index", "none"],
         "flat": ["--index", "flat"],
         "ivf": ["--index", "ivf", "--nlist", "16", "--mips", "l2"],
         "sharded": ["--index", "flat", "--shards", "3", "--metrics", "dot,cosine,norm_pow:0.5"],
@@ -230,7 +232,14 @@ async def _replay_all(root: Path, sent: list[Request], door: str) -> list[dict[s
     from service.api.app import create_app
     from service.settings import ServiceSettings
 
-    app = create_app(ServiceSettings(index_root=root, reload_interval=0, admin_token=TOKEN, live_recall_sample=0))
+    settings = ServiceSettings(
+        index_root=root,
+        reload_interval=0,
+        admin_token=TOKEN,
+        live_recall_sample=0,
+        exact_filter_threshold=EXACT_FILTER_THRESHOLD,
+    )
+    app = create_app(settings)
     entry = app if door == "front" else functools.partial(FastAPI.__call__, app)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=entry)
