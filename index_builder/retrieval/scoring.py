@@ -124,6 +124,12 @@ def merge_topk(scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int)
     return all_scores[line, order], all_rows[line, order]
 
 
+def scanned_rows(candidates: int, total: int) -> int:
+    """Rows an exact scan of `candidates` of `total` rows reads: every row once they make up
+    1/DENSE_SCAN of them (a sequential scan, the others masked), else the candidates alone."""
+    return total if candidates * DENSE_SCAN >= total else candidates
+
+
 def exact_topk(
     space: MetricSpace,
     queries: Queries,
@@ -143,7 +149,7 @@ def exact_topk(
     best_s = np.empty((nq, 0), dtype=np.float32)
     best_r = np.empty((nq, 0), dtype=np.int64)
     p = prepare(space, queries).raw
-    dense = len(pool) * DENSE_SCAN >= len(vectors)
+    dense = scanned_rows(len(pool), len(vectors)) == len(vectors)
     member = None
     if dense and len(pool) != len(vectors):
         member = np.zeros(len(vectors), dtype=bool)
