@@ -14,7 +14,6 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from itertools import repeat
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,9 +30,10 @@ from index_builder.artifact.integrity import (
 )
 from index_builder.artifact.manifest import Manifest, ShardEntry
 from index_builder.retrieval.ann import ServedIndex
-from index_builder.retrieval.rowsets import RowSet, contains, count, intersect, listed
+from index_builder.retrieval.rowsets import RowSet, contains, count, intersect, listed, sorted_unique
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
 from service.core.filters import Node, evaluate
+from service.core.idtable import MISSING_ROW, IdTable
 from service.core.planner import run_search
 from service.core.query import Answer, Hidden, Query
 
@@ -84,6 +84,7 @@ class Part:
 
     ids: np.ndarray
     rows_by_id: dict[str, int]
+    table: IdTable
     vectors: np.ndarray
     indexes: dict[str, ServedIndex]
     offset: int
@@ -96,8 +97,8 @@ class Part:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
         if not ids:
             return NO_ROWS
-        found = np.fromiter(map(self.rows_by_id.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
-        return np.unique(found[found >= 0])
+        found = self.table.lookup(ids)
+        return sorted_unique(found[found != MISSING_ROW])
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
         """Ids of local rows (None for MISSING)."""
@@ -115,6 +116,13 @@ class Part:
             row = int(rows[at])
             out[at] = {name: self.columns[name].value(row) for name in fields}
         return out
+
+
+def id_fields(ids: list[str]) -> dict[str, Any]:
+    """A part's ids: as an array, a dict for single lookups, and the hash table for lists."""
+    array = np.array(ids, dtype=object)
+    by_id = {doc_id: row for row, doc_id in enumerate(ids)}
+    return {"ids": array, "rows_by_id": by_id, "table": IdTable.of(array, by_id)}
 
 
 def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool) -> Part:
@@ -138,8 +146,7 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
         if lists is not None and built is not None:
             filters[name] = ServedIndex.of([lists], space, built.layout, built.refine_factor, vectors, scales)
     return Part(
-        ids=np.array(ids, dtype=object),
-        rows_by_id={doc_id: row for row, doc_id in enumerate(ids)},
+        **id_fields(ids),
         vectors=vectors,
         indexes=indexes,
         offset=offset,

@@ -1,0 +1,39 @@
+"""Ids to rows in bulk equal a dict lookup, for held, missing and repeated ids, on the hash path
+and on the dict path a part with colliding hashes keeps; sorted_unique equals np.unique."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from index_builder.retrieval.rowsets import sorted_unique
+from service.core.idtable import MISSING_ROW, IdTable
+
+ids = st.lists(st.text(min_size=1, max_size=12), unique=True, max_size=200)
+
+
+@given(stored=ids, asked=st.lists(st.text(min_size=1, max_size=12), max_size=100), pick=st.data())
+def test_lookup_equals_a_dict(stored: list[str], asked: list[str], pick: st.DataObject) -> None:
+    if stored:
+        asked = asked + pick.draw(st.lists(st.sampled_from(stored), max_size=50))
+    array = np.array(stored, dtype=object)
+    by_id = {doc_id: row for row, doc_id in enumerate(stored)}
+    want = [by_id.get(doc_id, MISSING_ROW) for doc_id in asked]
+    for table in (IdTable.of(array, by_id), IdTable(array, by_id, None, None)):
+        assert table.lookup(asked).tolist() == want
+
+
+def test_an_id_whose_hash_matches_a_stored_one_is_still_checked() -> None:
+    """A forged table where row 1 carries the hash of "zzz": the hash matches, the id does not."""
+    stored = np.array(["a", "b", "c"], dtype=object)
+    keys = np.array([hash("a"), hash("zzz"), hash("c")], dtype=np.int64)
+    order = np.argsort(keys)
+    forged = IdTable(stored, {"a": 0, "b": 1, "c": 2}, keys[order], order.astype(np.int64))
+    assert forged.lookup(["zzz", "a", "c"]).tolist() == [MISSING_ROW, 0, 2]
+
+
+@given(st.lists(st.integers(0, 50), max_size=100))
+def test_sorted_unique_equals_numpy(rows: list[int]) -> None:
+    array = np.array(rows, dtype=np.int64)
+    assert sorted_unique(array).tolist() == np.unique(array).tolist()
