@@ -282,8 +282,8 @@ class Overlay:
 
     def _check_room(self, ids: list[str], vectors: np.ndarray | None) -> None:
         """Unavailable (503) once the overlay would pass its caps: a rebuild folds it in."""
-        pending = self.pending
-        entries = self._entries() + sum(1 for i in ids if i not in pending.touched())
+        touched = self.pending.touched()
+        entries = self._entries() + sum(1 for i in ids if i not in touched)
         added = 0 if vectors is None else entry_bytes(vectors, len(self.spaces))
         memory = self.snapshot.memory_bytes + added
         if entries > self.settings.max_entries or memory > self.settings.max_bytes:
