@@ -153,8 +153,9 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument(
         "--filter-index",
         choices=FILTER_INDEX_MODES,
-        help="auto (default): a graph index (hnsw) gets, per metric, IVF lists over int8 codes that "
-        "filtered searches take where the build measured them cheaper at the recall target; none: skip it",
+        help="auto (default): each part of a graph index (hnsw) of at least 100,000 rows gets, per metric, "
+        "IVF lists over int8 codes that filtered searches take where the build measured them cheaper at the "
+        "recall target; always: every part of a graph index; none: no part",
     )
     p.add_argument("--train-size", type=_positive, default=100_000)
     p.add_argument("--seed", type=int, default=0)

@@ -228,7 +228,7 @@ def build_shard(job: ShardJob) -> ShardResult:
             write_index(inputs, layout, corpus, job.index, job.staging / f"{stem}.{layout}{name}.tmp", job.progress)
             for layout in job.layouts[space.name]
         ]
-        if job.index.wants_filter_index:
+        if job.index.wants_filter_index(len(rows)):
             path = job.staging / filter_file(index_file(space.metric, job.shard, job.sharded))
             options = job.index.for_filters(len(rows))
             filters[space.name] = write_index(inputs, filter_layout(space), corpus, options, path, job.progress)

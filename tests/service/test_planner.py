@@ -65,9 +65,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Clie
     common += ["--input", str(tmp / "docs.parquet"), "--attributes", "rank"]
     for name, extra in (
         ("flat", []),
-        ("hnsw", ["--index", "hnsw"]),
+        ("hnsw", ["--index", "hnsw", "--filter-index", "always"]),
         ("ivf", ["--index", "ivf", "--nlist", "32"]),
-        ("hnsw-sharded", ["--index", "hnsw", "--shards", "2"]),
+        ("hnsw-sharded", ["--index", "hnsw", "--shards", "2", "--filter-index", "always"]),
     ):
         assert build_main(["build", "--name", name, *common, *extra]) == 0
     store = Store(corpus.ids, corpus.docs, ranks)
