@@ -95,7 +95,7 @@ def self_check(
 
 FILTER_BOOSTS = (1, 2, 4, 8)
 FILTER_QUERIES = 200
-TIMED_QUERIES = 32
+TIMED_QUERIES = 16
 """Queries timed one at a time per candidate way of a band (the service runs filtered searches singly)."""
 MAX_FILTERED_EF = 4096
 """The service's default DOTCOS_MAX_EF_SEARCH: a band needing more is scanned exactly."""
