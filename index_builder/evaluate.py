@@ -16,7 +16,7 @@ from index_builder.artifact.manifest import FilterRoute, NormProfile, SelfCheck,
 from index_builder.retrieval.ann import FILTER_BANDS, ServedIndex, ann_topk, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
 from index_builder.retrieval.rowsets import Mask, selector
-from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, recall_at_k
+from index_builder.retrieval.scoring import MISSING, Prepared, exact_topk, recall_at_k, scan_costs_less
 from index_builder.retrieval.spaces import MetricSpace
 from index_builder.scaleout.sharding import merge_parts
 
@@ -141,6 +141,8 @@ def filter_plan(
             truth, _ = band_search.exact(prepared)
             scans[str(band)] = band_search.micros(band_search.exact, timed)
             routes[str(band)] = []
+            if band_search.scanned(default):
+                continue
             for sweep in band_search.sweeps(filters, default, band):
                 for route, search in sweep:
                     recall = recall_at_k(truth, *search(prepared))
@@ -178,6 +180,14 @@ class _BandSearch:
             return merge_parts(found, self.offsets, RECALL_K)
 
         return search
+
+    def scanned(self, default: int | None) -> bool:
+        """Whether every part scans its share exactly for less than one unfiltered search at the
+        default knob costs: no way can beat the scan, so none is measured (the planner scans)."""
+        return all(
+            scan_costs_less(int(a.sum()), len(p.vectors), p.search_cost(default))
+            for p, a in zip(self.parts, self.allowed, strict=True)
+        )
 
     def sweeps(
         self, filters: list[ServedIndex] | None, default: int | None, band: float

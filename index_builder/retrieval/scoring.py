@@ -124,6 +124,17 @@ def merge_topk(scores: Sequence[np.ndarray], rows: Sequence[np.ndarray], k: int)
     return all_scores[line, order], all_rows[line, order]
 
 
+EXACT_ROW_COST = 1.6
+"""An exact scan of a passing document costs about this many ANN distance computations (a row
+gather and a dot product against one graph or list step)."""
+
+
+def scan_costs_less(candidates: int, total: int, search_cost: float) -> bool:
+    """Whether an exact scan of `candidates` of `total` rows reads fewer rows, priced in distance
+    computations, than a search comparing with `search_cost` vectors."""
+    return scanned_rows(candidates, total) * EXACT_ROW_COST <= search_cost
+
+
 def scanned_rows(candidates: int, total: int) -> int:
     """Rows an exact scan of `candidates` of `total` rows reads: every row once they make up
     1/DENSE_SCAN of them (a sequential scan, the others masked), else the candidates alone."""

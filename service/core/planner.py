@@ -21,12 +21,8 @@ from index_builder.artifact.manifest import FilterRoute
 from index_builder.retrieval.ann import ServedIndex, ann_topk, filter_band, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH
 from index_builder.retrieval.rowsets import AllBut, RowSet, count, listed, restrict, selector
-from index_builder.retrieval.scoring import MISSING, exact_topk, scanned_rows
+from index_builder.retrieval.scoring import MISSING, exact_topk, scan_costs_less
 from service.core.query import Query
-
-EXACT_ROW_COST = 1.6
-"""Without measured costs, an exact scan of a passing document costs about this many ANN distance
-computations (a row gather and a dot product against one graph or list step)."""
 
 
 @dataclass(frozen=True)
@@ -111,12 +107,12 @@ def _way(route: FilterRoute, served: ServedIndex, lists: ServedIndex | None, que
 def _scan_costs_less(searched: ServedIndex | None, way: Way, eligible: int, threshold: int | None) -> bool:
     """Scan when the passing documents are at most DOTCOS_EXACT_FILTER_THRESHOLD (when set), else
     when the scan reads fewer rows, priced in distance computations, than the search compares with
-    (a scan of many rows reads every row: scoring.scanned_rows)."""
+    (scoring.scan_costs_less)."""
     if threshold is not None:
         return eligible <= threshold
     if searched is None:
         return False
-    return scanned_rows(eligible, len(searched.vectors)) * EXACT_ROW_COST <= searched.search_cost(way.value)
+    return scan_costs_less(eligible, len(searched.vectors), searched.search_cost(way.value))
 
 
 def band_choice(ways: list[FilterRoute], exact_micros: float | None) -> dict[str, Any]:
