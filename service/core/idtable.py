@@ -9,12 +9,15 @@ million ids) keeps the dict.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
 
 MISSING_ROW = -1
+BULK_IDS = 64
+"""Lists shorter than this go through the dict: the table pays off only over many ids."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,33 @@ class IdTable:
     def lookup(self, ids: list[str]) -> np.ndarray:
         """The row of each id, MISSING_ROW where the part does not hold it."""
         if self.hashes is None or self.rows is None or not len(self.hashes):
-            return np.fromiter(map(self.by_id.get, ids, repeat(MISSING_ROW)), dtype=np.int64, count=len(ids))
+            return dict_lookup(self.by_id, ids)
         keys = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
         at = np.minimum(np.searchsorted(self.hashes, keys), len(self.hashes) - 1)
         rows = self.rows[at]
         hit = self.hashes[at] == keys
         hit[hit] = self.ids[rows[hit]] == np.asarray(ids, dtype=object)[hit]
         return np.where(hit, rows, MISSING_ROW)
+
+
+def dict_lookup(by_id: dict[str, int], ids: list[str]) -> np.ndarray:
+    """The row of each id through the dict, MISSING_ROW where it is not held."""
+    return np.fromiter(map(by_id.get, ids, repeat(MISSING_ROW)), dtype=np.int64, count=len(ids))
+
+
+class LazyIdTable:
+    """A part's IdTable, made on its first long id list: neither loading a part nor rebuilding the
+    change overlay's delta on a write pays for hashing ids that no long list may ever ask for."""
+
+    def __init__(self) -> None:
+        self._table: IdTable | None = None
+        self._lock = threading.Lock()
+
+    def lookup(self, ids_held: np.ndarray, by_id: dict[str, int], ids: list[str]) -> np.ndarray:
+        """The row of each of `ids` among `ids_held`, MISSING_ROW where it is not held."""
+        if len(ids) < BULK_IDS:
+            return dict_lookup(by_id, ids)
+        with self._lock:
+            if self._table is None:
+                self._table = IdTable.of(ids_held, by_id)
+        return self._table.lookup(ids)

@@ -33,7 +33,7 @@ from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.rowsets import RowSet, contains, count, intersect, listed, sorted_unique
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
 from service.core.filters import Node, evaluate
-from service.core.idtable import MISSING_ROW, IdTable
+from service.core.idtable import MISSING_ROW, LazyIdTable
 from service.core.planner import run_search
 from service.core.query import Answer, Hidden, Query
 
@@ -84,7 +84,6 @@ class Part:
 
     ids: np.ndarray
     rows_by_id: dict[str, int]
-    table: IdTable
     vectors: np.ndarray
     indexes: dict[str, ServedIndex]
     offset: int
@@ -92,12 +91,13 @@ class Part:
     filters: dict[str, ServedIndex] = field(default_factory=dict)
     """Per metric, the filter index a filtered search may take instead (service.core.planner)."""
     cache: RowCache = field(default_factory=RowCache, compare=False)
+    table: LazyIdTable = field(default_factory=LazyIdTable, compare=False)
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
         if not ids:
             return NO_ROWS
-        found = self.table.lookup(ids)
+        found = self.table.lookup(self.ids, self.rows_by_id, ids)
         return sorted_unique(found[found != MISSING_ROW])
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
@@ -119,10 +119,8 @@ class Part:
 
 
 def id_fields(ids: list[str]) -> dict[str, Any]:
-    """A part's ids: as an array, a dict for single lookups, and the hash table for lists."""
-    array = np.array(ids, dtype=object)
-    by_id = {doc_id: row for row, doc_id in enumerate(ids)}
-    return {"ids": array, "rows_by_id": by_id, "table": IdTable.of(array, by_id)}
+    """A part's ids: as an array, and a dict for lookups."""
+    return {"ids": np.array(ids, dtype=object), "rows_by_id": {doc_id: row for row, doc_id in enumerate(ids)}}
 
 
 def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool) -> Part:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from index_builder.retrieval.rowsets import sorted_unique
-from service.core.idtable import MISSING_ROW, IdTable
+from service.core.idtable import MISSING_ROW, IdTable, LazyIdTable
 
 ids = st.lists(st.text(min_size=1, max_size=12), unique=True, max_size=200)
 
@@ -37,3 +37,12 @@ def test_an_id_whose_hash_matches_a_stored_one_is_still_checked() -> None:
 def test_sorted_unique_equals_numpy(rows: list[int]) -> None:
     array = np.array(rows, dtype=np.int64)
     assert sorted_unique(array).tolist() == np.unique(array).tolist()
+
+
+def test_the_lazy_table_answers_short_and_long_lists_alike() -> None:
+    stored = [f"d{i}" for i in range(500)]
+    by_id = {doc_id: row for row, doc_id in enumerate(stored)}
+    lazy = LazyIdTable()
+    for asked in (["d3", "nope"], [f"d{i}" for i in range(0, 1000, 7)]):
+        want = [by_id.get(doc_id, MISSING_ROW) for doc_id in asked]
+        assert lazy.lookup(np.array(stored, dtype=object), by_id, asked).tolist() == want
