@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.artifact.errors import InputError
-from index_builder.artifact.layout import id_problem
+from index_builder.artifact.layout import first_bad_id
 from index_builder.readers import ParquetColumns, Reader, open_input, read_id_files
 
 
@@ -104,14 +104,12 @@ def stream_vectors(spec: InputSpec, dim: int, what: str, rows: int) -> Iterator[
 def check_ids(ids: list[str], count: int, source: str) -> None:
     if len(ids) != count:
         raise InputError(f"{source} holds {len(ids)} ids but the input has {count} vectors")
-    seen: set[str] = set()
-    for line, value in enumerate(ids):
-        problem = id_problem(value)
+    bad = first_bad_id(ids)
+    if bad is not None:
+        line, value, problem = bad
         if problem:
             raise InputError(f"{source}: id at position {line} {problem}")
-        if value in seen:
-            raise InputError(f"{source}: duplicate id {value!r} (again at position {line})")
-        seen.add(value)
+        raise InputError(f"{source}: duplicate id {value!r} (again at position {line})")
 
 
 def explicit_ids(spec: InputSpec, counts: list[int]) -> list[str] | None:

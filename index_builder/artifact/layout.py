@@ -41,6 +41,18 @@ def id_problem(value: str) -> str | None:
     return None
 
 
+def first_bad_id(ids: list[str]) -> tuple[int, str, str | None] | None:
+    """The first id that is unusable (its position, the id, what is wrong: `id_problem`) or that
+    repeats an earlier one (what is wrong: None); None when every id is usable and once."""
+    seen: set[str] = set()
+    for position, value in enumerate(ids):
+        problem = id_problem(value)
+        if problem or value in seen:
+            return position, value, problem
+        seen.add(value)
+    return None
+
+
 def collection_dir(root: Path, collection: str) -> Path:
     return root / check_name("collection", collection)
 

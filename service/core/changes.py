@@ -12,7 +12,7 @@ import numpy as np
 from index_builder.artifact.attributes import AttributeType
 from index_builder.artifact.errors import InputError
 from index_builder.artifact.journal import ATTRIBUTES, DELETE, UPSERT, Change
-from index_builder.artifact.layout import id_problem
+from index_builder.artifact.layout import first_bad_id
 from index_builder.artifact.manifest import Manifest
 from index_builder.retrieval.spaces import MetricSpace, row_norms
 from service.core.config import OverlaySettings
@@ -72,14 +72,12 @@ def check_ids(ids: list[str], field_name: str = "ids") -> None:
     """Non-empty ids without line breaks, each once."""
     if not ids:
         raise InputError(f"{field_name}: give at least one id")
-    seen: set[str] = set()
-    for i, doc_id in enumerate(ids):
-        problem = id_problem(doc_id)
-        if problem:
-            raise InputError(f"{field_name}[{i}]: id {doc_id!r} {problem}")
-        if doc_id in seen:
-            raise InputError(f"{field_name}[{i}]: id {doc_id!r} appears twice in one call; send each id once")
-        seen.add(doc_id)
+    bad = first_bad_id(ids)
+    if bad is not None:
+        i, doc_id, problem = bad
+        raise InputError(
+            f"{field_name}[{i}]: id {doc_id!r} {problem or 'appears twice in one call; send each id once'}"
+        )
 
 
 def check_upsert(
