@@ -32,6 +32,13 @@ from index_builder.staging import InputSpec
 from index_builder.synthetic import TwoTowerSpec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+ROOT_HELP = "index root (default: $DOTCOS_INDEX_ROOT or ./indexes)"
+NAME_HELP = {False: "collection name", True: "collection name (default: every collection)"}
+VERSION_HELP = {
+    "inspect": "version name (default: the active one)",
+    "verify": "version name (default: the active one)",
+    "activate": "the version to make active",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,7 +73,7 @@ def _add_lifecycle(sub: argparse._SubParsersAction[_Parser]) -> None:
     """restore, snapshot and reapply: going back, backing up, and undoing a set-aside."""
     restore = sub.add_parser("restore", help="publish the collection as it stood at a position, or from a snapshot")
     restore.add_argument("--name", required=True, help="collection name")
-    restore.add_argument("--root", type=Path, help="index root (default: $DOTCOS_INDEX_ROOT or ./indexes)")
+    restore.add_argument("--root", type=Path, help=ROOT_HELP)
     source = restore.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--position", type=_position, help="journal position: later changes are set aside (see `inspect`)"
@@ -74,11 +81,11 @@ def _add_lifecycle(sub: argparse._SubParsersAction[_Parser]) -> None:
     source.add_argument("--snapshot", type=Path, help="a file written by `dotcos-build snapshot`")
     snapshot = sub.add_parser("snapshot", help="write the active version and its pending changes to one file")
     snapshot.add_argument("--name", required=True, help="collection name")
-    snapshot.add_argument("--root", type=Path)
+    snapshot.add_argument("--root", type=Path, help=ROOT_HELP)
     snapshot.add_argument("--out", type=Path, required=True, help="the snapshot file to write")
     reapply = sub.add_parser("reapply", help="apply set-aside changes again, as new changes")
     reapply.add_argument("--name", required=True, help="collection name")
-    reapply.add_argument("--root", type=Path)
+    reapply.add_argument("--root", type=Path, help=ROOT_HELP)
     reapply.add_argument("--positions", type=_span, help="only those in FIRST..LAST (default: every set-aside change)")
 
 
@@ -86,13 +93,13 @@ def _add_serving(sub: argparse._SubParsersAction[_Parser]) -> None:
     """alias and route: more versions served at once, and how requests are spread over them."""
     alias = sub.add_parser("alias", help="serve another version beside the active one, under a name")
     alias.add_argument("--name", required=True, help="collection name")
-    alias.add_argument("--root", type=Path)
+    alias.add_argument("--root", type=Path, help=ROOT_HELP)
     what = alias.add_mutually_exclusive_group(required=True)
     what.add_argument("--set", metavar="ALIAS=VERSION", help="name a published version (e.g. candidate=2026...Z)")
     what.add_argument("--remove", metavar="ALIAS", help="stop serving the version under this name")
     route = sub.add_parser("route", help="split requests with a route key over versions, and shadow one")
     route.add_argument("--name", required=True, help="collection name")
-    route.add_argument("--root", type=Path)
+    route.add_argument("--root", type=Path, help=ROOT_HELP)
     route.add_argument("--split", help="arm weights, e.g. current=90,candidate=10 (arms: current or an alias)")
     route.add_argument("--shadow", metavar="ARM", help="run a sample of live requests also on this arm's version")
     route.add_argument("--sample", type=float, default=0.05, help="share of requests shadowed (default 0.05)")
@@ -124,7 +131,7 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--ids", help="ids file(s), one id per line (default: parquet id column or row numbers)")
     p.add_argument("--name", required=True, help="collection name")
-    p.add_argument("--root", type=Path, help="index root (default: $DOTCOS_INDEX_ROOT or ./indexes)")
+    p.add_argument("--root", type=Path, help=ROOT_HELP)
     p.add_argument(
         "--metrics", help="comma-separated: dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance (default dot,cosine)"
     )
@@ -138,17 +145,17 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         "reaching --target-recall cheapest",
     )
     p.add_argument("--mips-ranges", type=_positive, default=8, help="norm ranges of --mips ranged (default 8)")
-    p.add_argument("--hnsw-m", type=_positive, default=32)
+    p.add_argument("--hnsw-m", type=_positive, default=32, help="HNSW links per node")
     p.add_argument(
         "--hnsw-codes",
         choices=sorted(HNSW_CODES),
         help="how the HNSW graph stores vectors: float32 (default), sq8 or fp16 (scalar-quantized, "
         "rescored exactly from the float vectors; sq8 took 0.6-0.9x the CPU in bench.search_core)",
     )
-    p.add_argument("--ef-construction", type=_positive, default=128)
+    p.add_argument("--ef-construction", type=_positive, default=128, help="HNSW candidate list while building")
     p.add_argument("--nlist", type=_positive, help="IVF lists (default ~4*sqrt(n))")
     p.add_argument("--pq-m", type=_positive, help="PQ sub-quantizers (must divide the dimension)")
-    p.add_argument("--pq-bits", type=_positive, default=8)
+    p.add_argument("--pq-bits", type=_positive, default=8, help="bits per PQ code")
     p.add_argument("--refine-factor", type=_positive, help="candidates per result rescored exactly")
     p.add_argument(
         "--filter-index",
@@ -157,14 +164,28 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         "IVF lists over int8 codes that filtered searches take where the build measured them cheaper at the "
         "recall target; always: every part of a graph index; none: no part",
     )
-    p.add_argument("--train-size", type=_positive, default=100_000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--queries", help="user vectors for the recall self-check")
-    p.add_argument("--users", help="user vectors for the covariance metric")
-    p.add_argument("--selfcheck-queries", type=_positive, default=1000)
-    p.add_argument("--target-recall", type=float, default=0.95)
+    p.add_argument(
+        "--train-size",
+        type=_positive,
+        default=100_000,
+        help="vectors sampled to train IVF/PQ (raised to 39 x nlist, FAISS's minimum per list)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the same inputs and seed give the same index")
+    p.add_argument(
+        "--queries",
+        help="user vectors for the recall self-check (default: the query log when it holds 100 vectors, "
+        "else Gaussian proxies fitted to the documents)",
+    )
+    p.add_argument("--users", help="user vectors for the covariance metric (.npy or .fvecs)")
+    p.add_argument("--selfcheck-queries", type=_positive, default=1000, help="queries of the recall self-check")
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.95,
+        help="recall@10 the default efSearch or nprobe must reach (the smallest that does is kept)",
+    )
     p.add_argument("--id-column", default=None, help="parquet id column (default: id)")
-    p.add_argument("--vector-column", default="vector", help="parquet vector column")
+    p.add_argument("--vector-column", default="vector", help="parquet vector column (a fixed-size list of floats)")
     p.add_argument(
         "--attributes",
         help="filterable attributes: comma-separated columns of the parquet input, or of --attributes-file",
@@ -192,7 +213,7 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dotcos-build", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -200,11 +221,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_lifecycle(sub)
     _add_serving(sub)
     demo = sub.add_parser("demo", help="build a demo collection unless the root has collections")
-    demo.add_argument("--root", type=Path)
-    demo.add_argument("--docs", type=_positive, default=20_000)
-    demo.add_argument("--dim", type=_positive, default=32)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quiet", action="store_true")
+    demo.add_argument("--root", type=Path, help=ROOT_HELP)
+    demo.add_argument("--docs", type=_positive, default=20_000, help="documents of the demo collection")
+    demo.add_argument("--dim", type=_positive, default=32, help="their dimension")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic two-tower vectors")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     for name, help_text in (
         ("list", "collections and versions, active marked"),
         ("inspect", "a version's manifest, human-readable"),
@@ -213,15 +234,15 @@ def _parser() -> argparse.ArgumentParser:
         ("gc", "delete old versions, never the active one"),
     ):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--root", type=Path)
+        p.add_argument("--root", type=Path, help=ROOT_HELP)
         if name != "list":
-            p.add_argument("--name", required=name != "verify", help="collection name")
+            p.add_argument("--name", required=name != "verify", help=NAME_HELP[name == "verify"])
         if name in ("inspect", "verify", "activate"):
-            p.add_argument("--version", required=name == "activate")
+            p.add_argument("--version", required=name == "activate", help=VERSION_HELP[name])
         if name == "inspect":
             p.add_argument("--json", action="store_true", help="print the raw manifest")
         if name == "gc":
-            p.add_argument("--keep", type=_positive, default=3)
+            p.add_argument("--keep", type=_positive, default=3, help="newest versions kept (the active one always)")
     return parser
 
 
@@ -340,7 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, run, and turn every failure into one line and an exit code."""
     try:
         settings = BuilderSettings()
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         level = logging.DEBUG if args.verbose else getattr(logging, settings.log_level.upper(), logging.INFO)
         if getattr(args, "quiet", False):
             level = logging.WARNING
