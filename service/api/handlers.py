@@ -319,10 +319,14 @@ class Route:
 
 
 async def _search_one(state: AppState, call: Call) -> Reply:
+    """The k best documents for one query vector under the requested metric, with filters, group_by,
+    offset and MMR applied inside the search; scores in the metric's own units, rescored exactly."""
     return await search(state, call, batch=False)
 
 
 async def _search_batch(state: AppState, call: Call) -> Reply:
+    """The same search for each of several query vectors (`vectors`), one result list per vector,
+    in the order given."""
     return await search(state, call, batch=True)
 
 

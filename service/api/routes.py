@@ -34,11 +34,15 @@ def app_state(request: Request) -> AppState:
 
 @router.get("/healthz", response_model=Status)
 async def healthz() -> Response:
+    """200 while the process lives: the liveness probe."""
     return JSONBytes({"status": "ok"})
 
 
 @router.get("/readyz", response_model=Status, responses=error_responses(503))
 async def readyz(request: Request) -> Response:
+    """503 until the initial load has finished and while a published collection is not served
+    (naming it and why), then 200 with the served versions: the readiness probe. With several
+    workers, each takes connections only once its own initial load has finished."""
     state = app_state(request)
     if not state.registry.ready.is_set():
         return error_response(503, "not_ready", "still loading collections", {"Retry-After": "1"})
@@ -53,6 +57,8 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
+    """Prometheus exposition of this worker: requests and latency per route, metric and status,
+    loaded versions and reloads, live recall, pending changes, shadow and arm figures."""
     body = app_state(request).metrics.exposition()
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -134,12 +140,17 @@ def _shadow(served: Served, state: AppState) -> dict[str, object] | None:
 
 @router.get("/v1/collections", response_model=CollectionList)
 def list_collections(request: Request) -> Response:
+    """Every served collection, described as `GET /v1/collections/{name}` does."""
     state = app_state(request)
     return JSONBytes({"collections": [describe(s, state) for s in state.registry.collections()]})
 
 
 @router.get("/v1/collections/{name}", response_model=CollectionInfo, responses=error_responses(404))
 def get_collection(name: str, request: Request) -> Response:
+    """What is served under this name: the version, `count` (standing now) and `built_count`, dim,
+    model, the metrics with their index, recall self-check and what it was measured on, the default
+    and built knobs, live recall, the filter plan per band, pending changes, the served versions with
+    their memory, the route and the shadow."""
     state = app_state(request)
     return JSONBytes(describe(state.registry.served(name), state))
 
