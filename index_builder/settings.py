@@ -1,7 +1,7 @@
 """Builder settings from the environment (prefix DOTCOS_); CLI flags override them.
 
-Every setting is an environment variable `DOTCOS_<NAME>`; the README's settings table is this
-model (tests/test_settings_docs.py keeps the two equal).
+Every setting is an environment variable `DOTCOS_<NAME>`; the settings reference
+(docs/reference/settings.md) is rendered from this model by `python -m docsgen`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Service settings: one typed object read from the environment (prefix DOTCOS_).
 
-Every setting is an environment variable `DOTCOS_<NAME>`; the README's settings table is this
-model (tests/test_settings_docs.py keeps the two equal). The core's dataclasses are filled from
-here and have no defaults of their own.
+Every setting is an environment variable `DOTCOS_<NAME>`; the settings reference
+(docs/reference/settings.md) is rendered from this model by `python -m docsgen`. The core's
+dataclasses are filled from here and have no defaults of their own.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ from service.core.tuning import Knobs
 T = TypeVar("T")
 MAX_NAMED_IDS = 5
 ID_TABLE_BYTES = 100
-"""Bytes of a worker's id table per document (the object array and the id -> row dict; README Sizing)."""
+"""Bytes of a worker's id table per document (the object array and the id -> row dict; docs/guides/sizing.md)."""
 MAX_COSTS = 4096
 
 
