@@ -1,5 +1,5 @@
 # One image for both roles: `dotcos-serve` (default) and `dotcos-build` (the batch job).
-# Reproducible: every package comes from constraints.txt, the set the tests passed with (see README).
+# Reproducible: every package comes from constraints.txt, the set the tests passed with (see docs/guides/containers.md).
 
 FROM python:3.11.11-slim-bookworm AS wheels
 # --build-arg DOTCOS_EXTRAS=ray adds Ray (sharded builds on a cluster, shards on Ray Serve).

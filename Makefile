@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DOTCOS_INDEX_ROOT ?= ./indexes
 export DOTCOS_INDEX_ROOT
 
-.PHONY: install test test-containers lock run lint fuzz bench bench-full bench-install demo clean
+.PHONY: install test test-containers docs test-docs lock run lint fuzz bench bench-full bench-install demo clean
 
 install: $(STAMP)
 
@@ -27,11 +27,23 @@ test: install
 test-containers: install
 	bash .ci/containers/run-test.sh
 
+# The documentation site (MkDocs, Material theme) into ./site; --strict: a broken link, a missing
+# page or a stale generated reference page fails it.
+docs:
+	$(MAKE) install EXTRAS=$(EXTRAS),docs
+	$(BIN)/python -m docsgen --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# Every sh and python example of the docs and the READMEs, run against a real dotcos-serve
+# (tests/docs: each page on a fresh index root and its own server).
+test-docs: install
+	$(BIN)/python -m pytest -q -m docs tests/docs
+
 # Re-resolve constraints.txt from pyproject.toml (pins kept where they still fit; add
 # LOCK_ARGS=--upgrade to move every package to its newest release), then run make test.
 lock: install
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --extra dev --extra ray --strip-extras --allow-unsafe --no-emit-index-url \
+	$(BIN)/pip-compile --quiet --extra dev --extra ray --extra docs --strip-extras --allow-unsafe --no-emit-index-url \
 		--no-emit-find-links $(LOCK_ARGS) --output-file constraints.txt pyproject.toml
 
 fuzz: install
@@ -46,12 +58,12 @@ run: demo
 	$(BIN)/dotcos-serve
 
 lint: install
-	$(BIN)/ruff check index_builder service client tests bench
-	$(BIN)/ruff format --check index_builder service client tests bench
-	$(BIN)/mypy --strict index_builder service client/dotcos_client
+	$(BIN)/ruff check index_builder service client tests bench docsgen
+	$(BIN)/ruff format --check index_builder service client tests bench docsgen
+	$(BIN)/mypy --strict index_builder service client/dotcos_client docsgen
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) site .pytest_cache .hypothesis .mypy_cache .ruff_cache
 
 bench-install:
 	$(MAKE) install EXTRAS=dev,ray,bench
