@@ -34,7 +34,7 @@ def test_page_examples(path: Path, tmp_path: Path, serve: Callable[..., object])
     root, workdir = tmp_path / "indexes", tmp_path / "work"
     root.mkdir()
     workdir.mkdir()
-    server = serve(root, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_RELOAD_INTERVAL="0.2")
+    server = serve(root, DOTCOS_ADMIN_TOKEN=TOKEN, DOTCOS_RELOAD_INTERVAL="0")
     page = Page(workdir, root, server.url.removeprefix("http://"), TOKEN)
     namespace: dict[str, object] = {"__name__": "__main__"}
     for block in blocks:
