@@ -21,7 +21,7 @@ from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
 from index_builder.attributes import AttributeSpec
-from index_builder.indexes import FILTER_INDEX_MODES, HNSW_CODES, KINDS, IndexOptions
+from index_builder.indexes import FILTER_INDEX_MIN_ROWS, FILTER_INDEX_MODES, HNSW_CODES, KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
 from index_builder.publish import check_writable
@@ -33,6 +33,10 @@ from index_builder.synthetic import TwoTowerSpec
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 ROOT_HELP = "index root (default: $DOTCOS_INDEX_ROOT or ./indexes)"
+DEFAULT_METRICS = "dot,cosine"
+DEFAULT_INDEX = IndexOptions()
+DEFAULT_COLUMNS = ParquetColumns()
+"""The defaults of a build from --input; --from-current takes the active version's instead."""
 NAME_HELP = {False: "collection name", True: "collection name (default: every collection)"}
 VERSION_HELP = {
     "inspect": "version name (default: the active one)",
@@ -133,9 +137,10 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--name", required=True, help="collection name")
     p.add_argument("--root", type=Path, help=ROOT_HELP)
     p.add_argument(
-        "--metrics", help="comma-separated: dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance (default dot,cosine)"
+        "--metrics",
+        help=f"comma-separated: dot, cosine, norm_pow:ALPHA, norm_sigmoid, covariance (default {DEFAULT_METRICS})",
     )
-    p.add_argument("--index", help=f"{'|'.join(KINDS)} or a FAISS index_factory string (default flat)")
+    p.add_argument("--index", help=f"{'|'.join(KINDS)} or a FAISS index_factory string (default {DEFAULT_INDEX.kind})")
     p.add_argument(
         "--mips",
         choices=MIPS_MODES,
@@ -144,33 +149,38 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         "index per norm range (--mips-ranges); auto: build raw inner product and both, keep the one "
         "reaching --target-recall cheapest",
     )
-    p.add_argument("--mips-ranges", type=_positive, default=8, help="norm ranges of --mips ranged (default 8)")
-    p.add_argument("--hnsw-m", type=_positive, default=32, help="HNSW links per node")
+    p.add_argument("--mips-ranges", type=_positive, default=8, help="norm ranges of --mips ranged")
+    p.add_argument("--hnsw-m", type=_positive, default=DEFAULT_INDEX.hnsw_m, help="HNSW links per node")
     p.add_argument(
         "--hnsw-codes",
         choices=sorted(HNSW_CODES),
-        help="how the HNSW graph stores vectors: float32 (default), sq8 or fp16 (scalar-quantized, "
-        "rescored exactly from the float vectors; sq8 took 0.6-0.9x the CPU in bench.search_core)",
+        help=f"how the HNSW graph stores vectors (default {DEFAULT_INDEX.hnsw_codes}): sq8 and fp16 codes are "
+        "scalar-quantized and rescored exactly from the float vectors (sq8 took 0.6-0.9x the CPU in bench.search_core)",
     )
-    p.add_argument("--ef-construction", type=_positive, default=128, help="HNSW candidate list while building")
+    p.add_argument(
+        "--ef-construction",
+        type=_positive,
+        default=DEFAULT_INDEX.ef_construction,
+        help="HNSW candidate list while building",
+    )
     p.add_argument("--nlist", type=_positive, help="IVF lists (default ~4*sqrt(n))")
     p.add_argument("--pq-m", type=_positive, help="PQ sub-quantizers (must divide the dimension)")
-    p.add_argument("--pq-bits", type=_positive, default=8, help="bits per PQ code")
+    p.add_argument("--pq-bits", type=_positive, default=DEFAULT_INDEX.pq_bits, help="bits per PQ code")
     p.add_argument("--refine-factor", type=_positive, help="candidates per result rescored exactly")
     p.add_argument(
         "--filter-index",
         choices=FILTER_INDEX_MODES,
-        help="auto (default): each part of a graph index (hnsw) of at least 100,000 rows gets, per metric, "
-        "IVF lists over int8 codes that filtered searches take where the build measured them cheaper at the "
-        "recall target; always: every part of a graph index; none: no part",
+        help=f"auto (default): each part of a graph index (hnsw) of at least {FILTER_INDEX_MIN_ROWS:,} rows gets, "
+        "per metric, IVF lists over int8 codes that filtered searches take where the build measured them cheaper "
+        "at the recall target; always: every part of a graph index; none: no part",
     )
     p.add_argument(
         "--train-size",
         type=_positive,
-        default=100_000,
+        default=DEFAULT_INDEX.train_size,
         help="vectors sampled to train IVF/PQ (raised to 39 x nlist, FAISS's minimum per list)",
     )
-    p.add_argument("--seed", type=int, default=0, help="the same inputs and seed give the same index")
+    p.add_argument("--seed", type=int, default=DEFAULT_INDEX.seed, help="the same inputs and seed give the same index")
     p.add_argument(
         "--queries",
         help="user vectors for the recall self-check (default: the query log when it holds 100 vectors, "
@@ -184,8 +194,12 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         default=0.95,
         help="recall@10 the default efSearch or nprobe must reach (the smallest that does is kept)",
     )
-    p.add_argument("--id-column", default=None, help="parquet id column (default: id)")
-    p.add_argument("--vector-column", default="vector", help="parquet vector column (a fixed-size list of floats)")
+    p.add_argument("--id-column", default=None, help=f"parquet id column (default: {DEFAULT_COLUMNS.id_column})")
+    p.add_argument(
+        "--vector-column",
+        default=DEFAULT_COLUMNS.vector_column,
+        help="parquet vector column (a fixed-size list of floats)",
+    )
     p.add_argument(
         "--attributes",
         help="filterable attributes: comma-separated columns of the parquet input, or of --attributes-file",
@@ -250,7 +264,9 @@ def _input_spec(spec: str | None, args: argparse.Namespace, what: str, ids: str 
     if spec is None:
         return None
     paths = resolve_paths(spec, what)
-    columns = ParquetColumns(args.id_column or "id", args.vector_column, args.id_column is not None)
+    columns = ParquetColumns(
+        args.id_column or DEFAULT_COLUMNS.id_column, args.vector_column, args.id_column is not None
+    )
     id_paths = resolve_paths(ids, "ids") if ids else None
     return InputSpec(paths, input_format(paths), columns, id_paths)
 
@@ -260,9 +276,9 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
     if not 0.0 < args.target_recall <= 1.0:
         raise InputError(f"--target-recall must be in (0, 1], got {args.target_recall}")
     options = IndexOptions(
-        kind=args.index or "flat",
+        kind=args.index or DEFAULT_INDEX.kind,
         hnsw_m=args.hnsw_m,
-        hnsw_codes=args.hnsw_codes or "float32",
+        hnsw_codes=args.hnsw_codes or DEFAULT_INDEX.hnsw_codes,
         ef_construction=args.ef_construction,
         nlist=args.nlist,
         pq_m=args.pq_m,
@@ -270,7 +286,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         train_size=args.train_size,
         seed=args.seed,
         refine_factor=args.refine_factor,
-        filter_index=args.filter_index or "auto",
+        filter_index=args.filter_index or DEFAULT_INDEX.filter_index,
     )
     if args.input is None:
         raise InputError("build: give --input (embeddings to build from) or --from-current")
@@ -284,7 +300,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         inputs=inputs,
         collection=args.name,
         root=root,
-        metrics=parse_metric_list(args.metrics or "dot,cosine"),
+        metrics=parse_metric_list(args.metrics or DEFAULT_METRICS),
         index=options,
         mips=args.mips,
         mips_ranges=args.mips_ranges,
