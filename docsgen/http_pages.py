@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from service.api.app import create_app
@@ -70,7 +71,9 @@ def _fields(schema: Schema) -> str:
     required = set(schema.get("required", ()))
     rows = ["| field | type | default | meaning |", "|---|---|---|---|"]
     for name, prop in schema.get("properties", {}).items():
-        default = "required" if name in required else f"`{_cell(prop['default'])}`" if "default" in prop else ""
+        default = (
+            "required" if name in required else f"`{_cell(json.dumps(prop['default']))}`" if "default" in prop else ""
+        )
         rows.append(f"| `{name}` | {_type(prop)} | {default} | {_cell(prop.get('description', ''))} |")
     return "\n".join(rows)
 
