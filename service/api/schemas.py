@@ -96,7 +96,9 @@ class _QueryFields(_Pinned):
         description="diversify: among the top `candidates` by relevance, pick greedily the one maximising "
         "(1 - diversity) * relevance - diversity * max cosine to those picked; score stays the relevance",
     )
-    params: SearchParams = Field(default_factory=lambda: SearchParams())
+    params: SearchParams = Field(
+        default_factory=lambda: SearchParams(), description="the search knobs (defaults: the build's tuned values)"
+    )
 
     def options(self) -> SearchOptions:
         return SearchOptions(
@@ -118,11 +120,15 @@ class _QueryFields(_Pinned):
 
 
 class SearchRequest(_QueryFields):
-    vector: list[float] = Field(min_length=1)
+    vector: list[float] = Field(
+        min_length=1, description="the query vector: as many numbers as the collection's dimension"
+    )
 
 
 class BatchSearchRequest(_QueryFields):
-    vectors: list[list[float]] = Field(min_length=1)
+    vectors: list[list[float]] = Field(
+        min_length=1, description="the query vectors, each of the collection's dimension"
+    )
 
 
 class SimilarRequest(_QueryFields):
