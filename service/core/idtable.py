@@ -1,10 +1,12 @@
 """Ids to a part's rows in bulk: the ids' 64-bit hashes, sorted, searched with numpy.
 
 A long id list (an exclusion list of 10,000 ids, a `has_id` filter) looked up one id at a time in
-a dict of a million entries pays two cache misses per id: 7.2 ms for 10,000 ids against 2.8 ms
-hashed and searched here (before each hit is checked against the stored id, so that a hash
-collision never names the wrong row). A part whose own ids collide (about one part in 10^7 at a
-million ids) keeps the dict.
+a dict of a million entries pays two cache misses per id. Here the asked ids are hashed, their
+hashes searched in sorted order (each binary search starts near where the last one ended), and
+each hit is checked against the stored id, so that a hash collision never names the wrong row. At
+a million rows and 10,000 fresh ids this takes 0.57-0.61x the dict's time (0.68-0.69x with the
+hashes searched unsorted; `python -m bench.idlookup`). A part whose own ids collide (about one part
+in 10^7 at a million ids) keeps the dict.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class IdTable:
         if self.hashes is None or self.rows is None or not len(self.hashes):
             return dict_lookup(self.by_id, ids)
         keys = np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids))
-        at = np.minimum(np.searchsorted(self.hashes, keys), len(self.hashes) - 1)
+        order = np.argsort(keys)
+        at = np.empty(len(keys), dtype=np.int64)
+        at[order] = np.searchsorted(self.hashes, keys[order])
+        at = np.minimum(at, len(self.hashes) - 1)
         rows = self.rows[at]
         hit = self.hashes[at] == keys
         hit[hit] = self.ids[rows[hit]] == np.asarray(ids, dtype=object)[hit]
