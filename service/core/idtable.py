@@ -87,15 +87,16 @@ class LazyIdTable:
     """A part's IdTable, made on its first long id list: neither loading a part nor rebuilding the
     change overlay's delta on a write pays for hashing ids that no long list may ever ask for."""
 
-    def __init__(self) -> None:
+    def __init__(self, ids: np.ndarray, by_id: dict[str, int]) -> None:
+        self.ids, self.by_id = ids, by_id
         self._table: IdTable | None = None
         self._lock = threading.Lock()
 
-    def lookup(self, ids_held: np.ndarray, by_id: dict[str, int], ids: list[str]) -> np.ndarray:
-        """The row of each of `ids` among `ids_held`, MISSING_ROW where it is not held."""
+    def lookup(self, ids: list[str]) -> np.ndarray:
+        """The row of each of `ids` among the part's, MISSING_ROW where it is not held."""
         if len(ids) < BULK_IDS:
-            return dict_lookup(by_id, ids)
+            return dict_lookup(self.by_id, ids)
         with self._lock:
             if self._table is None:
-                self._table = IdTable.of(ids_held, by_id)
+                self._table = IdTable.of(self.ids, self.by_id)
         return self._table.lookup(ids)

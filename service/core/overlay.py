@@ -30,7 +30,7 @@ from index_builder.retrieval.scoring import doc_scales, indexed_rows
 from index_builder.retrieval.spaces import Layout, MetricSpace
 from service.core.config import OverlaySettings
 from service.core.errors import Unavailable
-from service.core.part import Part, id_fields
+from service.core.part import Part
 from service.core.query import Hidden
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def delta_part(
         key: column_of(entry.type, [v.get(key) for v in values]) for key, entry in manifest.attributes.items()
     }
     part = Part(
-        **id_fields(ids),
+        ids=np.array(ids, dtype=object),
         vectors=vectors,
         indexes=indexes,
         offset=offset,

@@ -83,7 +83,6 @@ class Part:
     """Immutable once loaded: a request holds its version for its whole life, so a swap never tears it."""
 
     ids: np.ndarray
-    rows_by_id: dict[str, int]
     vectors: np.ndarray
     indexes: dict[str, ServedIndex]
     offset: int
@@ -91,13 +90,19 @@ class Part:
     filters: dict[str, ServedIndex] = field(default_factory=dict)
     """Per metric, the filter index a filtered search may take instead (service.core.planner)."""
     cache: RowCache = field(default_factory=RowCache, compare=False)
-    table: LazyIdTable = field(default_factory=LazyIdTable, compare=False)
+    rows_by_id: dict[str, int] = field(init=False, compare=False)
+    table: LazyIdTable = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_id = {doc_id: row for row, doc_id in enumerate(self.ids)}
+        object.__setattr__(self, "rows_by_id", by_id)
+        object.__setattr__(self, "table", LazyIdTable(self.ids, by_id))
 
     def known_rows(self, ids: list[str]) -> np.ndarray:
         """Local row numbers of the ids this part holds (the others are ignored), sorted, unique."""
         if not ids:
             return NO_ROWS
-        found = self.table.lookup(self.ids, self.rows_by_id, ids)
+        found = self.table.lookup(ids)
         return sorted_unique(found[found != MISSING_ROW])
 
     def labels(self, rows: np.ndarray) -> np.ndarray:
@@ -116,11 +121,6 @@ class Part:
             row = int(rows[at])
             out[at] = {name: self.columns[name].value(row) for name in fields}
         return out
-
-
-def id_fields(ids: list[str]) -> dict[str, Any]:
-    """A part's ids: as an array, and a dict for lookups."""
-    return {"ids": np.array(ids, dtype=object), "rows_by_id": {doc_id: row for row, doc_id in enumerate(ids)}}
 
 
 def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool) -> Part:
@@ -144,7 +144,7 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
         if lists is not None and built is not None:
             filters[name] = ServedIndex.of([lists], space, built.layout, built.refine_factor, vectors, scales)
     return Part(
-        **id_fields(ids),
+        ids=np.array(ids, dtype=object),
         vectors=vectors,
         indexes=indexes,
         offset=offset,

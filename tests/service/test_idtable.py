@@ -53,7 +53,7 @@ def test_sorted_unique_equals_numpy(rows: list[int]) -> None:
 def test_the_lazy_table_answers_short_and_long_lists_alike() -> None:
     stored = [f"d{i}" for i in range(500)]
     by_id = {doc_id: row for row, doc_id in enumerate(stored)}
-    lazy = LazyIdTable()
+    lazy = LazyIdTable(np.array(stored, dtype=object), by_id)
     for asked in (["d3", "nope"], [f"d{i}" for i in range(0, 1000, 7)]):
         want = [by_id.get(doc_id, MISSING_ROW) for doc_id in asked]
-        assert lazy.lookup(np.array(stored, dtype=object), by_id, asked).tolist() == want
+        assert lazy.lookup(asked).tolist() == want
