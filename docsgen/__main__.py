@@ -10,12 +10,22 @@ from docsgen import cli_pages, http_pages, settings_pages
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
 
 
+CLI, SETTINGS = REFERENCE / "cli.md", REFERENCE / "settings.md"
+
+
+def _http(group: str) -> Path:
+    return REFERENCE / "http" / f"{group}.md"
+
+
+def paths() -> list[Path]:
+    """Where the generated pages live (without rendering them)."""
+    return [CLI, SETTINGS, *map(_http, http_pages.GROUPS)]
+
+
 def pages() -> dict[Path, str]:
     """Every generated page by its path, rendered from the code now."""
-    found = {REFERENCE / "cli.md": cli_pages.render(), REFERENCE / "settings.md": settings_pages.render()}
-    for name, text in http_pages.render().items():
-        found[REFERENCE / "http" / f"{name}.md"] = text
-    return found
+    http = {_http(group): text for group, text in http_pages.render().items()}
+    return {CLI: cli_pages.render(), SETTINGS: settings_pages.render(), **http}
 
 
 def stale() -> list[Path]:

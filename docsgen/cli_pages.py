@@ -17,18 +17,13 @@ flag), **1** any other failure. A failed or killed command never changes what is
 """
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+def _commands(parser: argparse.ArgumentParser) -> list[tuple[str, str, argparse.ArgumentParser]]:
+    """Each subcommand's name, one-line help and parser, in the order they were added."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def _helps(parser: argparse.ArgumentParser) -> dict[str, str]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return {choice.dest: choice.help or "" for choice in action._choices_actions}
-    return {}
+            helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
+            return [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]
+    return []
 
 
 def _default(action: argparse.Action) -> str:
@@ -66,8 +61,7 @@ def render() -> str:
     parser = cli.build_parser()
     usage = " ".join(parser.format_usage().split())
     parts = [INTRO, f"```text\n{usage}\n```\n", _table(parser) + "\n"]
-    helps = _helps(parser)
-    for name, sub in _subcommands(parser).items():
+    for name, about, sub in _commands(parser):
         usage = " ".join(sub.format_usage().split())
-        parts.append(f"## `{name}`\n\n{helps.get(name, '')}\n\n```text\n{usage}\n```\n\n{_table(sub)}\n")
+        parts.append(f"## `{name}`\n\n{about}\n\n```text\n{usage}\n```\n\n{_table(sub)}\n")
     return "\n".join(parts)

@@ -37,7 +37,6 @@ DEFAULT_METRICS = "dot,cosine"
 DEFAULT_INDEX = IndexOptions()
 DEFAULT_COLUMNS = ParquetColumns()
 """The defaults of a build from --input; --from-current takes the active version's instead."""
-NAME_HELP = {False: "collection name", True: "collection name (default: every collection)"}
 VERSION_HELP = {
     "inspect": "version name (default: the active one)",
     "verify": "version name (default: the active one)",
@@ -250,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--root", type=Path, help=ROOT_HELP)
         if name != "list":
-            p.add_argument("--name", required=name != "verify", help=NAME_HELP[name == "verify"])
+            every = " (default: every collection)" if name == "verify" else ""
+            p.add_argument("--name", required=name != "verify", help=f"collection name{every}")
         if name in ("inspect", "verify", "activate"):
             p.add_argument("--version", required=name == "activate", help=VERSION_HELP[name])
         if name == "inspect":

@@ -44,7 +44,7 @@ def test_a_route_no_page_claims_fails_the_render() -> None:
 def test_the_cli_page_lists_every_flag_of_every_command() -> None:
     page = cli_pages.render()
     parser = cli_pages.cli.build_parser()
-    for name, sub in cli_pages._subcommands(parser).items():
+    for name, _, sub in cli_pages._commands(parser):
         assert f"## `{name}`" in page
         for action in sub._actions:
             if not isinstance(action, argparse._HelpAction):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from docsgen.__main__ import pages as generated_pages
+from docsgen.__main__ import paths as generated_pages
 from tests.conftest import REPO
 from tests.docs.examples import Page, run, runnable, unmarked
 
