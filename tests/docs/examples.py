@@ -107,7 +107,7 @@ def _catch_up(page: Page) -> None:
 
 def run(block: CodeBlock, page: Page, namespace: dict[str, object]) -> None:
     """Run one block; raise naming the line when it fails or its shown output differs."""
-    code = block.code.replace(DOCS_ADDRESS, page.address).replace("localhost:8000", page.address)
+    code = block.code.replace(DOCS_ADDRESS, page.address)
     try:
         got = _shell(code, page) if block.syntax == "sh" else _python(code, page, namespace)
     except Exception as exc:
