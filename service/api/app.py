@@ -86,7 +86,7 @@ def version_loader(settings: ServiceSettings, searcher: Searcher) -> Loader:
     if settings.ray_address:
         from service.scaleout.ray_parts import RayLoader
 
-        return RayLoader(settings.index_root, settings.ray)
+        return RayLoader(settings.index_root, settings.ray, settings.overlay)
     return LocalLoader(settings.index_root, searcher.coalescer, settings.mmap, settings.overlay)
 
 
@@ -146,10 +146,10 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     tailer = Periodic(
         "dotcos-overlay",
         settings.overlay_refresh_s,
-        lambda: refresh_all([v.overlay for v in registry.every() if v.overlay is not None]),
+        lambda: refresh_all([v.overlay for v in registry.every()]),
         "reading the change journals failed; retrying",
     )
-    metrics.changes = lambda: [(v.collection, v.overlay.snapshot) for v in registry.all() if v.overlay is not None]
+    metrics.changes = lambda: [(v.collection, v.overlay.snapshot) for v in registry.all()]
     metrics.logged = lambda: dict(query_log.sizes) if query_log is not None else {}
     metrics.arms = lambda: [
         (s.current.collection, arm, metric, monitor.figure(s.current.collection, version, metric))

@@ -3,6 +3,9 @@ work to the core's executor, coalesced) and the describe routes (plain `def`).""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import asdict
+
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -10,10 +13,21 @@ from starlette.responses import Response
 from service.api.binary import BINARY, BINARY_BODY, PARAMETER_SCHEMAS, PARAMETERS
 from service.api.errors import error_response, error_responses
 from service.api.handlers import ROUTES, Call, Route, answer
-from service.api.schemas import BandPlan, ChangesInfo, CollectionInfo, CollectionList, MetricInfo, ServedVersion, Status
+from service.api.schemas import (
+    BandPlan,
+    ChangesInfo,
+    CollectionInfo,
+    CollectionList,
+    MetricInfo,
+    PartReplicas,
+    ReplicaInfo,
+    ServedVersion,
+    Status,
+)
 from service.api.state import AppState
 from service.core.planner import band_choice
 from service.core.serving import Served
+from service.core.version import Version
 
 router = APIRouter()
 
@@ -40,9 +54,10 @@ async def healthz() -> Response:
 
 @router.get("/readyz", response_model=Status, responses=error_responses(503))
 async def readyz(request: Request) -> Response:
-    """503 until the initial load has finished and while a published collection is not served
-    (naming it and why), then 200 with the served versions: the readiness probe. With several
-    workers, each takes connections only once its own initial load has finished."""
+    """503 until the initial load has finished, while a published collection is not served (naming
+    it and why) and while a part on a cluster has no running replica, then 200 with the served
+    versions: the readiness probe. With several workers, each takes connections only once its own
+    initial load has finished."""
     state = app_state(request)
     if not state.registry.ready.is_set():
         return error_response(503, "not_ready", "still loading collections", {"Retry-After": "1"})
@@ -50,6 +65,10 @@ async def readyz(request: Request) -> Response:
     if unserved:
         why = "; ".join(f"{name}: {reason}" for name, reason in sorted(unserved.items()))
         return error_response(503, "not_ready", f"not serving every published collection: {why}", {"Retry-After": "1"})
+    missing = await asyncio.to_thread(without_replica, state.registry.every())
+    if missing:
+        why = f"no running replica of {', '.join(missing)}"
+        return error_response(503, "not_ready", why, {"Retry-After": "1"})
     served = {v.collection: v.version for v in state.registry.all()}
     refused = state.registry.refused()
     return JSONBytes({"status": "ready", "collections": served, **({"refused": refused} if refused else {})})
@@ -92,18 +111,16 @@ def describe(served: Served, state: AppState) -> dict[str, object]:
                 for band, ways in index.filter_plan.items()
             },
         )
-    snapshot = None if version.overlay is None else version.overlay.snapshot
-    changes = None
-    if snapshot is not None:
-        changes = ChangesInfo(
-            **snapshot.describe(manifest.journal_position),
-            at_build=manifest.changes,
-            restored_from=manifest.restored_from,
-        )
+    snapshot = version.overlay.snapshot
+    changes = ChangesInfo(
+        **snapshot.describe(manifest.journal_position),
+        at_build=manifest.changes,
+        restored_from=manifest.restored_from,
+    )
     return CollectionInfo(
         name=version.collection,
         version=version.version,
-        count=manifest.count if snapshot is None else snapshot.visible(manifest.count),
+        count=snapshot.visible(manifest.count),
         built_count=manifest.count,
         dim=manifest.dim,
         default_metric=version.default_metric,
@@ -116,6 +133,7 @@ def describe(served: Served, state: AppState) -> dict[str, object]:
         shards=len(manifest.parts()),
         attributes=manifest.attributes,
         changes=changes,
+        parts=_parts(version),
         model=manifest.model,
         served={
             label: ServedVersion(version=v, model=served.versions[v].manifest.model, memory=served.versions[v].memory())
@@ -125,6 +143,27 @@ def describe(served: Served, state: AppState) -> dict[str, object]:
         refused=served.refused,
         shadow=_shadow(served, state),
     ).model_dump(mode="json")
+
+
+def _parts(version: Version) -> list[PartReplicas] | None:
+    """Where each part's replicas run, when the parts are on a cluster."""
+    placement = version.parts.placement()
+    if placement is None:
+        return None
+    return [
+        PartReplicas(part=i, replicas=[ReplicaInfo(**asdict(r)) for r in replicas])
+        for i, replicas in enumerate(placement)
+    ]
+
+
+def without_replica(versions: list[Version]) -> list[str]:
+    """'collection/version part N' for every part of a served version with no running replica."""
+    return [
+        f"{v.collection}/{v.version} part {i}"
+        for v in versions
+        for i, replicas in enumerate(v.parts.placement() or [])
+        if not any(r.running for r in replicas)
+    ]
 
 
 def _shadow(served: Served, state: AppState) -> dict[str, object] | None:

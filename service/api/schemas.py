@@ -338,6 +338,21 @@ class ServedVersion(BaseModel):
     )
 
 
+class ReplicaInfo(BaseModel):
+    """One replica of a part on a cluster node."""
+
+    node: str = Field(description="the node's name (`ray start --node-name`), else its address")
+    address: str = Field(description="the node's IP address")
+    state: str = Field(description="RUNNING answers queries; STARTING, RECOVERING, STOPPING do not")
+
+
+class PartReplicas(BaseModel):
+    """Where one part of the version is served."""
+
+    part: int = Field(description="the part (shard) number")
+    replicas: list[ReplicaInfo]
+
+
 class CollectionInfo(BaseModel):
     name: str
     version: str
@@ -356,8 +371,9 @@ class CollectionInfo(BaseModel):
     attributes: dict[str, AttributeEntry] = Field(
         default_factory=dict, description="filterable attributes: type, null count, distinct keyword values"
     )
-    changes: ChangesInfo | None = Field(
-        None, description="changes since the build (null where the deployment takes none: parts on Ray Serve)"
+    changes: ChangesInfo = Field(description="changes since the build")
+    parts: list[PartReplicas] | None = Field(
+        None, description="each part's replicas and the node each runs on (parts on Ray Serve; null: in this process)"
     )
     served: dict[str, ServedVersion] = Field(
         default_factory=dict, description="every served version by label: current, and each alias"

@@ -16,7 +16,7 @@ from index_builder.artifact.layout import first_bad_id
 from index_builder.artifact.manifest import Manifest
 from index_builder.retrieval.spaces import MetricSpace, row_norms
 from service.core.config import OverlaySettings
-from service.core.errors import TooLarge, Unavailable
+from service.core.errors import TooLarge
 from service.core.filters import check_value
 from service.core.overlay import Overlay, Written
 from service.core.query import check_finite
@@ -24,11 +24,6 @@ from service.core.version import Version
 
 
 def _overlay(version: Version, ids: list[str], settings: OverlaySettings) -> Overlay:
-    if version.overlay is None:
-        raise Unavailable(
-            f"collection {version.collection!r} takes no changes in this deployment (parts on Ray Serve); "
-            "rebuild it to change its documents"
-        )
     if len(ids) > settings.max_ids:
         raise TooLarge(f"ids: {len(ids)} ids exceed the limit of {settings.max_ids} per call (DOTCOS_MAX_CHANGE_IDS)")
     return version.overlay

@@ -20,7 +20,7 @@ from index_builder.retrieval.spaces import MetricSpace
 from service.core.batching import Coalescer
 from service.core.config import OverlaySettings
 from service.core.overlay import Overlay
-from service.core.part import load_parts
+from service.core.part import Part, load_parts
 from service.core.tuning import Knobs
 from service.core.version import LocalParts, Parts, Version
 
@@ -64,14 +64,19 @@ def spaces_of(manifest: Manifest, path: Path) -> dict[str, MetricSpace]:
     return {name: manifest.metric_space(name, path) for name in manifest.metrics}
 
 
-def new_version(
-    manifest: Manifest, path: Path, parts: Parts, started: float, overlay: Overlay | None = None
-) -> Version:
+def open_overlay(root: Path, manifest: Manifest, path: Path, parts: list[Part], settings: OverlaySettings) -> Overlay:
+    """The version's view of its collection's change journal, over the parts that know its ids
+    (loaded here, or on a Ray front only their ids, vectors and attributes)."""
+    journal = Journal(root, manifest.collection, settings.segment_bytes)
+    return Overlay(journal, manifest, path, spaces_of(manifest, path), parts, settings)
+
+
+def new_version(manifest: Manifest, path: Path, parts: Parts, started: float, overlay: Overlay) -> Version:
     return Version(
         collection=manifest.collection,
         manifest=manifest,
         path=path,
-        spaces=overlay.spaces if overlay is not None else spaces_of(manifest, path),
+        spaces=overlay.spaces,
         parts=parts,
         load_seconds=time.perf_counter() - started,
         loaded_at=datetime.now(UTC),
@@ -104,8 +109,7 @@ class LocalLoader:
         manifest, path = read_version(self.root, collection, version)
         parts = load_parts(manifest, path, self.mmap)
         executor = self.coalescer.executor
-        journal = Journal(self.root, collection, self.overlay.segment_bytes)
-        overlay = Overlay(journal, manifest, path, spaces_of(manifest, path), parts, self.overlay)
+        overlay = open_overlay(self.root, manifest, path, parts, self.overlay)
         loaded = new_version(manifest, path, LocalParts(parts, executor, self.coalescer), started, overlay)
         shards = f" in {len(parts)} shards" if manifest.sharded else ""
         log.info(

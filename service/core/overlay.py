@@ -76,6 +76,10 @@ class Snapshot:
             for candidates, values in zip(ids, scores, strict=True)
         ]
 
+    def stored(self) -> Snapshot:
+        """What the stored parts need of the changes, and a Ray replica is sent: the rows hidden."""
+        return Snapshot(self.position, self.hidden, None, frozenset())
+
     def visible(self, built: int) -> int:
         """Documents standing now, of the `built` the version was built with."""
         return built - len(self.hidden.rows) + (0 if self.delta is None else len(self.delta.ids))

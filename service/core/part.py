@@ -123,11 +123,27 @@ class Part:
         return out
 
 
-def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool) -> Part:
-    """Load one part after checking its files' checksums (FAISS may crash on a corrupt file)."""
+def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool, indexed: bool = True) -> Part:
+    """Load one part after checking its files' checksums (FAISS may crash on a corrupt file).
+    Without `indexed`, only its ids, vectors and attributes: what a Ray front keeps to apply
+    changes and read documents back while the replicas hold the indexes."""
     verify_checksums(manifest, path, entry)
     vectors = open_vectors(manifest, path, entry)
-    ids = read_ids(path, entry)
+    indexes, filters = open_searchable(manifest, path, entry, vectors, mmap) if indexed else ({}, {})
+    return Part(
+        ids=np.array(read_ids(path, entry), dtype=object),
+        vectors=vectors,
+        indexes=indexes,
+        offset=offset,
+        columns=open_attributes(manifest, path, entry),
+        filters=filters,
+    )
+
+
+def open_searchable(
+    manifest: Manifest, path: Path, entry: ShardEntry, vectors: np.ndarray, mmap: bool
+) -> tuple[dict[str, ServedIndex], dict[str, ServedIndex]]:
+    """A part's index per metric, and the filter index of those built with one."""
     indexes, filters = {}, {}
     for name, metric in manifest.metrics.items():
         space = manifest.metric_space(name, path)
@@ -143,23 +159,16 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
         lists, built = open_filter_index(manifest, path, entry, name, mmap), metric.index.filter_index
         if lists is not None and built is not None:
             filters[name] = ServedIndex.of([lists], space, built.layout, built.refine_factor, vectors, scales)
-    return Part(
-        ids=np.array(ids, dtype=object),
-        vectors=vectors,
-        indexes=indexes,
-        offset=offset,
-        columns=open_attributes(manifest, path, entry),
-        filters=filters,
-    )
+    return indexes, filters
 
 
-def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = None) -> list[Part]:
+def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = None, indexed: bool = True) -> list[Part]:
     """Every part of a version in row order (or just part `only`, as a Ray replica loads its shard)."""
     start = time.perf_counter()
     entries = manifest.parts()
     offsets = np.cumsum([0, *[entry.count for entry in entries]])
     chosen = range(len(entries)) if only is None else [only]
-    parts = [load_part(manifest, path, entries[i], int(offsets[i]), mmap) for i in chosen]
+    parts = [load_part(manifest, path, entries[i], int(offsets[i]), mmap, indexed) for i in chosen]
     log.debug(
         "loaded %d part(s) of %s/%s in %.2fs",
         len(parts),

@@ -40,10 +40,8 @@ def fields(version: Version, with_attributes: bool) -> tuple[str, ...]:
     return tuple(version.manifest.attributes) if with_attributes else ()
 
 
-async def current(version: Version) -> Snapshot | None:
+async def current(version: Version) -> Snapshot:
     """The changes as they stand now, the overlay first caught up with the journal."""
-    if version.overlay is None:
-        return None
     await asyncio.to_thread(version.overlay.refresh)
     return version.overlay.snapshot
 
@@ -60,9 +58,8 @@ async def get(
 async def count(version: Version, where: Node | None) -> int:
     """How many documents pass the filter now."""
     changes = await current(version)
-    hidden = None if changes is None else changes.hidden
-    stored = sum(await version.parts.each(count_of, where, hidden))
-    delta = None if changes is None else changes.delta
+    stored = sum(await version.parts.each(count_of, where, changes.hidden))
+    delta = changes.delta
     return stored + (0 if delta is None else await asyncio.to_thread(count_of, delta, where, None))
 
 
@@ -104,15 +101,13 @@ async def scroll(
     key = filter_key(raw_filter)
     if cursor is None:
         changes = await current(version)
-        start = Cursor(
-            version.version, version.manifest.journal_position if changes is None else changes.position, 0, key
-        )
+        start = Cursor(version.version, changes.position, 0, key)
     else:
         start = Cursor.decode(cursor)
         _check_pin(version, start, key)
-        if version.overlay is not None and start.position > version.overlay.position:
+        if start.position > version.overlay.position:
             await asyncio.to_thread(version.overlay.refresh)
-    view = None if version.overlay is None else version.overlay.view(start.position)
+    view = version.overlay.view(start.position)
     docs, row = await _collect(version, where, view, start, (limit, fields(version, with_attributes), with_vectors))
     following = None if row is None else Cursor(start.version, start.position, row, key).encode()
     return Page(docs, following)
@@ -129,17 +124,17 @@ def _check_pin(version: Version, cursor: Cursor, key: str) -> None:
 
 
 async def _collect(
-    version: Version, where: Node | None, view: Snapshot | None, start: Cursor, page: tuple[int, tuple[str, ...], bool]
+    version: Version, where: Node | None, view: Snapshot, start: Cursor, page: tuple[int, tuple[str, ...], bool]
 ) -> tuple[list[Doc], int | None]:
     """Documents from the cursor's row on, part after part and then the changed ones, until the
     page is full; and the version-wide row the next page starts at (None: nothing is left)."""
     limit, wanted, with_vectors = page
-    hidden = None if view is None else view.hidden
+    hidden = view.hidden
     pin = (where, start.position)
     docs: list[Doc] = []
     offset = 0
     spans = [(i, entry.count) for i, entry in enumerate(version.manifest.parts())]
-    delta = None if view is None else view.delta
+    delta = view.delta
     for index, size in [*spans, *([(-1, len(delta.ids))] if delta is not None else [])]:
         if start.row < offset + size:
             rest = (limit - len(docs), wanted, with_vectors)

@@ -62,8 +62,27 @@ def canonical_metric(text: str) -> str:
     return Metric.parse(text).name
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One copy of a part serving on a cluster node: the node's name and address, and its state
+    (RUNNING answers; STARTING, RECOVERING, STOPPING do not yet, or no longer)."""
+
+    node: str
+    address: str
+    state: str
+
+    @property
+    def running(self) -> bool:
+        return self.state == "RUNNING"
+
+
 class Parts(Protocol):
     """How a version's parts are reached; every method covers all parts and merges their answers."""
+
+    def placement(self) -> list[list[Replica]] | None:
+        """Per part, its replicas and where they run (blocking: a cluster call); None when every
+        part is loaded in this process."""
+        ...
 
     async def search(self, query: Query) -> Answer: ...
 
@@ -123,6 +142,9 @@ class LocalParts:
     def retire(self) -> None:
         return None
 
+    def placement(self) -> None:
+        return None
+
 
 @dataclass(frozen=True)
 class Version:
@@ -137,7 +159,7 @@ class Version:
     load_seconds: float
     loaded_at: datetime
     knobs: Knobs
-    overlay: Overlay | None = None
+    overlay: Overlay
 
     @property
     def version(self) -> str:
@@ -162,7 +184,7 @@ class Version:
             "index_bytes": sum(files[f].bytes for p in parts for f in manifest.part_structure_files(p)),
             "attribute_bytes": sum(files[f].bytes for p in parts for f in manifest.attribute_files(p)),
             "id_table_bytes": manifest.count * ID_TABLE_BYTES,
-            "overlay_bytes": 0 if self.overlay is None else self.overlay.snapshot.memory_bytes,
+            "overlay_bytes": self.overlay.snapshot.memory_bytes,
         }
         return {**held, "total_bytes": sum(held.values())}
 
@@ -241,8 +263,6 @@ class Version:
 
     def changes(self) -> Snapshot | None:
         """The changes since the build as of now (None when nothing is overlaid)."""
-        if self.overlay is None:
-            return None
         snapshot = self.overlay.snapshot
         return snapshot if snapshot.delta is not None or len(snapshot.hidden.rows) else None
 

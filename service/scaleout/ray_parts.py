@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,16 +28,16 @@ import ray
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 from ray.serve.api import RunTarget, run_many
-from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview
+from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, ServeInstanceDetails
 
 from index_builder.artifact.errors import ArtifactError, DotcosError
 from index_builder.scaleout.cluster import LOCAL, dotcos_cause, ray_init
-from service.core.config import RaySettings
+from service.core.config import OverlaySettings, RaySettings
 from service.core.errors import Unavailable
-from service.core.loader import Note, configure_runtime, new_version, read_version
+from service.core.loader import Note, configure_runtime, new_version, open_overlay, read_version
 from service.core.part import OPS, load_parts, search_part
 from service.core.query import Answer, Query
-from service.core.version import Version
+from service.core.version import Replica, Version
 
 T = TypeVar("T")
 
@@ -67,7 +68,14 @@ class RayParts:
         self.in_flight = 0
 
     async def search(self, query: Query) -> Answer:
-        return Answer.merge(await self.each(search_part, query), query.options.k)
+        """The replicas' answers over the stored rows (each told which rows the changes hid),
+        merged with the changed documents', searched here once per request."""
+        if query.overlay is None or query.overlay.delta is None:
+            return Answer.merge(await self.each(search_part, query), query.options.k)
+        delta = query.overlay.delta
+        stored = self.each(search_part, replace(query, overlay=query.overlay.stored()))
+        answers = await asyncio.gather(stored, asyncio.to_thread(search_part, delta, query))
+        return Answer.merge([*answers[0], answers[1]], query.options.k)
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
         self.in_flight += 1
@@ -108,6 +116,21 @@ class RayParts:
             f"(its replicas are restarting); retry shortly"
         )
 
+    def placement(self) -> list[list[Replica]]:
+        """Each part's replicas as Serve's controller knows them, on the nodes Ray names."""
+        client = serve.context._get_global_client()
+        if client is None:
+            raise Unavailable("Ray Serve is not connected; retry shortly")
+        details = ServeInstanceDetails(**client.get_serve_details())
+        names = {node["NodeID"]: node.get("NodeName") or node["NodeManagerAddress"] for node in cluster_nodes()}
+        out = []
+        for app in self.apps:
+            found = details.applications.get(app)
+            shard = None if found is None else found.deployments.get(SHARD_DEPLOYMENT.name)
+            replicas = [] if shard is None else shard.replicas
+            out.append([Replica(names.get(r.node_id or "", "?"), r.node_ip or "?", r.state.value) for r in replicas])
+        return out
+
     def retire(self) -> None:
         threading.Thread(target=self._drain_and_delete, name="dotcos-retire", daemon=True).start()
 
@@ -134,6 +157,12 @@ def _cpus(resources: Callable[[], dict[str, float]]) -> float:
     return float(resources().get("CPU", 0.0))
 
 
+def cluster_nodes() -> list[dict[str, Any]]:
+    """The cluster's nodes, live and dead, as Ray describes them (NodeID, NodeName, Alive, Resources, ...)."""
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return nodes
+
+
 def delete_apps(apps: list[str]) -> None:
     for app in apps:
         try:
@@ -143,10 +172,13 @@ def delete_apps(apps: list[str]) -> None:
 
 
 class RayLoader:
-    """Deploys each version's shards on Ray Serve (joining or starting the cluster on first use)."""
+    """Deploys each version's shards on Ray Serve (joining or starting the cluster on first use).
+    The front keeps each version's ids, vectors and attributes (memory-mapped, no index) and its
+    change overlay: it takes writes into the journal on the shared root, tells the replicas which
+    stored rows the changes hide, and searches the changed documents itself."""
 
-    def __init__(self, root: Path, settings: RaySettings) -> None:
-        self.root, self.settings = root, settings
+    def __init__(self, root: Path, settings: RaySettings, overlay: OverlaySettings) -> None:
+        self.root, self.settings, self.overlay = root, settings, overlay
         self.prefix = f"dotcos-{uuid.uuid4().hex[:8]}"
         self.started = False
         self.apps: list[str] = []
@@ -169,6 +201,8 @@ class RayLoader:
             max_ongoing_requests=self.settings.max_ongoing,
             ray_actor_options={"num_cpus": self.settings.replica_cpus},
         )
+        if self._spread():
+            deployment = deployment.options(max_replicas_per_node=1)
         targets = [
             RunTarget(
                 deployment.bind(str(self.root), collection, version, shard, self.settings), name=app, route_prefix=None
@@ -183,7 +217,9 @@ class RayLoader:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"{collection}/{version} did not start on Ray Serve: {first}") from None
         self.apps.extend(apps)
-        loaded = new_version(manifest, path, RayParts(collection, handles, apps, self.settings), start)
+        catalog = load_parts(manifest, path, self.settings.mmap, indexed=False)
+        overlay = open_overlay(self.root, manifest, path, catalog, self.overlay)
+        loaded = new_version(manifest, path, RayParts(collection, handles, apps, self.settings), start, overlay)
         log.info(
             "deployed %s version %s on Ray Serve (%d shards x %d replicas) in %.2fs",
             collection,
@@ -193,6 +229,14 @@ class RayLoader:
             loaded.load_seconds,
         )
         return loaded
+
+    def _spread(self) -> bool:
+        """At most one replica of a part per node when the cluster has a node for each replica, so
+        losing a node never takes every copy of a part; on fewer nodes, Serve's own spreading. A
+        replica lost with its node then waits for a node to return rather than doubling up."""
+        cpus = self.settings.replica_cpus
+        fits = [n for n in cluster_nodes() if n["Alive"] and n["Resources"].get("CPU", 0.0) >= cpus]
+        return 1 < self.settings.replicas <= len(fits)
 
     def _check_room(self, collection: str, version: str, shards: int, note: Note) -> None:
         """Say at once, in the log and to the registry, when the cluster lacks the CPUs the shard

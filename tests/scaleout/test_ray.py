@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -26,6 +27,7 @@ from tests.builder.helpers import active_manifest
 from tests.conftest import BIN, Corpus, build
 from tests.scaleout.answers import assert_same_answers, load, top_k
 from tests.service.oracle import true_scores
+from tests.service.test_changes import AUTH, TOKEN
 
 if importlib.util.find_spec("ray") is None:
     if os.environ.get("CI"):
@@ -384,3 +386,57 @@ def test_ray_serves_aliases_and_pins_like_one_process(corpus: Corpus, tmp_path: 
             ), extra
         routes = [b.post("/v1/collections/items/route", json={"route_key": f"u{i}"}).json()["arm"] for i in range(40)]
         assert set(routes) == {"current", "candidate"}
+
+
+def _write(client: httpx.Client, step: int, rng: np.random.Generator, corpus: Corpus) -> dict:
+    """One change (a delete, an upsert of new and stored ids, in turn) as the admin routes take it."""
+    if step % 2:
+        return _post(client, "/v1/collections/items/delete", {"ids": [corpus.ids[step * 7], "never-held"]})[1]
+    vectors = rng.standard_normal((2, corpus.docs.shape[1])).astype(np.float32)
+    body = {"ids": [f"new-{step}", corpus.ids[step * 11 + 1]], "vectors": vectors.tolist()}
+    return _post(client, "/v1/collections/items/upsert", body)[1]
+
+
+def _reads(corpus: Corpus) -> list[tuple[str, dict]]:
+    q = corpus.queries
+    ids = [*corpus.ids[:12], "new-0", "new-2", corpus.ids[7]]
+    return [
+        *[("search", {"vector": q[i].tolist(), "k": 10, "metric": m}) for i in range(4) for m in ("dot", "cosine")],
+        ("search/batch", {"vectors": q[4:9].tolist(), "k": 20, "metric": "dot", "exclude": ["new-4"]}),
+        ("search", {"vector": q[9].tolist(), "k": 5, "include": ["new-0", "new-2", *corpus.ids[:40]]}),
+        ("similar", {"id": "new-2", "k": 5, "metric": "cosine"}),
+        ("score", {"vector": q[0].tolist(), "ids": ["new-0", corpus.ids[12]]}),
+        ("get", {"ids": ids, "with_vectors": True}),
+        ("count", {}),
+        ("scroll", {"limit": 400}),
+    ]
+
+
+def test_writes_on_ray_are_served_exactly_like_one_process(corpus: Corpus, tmp_path: Path, serve) -> None:
+    """Deletes and upserts through a Ray front: journaled on the root, the stored rows hidden in
+    every replica of every part, the upserted documents searched once, at the front; every read
+    answers as one process given the same writes does."""
+    plain_root, ray_root = tmp_path / "plain", tmp_path / "ray"
+    assert build(plain_root, corpus, "items", "--metrics", "dot,cosine", "--shards", "2") == 0
+    shutil.copytree(plain_root, ray_root)
+    admin = {"DOTCOS_ADMIN_TOKEN": TOKEN}
+    plain = serve(plain_root, **admin)
+    on_ray = serve(ray_root, DOTCOS_RAY_ADDRESS="local", DOTCOS_RAY_REPLICAS="2", **admin, **RAY_ENV)
+    with plain.client() as a, on_ray.client() as b:
+        a.headers.update(AUTH)
+        b.headers.update(AUTH)
+        for step in range(6):
+            written = _write(b, step, np.random.default_rng(step), corpus)
+            assert written == _write(a, step, np.random.default_rng(step), corpus), step
+            for path, body in _reads(corpus):
+                assert _post(a, f"/v1/collections/items/{path}", body) == _post(
+                    b, f"/v1/collections/items/{path}", body
+                ), (step, path)
+        info = b.get("/v1/collections/items").json()
+        assert [len(part["replicas"]) for part in info["parts"]] == [2, 2]
+        assert {r["state"] for part in info["parts"] for r in part["replicas"]} == {"RUNNING"}
+        assert len({r["node"] for part in info["parts"] for r in part["replicas"]}) == 1
+        assert a.get("/v1/collections/items").json()["parts"] is None
+        assert b.get("/readyz").status_code == 200
+        assert info["changes"]["pending_upserts"] == 6 and info["changes"]["pending_deletes"] == 3
+        assert info["count"] == len(corpus.ids) + 3 - 3
