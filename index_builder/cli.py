@@ -21,6 +21,7 @@ from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
 from index_builder.attributes import AttributeSpec
+from index_builder.demo import Sharding
 from index_builder.indexes import FILTER_INDEX_MIN_ROWS, FILTER_INDEX_MODES, HNSW_CODES, KINDS, IndexOptions
 from index_builder.pipeline import MIPS_MODES, BuildRequest
 from index_builder.progress import Progress
@@ -215,15 +216,25 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         "--from-current keeps the active version's unless given)",
     )
     p.add_argument("--threads", type=_positive, help="FAISS threads (default: all cores)")
+    _add_sharding(p)
+    p.add_argument("--task-retries", type=int, default=3, help="retries of a Ray task whose worker died")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def _add_sharding(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shards", type=_positive, help="split the version into S shards by a hash of the id")
     p.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="build the shards as Ray tasks on the cluster at ADDRESS "
-        "('local' starts one on this machine); needs --shards",
+        help="build the shards as Ray tasks on the cluster at ADDRESS ('local' starts one on this machine; "
+        "input and root must be on a filesystem every node mounts at the same path); needs --shards",
     )
-    p.add_argument("--task-retries", type=int, default=3, help="retries of a Ray task whose worker died")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def _sharding(args: argparse.Namespace) -> Sharding:
+    if args.ray is not None and args.shards is None:
+        raise InputError("--ray builds shards: add --shards S")
+    return Sharding(args.shards, args.ray)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -238,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--docs", type=_positive, default=20_000, help="documents of the demo collection")
     demo.add_argument("--dim", type=_positive, default=32, help="their dimension")
     demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic two-tower vectors")
+    _add_sharding(demo)
     demo.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     for name, help_text in (
         ("list", "collections and versions, active marked"),
@@ -292,8 +304,7 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         raise InputError("build: give --input (embeddings to build from) or --from-current")
     inputs = _input_spec(args.input, args, "input", args.ids)
     assert inputs is not None
-    if args.ray is not None and args.shards is None:
-        raise InputError("--ray builds shards: add --shards S")
+    sharding = _sharding(args)
     if args.task_retries < 0:
         raise InputError(f"--task-retries must be 0 or more, got {args.task_retries}")
     return BuildRequest(
@@ -310,8 +321,8 @@ def _build_request(args: argparse.Namespace, root: Path, settings: BuilderSettin
         selfcheck_queries=args.selfcheck_queries,
         version=args.version,
         block_bytes=settings.block_mb << 20,
-        shards=args.shards,
-        ray=args.ray,
+        shards=sharding.shards,
+        ray=sharding.ray,
         task_retries=args.task_retries,
         attributes=_attribute_spec(args),
         changes_through=args.changes_included_through,
@@ -350,7 +361,7 @@ Command = Callable[[argparse.Namespace, Path, BuilderSettings], int]
 COMMANDS: dict[str, Command] = {
     "build": _build,
     "demo": lambda a, root, _: commands.demo(
-        root, TwoTowerSpec(docs=a.docs, dim=a.dim, seed=a.seed), Progress(quiet=a.quiet)
+        root, TwoTowerSpec(docs=a.docs, dim=a.dim, seed=a.seed), _sharding(a), Progress(quiet=a.quiet)
     ),
     "list": lambda a, root, _: commands.list_all(root),
     "inspect": lambda a, root, _: commands.inspect(root, a.name, a.version, a.json),

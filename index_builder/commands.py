@@ -17,7 +17,7 @@ from index_builder.artifact.lifecycle import span_of
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.artifact.serving import read_aliases
-from index_builder.demo import ensure_demo
+from index_builder.demo import Sharding, ensure_demo
 from index_builder.fold import export_current
 from index_builder.parts import build as build_version
 from index_builder.pending import fold_line, restorable_from, said, standing
@@ -140,8 +140,8 @@ def build_from_current(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def demo(root: Path, spec: TwoTowerSpec, progress: Progress) -> int:
-    built = ensure_demo(root, spec, progress)
+def demo(root: Path, spec: TwoTowerSpec, sharding: Sharding, progress: Progress) -> int:
+    built = ensure_demo(root, spec, progress, sharding)
     print(f"demo collection {'built' if built else 'already present'} under {root}")
     return 0
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-import tempfile
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from index_builder.indexes import IndexOptions
 from index_builder.parts import build
 from index_builder.pipeline import BuildRequest
 from index_builder.progress import Progress
+from index_builder.publish import new_staging_dir, new_version_name
 from index_builder.readers import ParquetColumns
 from index_builder.retrieval.spaces import parse_metric_list
 from index_builder.staging import InputSpec
@@ -23,7 +25,15 @@ log = logging.getLogger(__name__)
 DEMO_NAME = "demo"
 
 
-def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec) -> BuildRequest:
+@dataclass(frozen=True)
+class Sharding:
+    """How the demo build is split: into `shards` parts, built as Ray tasks on the cluster at `ray`."""
+
+    shards: int | None = None
+    ray: str | None = None
+
+
+def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec, sharding: Sharding = Sharding()) -> BuildRequest:
     """A build of generated two-tower-like embeddings with item ids, as a user would run it."""
     docs, queries = two_tower(spec)
     np.save(workdir / "docs.npy", docs)
@@ -37,15 +47,22 @@ def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec) -> BuildRequest:
         metrics=parse_metric_list("dot,cosine"),
         index=IndexOptions(kind="hnsw"),
         queries=InputSpec([workdir / "queries.npy"], "npy", columns),
+        shards=sharding.shards,
+        ray=sharding.ray,
     )
 
 
-def ensure_demo(root: Path, spec: TwoTowerSpec, progress: Progress) -> bool:
-    """Build the demo collection unless the root already serves a collection; True if built."""
+def ensure_demo(root: Path, spec: TwoTowerSpec, progress: Progress, sharding: Sharding = Sharding()) -> bool:
+    """Build the demo collection unless the root already serves a collection; True if built. The
+    generated input is written in a staging directory under the root (removed afterwards), where
+    Ray tasks on other nodes read it as they read the root."""
     existing = list_collections(root)
     if existing:
         log.info("%s already holds %s; demo build skipped", root, ", ".join(existing))
         return False
-    with tempfile.TemporaryDirectory(prefix="dotcos-demo-") as tmp:
-        build(demo_request(root, Path(tmp), spec), progress)
+    work = new_staging_dir(root, DEMO_NAME, f"input-{new_version_name()}")
+    try:
+        build(demo_request(root, work, spec, sharding), progress)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return True
