@@ -32,6 +32,8 @@ RUN groupadd --gid 10001 dotcos \
  && mkdir -p /indexes /data \
  && chown dotcos:dotcos /indexes
 COPY --from=wheels /wheels /wheels
+# Makes a container a node of a Ray cluster before it runs a driver (docker-compose.cluster.yml).
+COPY cluster/join.sh /usr/local/bin/dotcos-join
 RUN pip install --no-cache-dir --no-index --find-links /wheels "dotcos${DOTCOS_EXTRAS:+[$DOTCOS_EXTRAS]}" \
  && rm -rf /wheels
 USER dotcos

@@ -105,6 +105,12 @@ class ServiceSettings(BaseSettings):
     )
     ray_retries: int = Field(3, ge=0, description="retries of a call to a part whose replica did not answer")
     ray_retry_backoff_s: float = Field(0.2, ge=0, description="wait before retry n is n times this")
+    ray_call_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="how long a call to a part replica may take before it is retried on another "
+        "(a node that vanishes answers nothing until Ray declares it dead)",
+    )
     ray_drain_s: float = Field(30.0, ge=0, description="how long a replaced version's parts drain before deletion")
     ray_deploy_timeout_s: float = Field(300.0, gt=0, description="how long a version's parts may take to start")
     ray_max_ongoing: int = Field(

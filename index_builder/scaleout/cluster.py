@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import Any
 
 from index_builder.artifact.errors import DotcosError
 
@@ -47,3 +48,30 @@ def dotcos_cause(exc: BaseException) -> DotcosError | None:
     """The DotcosError a Ray task raised on purpose, rebuilt without Ray's traceback text; else None."""
     cause = getattr(exc, "cause", None)
     return type(cause)(str(cause)) if isinstance(cause, DotcosError) else None
+
+
+def cluster_nodes() -> list[dict[str, Any]]:
+    """The cluster's nodes, live and dead, as Ray describes them (NodeID, NodeName, Alive, Resources, ...)."""
+    import ray
+
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return nodes
+
+
+def cpus() -> tuple[float, float]:
+    """The cluster's free CPUs and its total."""
+    import ray
+
+    free: dict[str, float] = ray.available_resources()  # type: ignore[no-untyped-call]
+    total: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
+    return float(free.get("CPU", 0.0)), float(total.get("CPU", 0.0))
+
+
+def nodes_with(at_least: float) -> list[str]:
+    """The ids of the live nodes with at least `at_least` CPUs (what one replica or task reserves)."""
+    return [n["NodeID"] for n in cluster_nodes() if n["Alive"] and n["Resources"].get("CPU", 0.0) >= at_least]
+
+
+def node_names() -> dict[str, str]:
+    """Each node's id -> the name it was started with (`ray start --node-name`), else its address."""
+    return {node["NodeID"]: node.get("NodeName") or node["NodeManagerAddress"] for node in cluster_nodes()}

@@ -341,8 +341,10 @@ class ServedVersion(BaseModel):
 class ReplicaInfo(BaseModel):
     """One replica of a part on a cluster node."""
 
-    node: str = Field(description="the node's name (`ray start --node-name`), else its address")
-    address: str = Field(description="the node's IP address")
+    node: str | None = Field(
+        description="the node's name (`ray start --node-name`), else its address; null while it waits for a node"
+    )
+    address: str | None = Field(description="the node's IP address; null while it waits for a node")
     state: str = Field(description="RUNNING answers queries; STARTING, RECOVERING, STOPPING do not")
 
 

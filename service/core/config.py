@@ -48,6 +48,7 @@ class RaySettings:
     replica_cpus: float
     retries: int
     retry_backoff_s: float
+    call_timeout_s: float
     faiss_threads: int
     blas_threshold: int
     switch_interval_ms: float

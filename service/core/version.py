@@ -64,11 +64,11 @@ def canonical_metric(text: str) -> str:
 
 @dataclass(frozen=True)
 class Replica:
-    """One copy of a part serving on a cluster node: the node's name and address, and its state
-    (RUNNING answers; STARTING, RECOVERING, STOPPING do not yet, or no longer)."""
+    """One copy of a part on a cluster node: the node's name and address (None while it waits
+    for a node), and its state (RUNNING answers; STARTING, RECOVERING, STOPPING do not)."""
 
-    node: str
-    address: str
+    node: str | None
+    address: str | None
     state: str
 
     @property

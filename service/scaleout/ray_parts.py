@@ -31,7 +31,7 @@ from ray.serve.api import RunTarget, run_many
 from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, ServeInstanceDetails
 
 from index_builder.artifact.errors import ArtifactError, DotcosError
-from index_builder.scaleout.cluster import LOCAL, dotcos_cause, ray_init
+from index_builder.scaleout.cluster import LOCAL, cpus, dotcos_cause, node_names, nodes_with, ray_init
 from service.core.config import OverlaySettings, RaySettings
 from service.core.errors import Unavailable
 from service.core.loader import Note, configure_runtime, new_version, open_overlay, read_version
@@ -96,12 +96,12 @@ class RayParts:
         attempts = self.settings.retries + 1
         for attempt in range(attempts):
             try:
-                return await self.handles[shard].run.remote(op, *args)
+                return await asyncio.wait_for(self.handles[shard].run.remote(op, *args), self.settings.call_timeout_s)
             except RayTaskError as exc:
                 if (error := dotcos_cause(exc)) is not None:
                     raise error from None
                 raise
-            except RayError as exc:
+            except (RayError, TimeoutError) as exc:
                 log.warning(
                     "shard %d of %s did not answer (%s); attempt %d of %d",
                     shard,
@@ -122,13 +122,13 @@ class RayParts:
         if client is None:
             raise Unavailable("Ray Serve is not connected; retry shortly")
         details = ServeInstanceDetails(**client.get_serve_details())
-        names = {node["NodeID"]: node.get("NodeName") or node["NodeManagerAddress"] for node in cluster_nodes()}
+        names = node_names()
         out = []
         for app in self.apps:
             found = details.applications.get(app)
             shard = None if found is None else found.deployments.get(SHARD_DEPLOYMENT.name)
             replicas = [] if shard is None else shard.replicas
-            out.append([Replica(names.get(r.node_id or "", "?"), r.node_ip or "?", r.state.value) for r in replicas])
+            out.append([Replica(names.get(r.node_id or ""), r.node_ip, r.state.value) for r in replicas])
         return out
 
     def retire(self) -> None:
@@ -150,17 +150,6 @@ def _failure(status: ApplicationStatusOverview) -> str:
         if errors:
             return errors[-1]
     return str(status.message)
-
-
-def _cpus(resources: Callable[[], dict[str, float]]) -> float:
-    """CPUs in ray.available_resources() or ray.cluster_resources()."""
-    return float(resources().get("CPU", 0.0))
-
-
-def cluster_nodes() -> list[dict[str, Any]]:
-    """The cluster's nodes, live and dead, as Ray describes them (NodeID, NodeName, Alive, Resources, ...)."""
-    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
-    return nodes
 
 
 def delete_apps(apps: list[str]) -> None:
@@ -234,18 +223,15 @@ class RayLoader:
         """At most one replica of a part per node when the cluster has a node for each replica, so
         losing a node never takes every copy of a part; on fewer nodes, Serve's own spreading. A
         replica lost with its node then waits for a node to return rather than doubling up."""
-        cpus = self.settings.replica_cpus
-        fits = [n for n in cluster_nodes() if n["Alive"] and n["Resources"].get("CPU", 0.0) >= cpus]
-        return 1 < self.settings.replicas <= len(fits)
+        return 1 < self.settings.replicas <= len(nodes_with(self.settings.replica_cpus))
 
     def _check_room(self, collection: str, version: str, shards: int, note: Note) -> None:
         """Say at once, in the log and to the registry, when the cluster lacks the CPUs the shard
         replicas ask for: Serve would otherwise wait for them silently until the deploy timeout."""
         needed = shards * self.settings.replicas * self.settings.replica_cpus
-        free = _cpus(ray.available_resources)
+        free, total = cpus()
         if needed <= free + 1e-9:
             return
-        total = _cpus(ray.cluster_resources)
         why = (
             f"{collection}/{version} waits for {needed:g} CPUs on Ray ({shards} shards x "
             f"DOTCOS_RAY_REPLICAS={self.settings.replicas} x DOTCOS_RAY_REPLICA_CPUS={self.settings.replica_cpus:g}); "
@@ -266,7 +252,7 @@ class RayLoader:
             if all(a in statuses and statuses[a].status == ApplicationStatus.RUNNING for a in apps):
                 return
             if time.monotonic() > deadline:
-                free = _cpus(ray.available_resources)
+                free, _ = cpus()
                 raise ArtifactError(
                     f"shards not running after {self.settings.deploy_timeout_s:g}s with {free:g} "
                     "CPUs free on Ray (DOTCOS_RAY_REPLICAS x DOTCOS_RAY_REPLICA_CPUS per shard)"
