@@ -41,6 +41,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.compose("build", timeout=1200)
         stack.compose("up", "-d", timeout=900)
         stack.wait_healthy(timeout=300)
+        with client(stack) as http:
+            wait_placed(http, "demo")
         yield stack
     finally:
         stack.down()
@@ -51,8 +53,9 @@ def client(stack: Stack) -> httpx.Client:
 
 
 def placement(http: httpx.Client, name: str) -> list[list[tuple[str | None, str]]]:
-    """Per part, its replicas' (node, state) as the collection info lists them."""
-    parts = http.get(f"/v1/collections/{name}").json()["parts"]
+    """Per part, its replicas' (node, state) as the collection info lists them (none while not served)."""
+    reply = http.get(f"/v1/collections/{name}")
+    parts = reply.json()["parts"] if reply.status_code == 200 else []
     return [[(r["node"], r["state"]) for r in part["replicas"]] for part in parts]
 
 
@@ -61,7 +64,8 @@ def wait_placed(http: httpx.Client, name: str, timeout: float = 180) -> None:
     deadline = time.monotonic() + timeout
     while True:
         parts = placement(http, name)
-        if all(sorted(part) == [(node, "RUNNING") for node in sorted(WORKERS)] for part in parts):
+        wanted = [(node, "RUNNING") for node in sorted(WORKERS)]
+        if parts and all(sorted(part, key=lambda r: (r[0] or "", r[1])) == wanted for part in parts):
             return
         assert time.monotonic() < deadline, f"{name} not back on both workers: {parts}"
         time.sleep(1)
@@ -259,9 +263,11 @@ def test_a_worker_killed_mid_build_is_retried_and_the_version_is_whole(cluster: 
         wait_serving(http, "big-local", published(here), timeout=300)
         queries = rng.standard_normal((8, 48)).astype(np.float32)
         body = {"vectors": queries.tolist(), "k": 10, "exact": True}
-        sharded = http.post("/v1/collections/big/search/batch", json=body).json()["results"]
-        whole = http.post("/v1/collections/big-local/search/batch", json=body).json()["results"]
-        assert [[h["id"] for h in hits] for hits in sharded] == [[h["id"] for h in hits] for hits in whole]
+        sharded = http.post("/v1/collections/big/search/batch", json=body)
+        whole = http.post("/v1/collections/big-local/search/batch", json=body)
+        assert sharded.status_code == whole.status_code == 200, sharded.text + whole.text
+        ids = [[[h["id"] for h in hits] for hits in reply.json()["results"]] for reply in (sharded, whole)]
+        assert ids[0] == ids[1]
         wait_placed(http, "demo")
 
 
