@@ -123,13 +123,14 @@ def test_a_sharded_build_on_the_cluster_answers_as_an_in_process_build(cluster: 
             assert_same(exact_top(http, "items", queries, metric), exact_top(http, "local", queries, metric))
 
 
-def test_writes_reach_every_replica_and_survive_a_rebuild_and_a_rollback(cluster: Stack) -> None:
+def test_writes_reach_every_replica_through_a_rebuild_a_rollback_and_a_restore(cluster: Stack) -> None:
     with client(cluster) as http:
         before = http.get("/v1/collections/items").json()
         doomed = http.post("/v1/collections/items/get", json={"ids": ["item-5"], "with_vectors": True})
         vector = doomed.json()["documents"][0]["vector"]
         fresh = (np.asarray(vector) * -30).tolist()
-        assert http.post("/v1/collections/items/delete", json={"ids": ["item-5"]}).status_code == 200
+        deleted = http.post("/v1/collections/items/delete", json={"ids": ["item-5"]})
+        assert deleted.status_code == 200, deleted.text
         written = http.post("/v1/collections/items/upsert", json={"ids": ["fresh-1"], "vectors": [fresh]})
         assert written.status_code == 200, written.text
         for _ in range(24):
@@ -148,6 +149,13 @@ def test_writes_reach_every_replica_and_survive_a_rebuild_and_a_rollback(cluster
         info = wait_serving(http, "items", before["version"], timeout=240)
         assert info["changes"]["pending_upserts"] == 1 and info["changes"]["pending_deletes"] == 1
         assert exact_top(http, "items", np.asarray([fresh]), "dot")[0][0][0] == "fresh-1"
+
+        restored = cluster.builder("restore", "--name", "items", "--position", str(deleted.json()["position"] - 1))
+        version = re.search(r"restored position \d+ as version (\S+)", restored.stdout)
+        assert version, restored.stdout + restored.stderr
+        info = wait_serving(http, "items", version.group(1), timeout=240)
+        assert info["count"] == before["count"] and info["changes"]["pending_upserts"] == 0
+        assert exact_top(http, "items", np.asarray([vector]), "cosine")[0][0][0] == "item-5"
         wait_placed(http, "items")
 
 
@@ -262,7 +270,7 @@ def test_a_worker_killed_mid_build_is_retried_and_the_version_is_whole(cluster: 
         wait_serving(http, "big", version.group(1), timeout=300)
         wait_serving(http, "big-local", published(here), timeout=300)
         queries = rng.standard_normal((8, 48)).astype(np.float32)
-        body = {"vectors": queries.tolist(), "k": 10, "exact": True}
+        body = {"vectors": queries.tolist(), "k": 10, "params": {"exact": True}}
         sharded = http.post("/v1/collections/big/search/batch", json=body)
         whole = http.post("/v1/collections/big-local/search/batch", json=body)
         assert sharded.status_code == whole.status_code == 200, sharded.text + whole.text
