@@ -7,6 +7,7 @@ DOTCOS_RAY_ADDRESS=local) bound to 127.0.0.1, as a user would on one machine.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -389,9 +390,13 @@ def test_ray_serves_aliases_and_pins_like_one_process(corpus: Corpus, tmp_path: 
 
 
 def _write(client: httpx.Client, step: int, rng: np.random.Generator, corpus: Corpus) -> dict:
-    """One change (a delete, an upsert of new and stored ids, in turn) as the admin routes take it."""
-    if step % 2:
+    """One change (an upsert of new and stored ids, a delete, an attribute change, in turn) as the
+    admin routes take it."""
+    if step % 3 == 1:
         return _post(client, "/v1/collections/items/delete", {"ids": [corpus.ids[step * 7], "never-held"]})[1]
+    if step % 3 == 2:
+        body = {"ids": [corpus.ids[step * 13], "new-0"], "set": {"brand": "changed"}}
+        return _post(client, "/v1/collections/items/attributes", body)[1]
     vectors = rng.standard_normal((2, corpus.docs.shape[1])).astype(np.float32)
     body = {"ids": [f"new-{step}", corpus.ids[step * 11 + 1]], "vectors": vectors.tolist()}
     return _post(client, "/v1/collections/items/upsert", body)[1]
@@ -399,25 +404,34 @@ def _write(client: httpx.Client, step: int, rng: np.random.Generator, corpus: Co
 
 def _reads(corpus: Corpus) -> list[tuple[str, dict]]:
     q = corpus.queries
-    ids = [*corpus.ids[:12], "new-0", "new-2", corpus.ids[7]]
+    ids = [*corpus.ids[:12], "new-0", "new-3", corpus.ids[7]]
     return [
         *[("search", {"vector": q[i].tolist(), "k": 10, "metric": m}) for i in range(4) for m in ("dot", "cosine")],
-        ("search/batch", {"vectors": q[4:9].tolist(), "k": 20, "metric": "dot", "exclude": ["new-4"]}),
-        ("search", {"vector": q[9].tolist(), "k": 5, "include": ["new-0", "new-2", *corpus.ids[:40]]}),
-        ("similar", {"id": "new-2", "k": 5, "metric": "cosine"}),
+        ("search/batch", {"vectors": q[4:9].tolist(), "k": 20, "metric": "dot", "exclude": ["new-6"]}),
+        ("search", {"vector": q[9].tolist(), "k": 5, "include": ["new-0", "new-3", *corpus.ids[:40]]}),
+        ("similar", {"id": "new-3", "k": 5, "metric": "cosine"}),
         ("score", {"vector": q[0].tolist(), "ids": ["new-0", corpus.ids[12]]}),
-        ("get", {"ids": ids, "with_vectors": True}),
+        ("get", {"ids": ids, "with_vectors": True, "with_attributes": True}),
         ("count", {}),
-        ("scroll", {"limit": 400}),
+        ("count", {"filter": CHANGED}),
+        ("scroll", {"limit": 400, "with_attributes": True}),
+        ("search", {"vector": q[1].tolist(), "k": 10, "filter": CHANGED, "with_attributes": True}),
+        ("search", {"vector": q[2].tolist(), "k": 10, "filter": {"must_not": [CHANGED]}}),
     ]
 
 
+CHANGED = {"must": [{"key": "brand", "match": "changed"}]}
+
+
 def test_writes_on_ray_are_served_exactly_like_one_process(corpus: Corpus, tmp_path: Path, serve) -> None:
-    """Deletes and upserts through a Ray front: journaled on the root, the stored rows hidden in
+    """Deletes, upserts and attribute changes through a Ray front: journaled on the root, the stored rows hidden in
     every replica of every part, the upserted documents searched once, at the front; every read
     answers as one process given the same writes does."""
     plain_root, ray_root = tmp_path / "plain", tmp_path / "ray"
-    assert build(plain_root, corpus, "items", "--metrics", "dot,cosine", "--shards", "2") == 0
+    brands = tmp_path / "brands.jsonl"
+    brands.write_text("".join(json.dumps({"id": i, "brand": f"b{n % 5}"}) + "\n" for n, i in enumerate(corpus.ids)))
+    flags = ("--metrics", "dot,cosine", "--shards", "2", "--attributes-file", str(brands))
+    assert build(plain_root, corpus, "items", *flags) == 0
     shutil.copytree(plain_root, ray_root)
     admin = {"DOTCOS_ADMIN_TOKEN": TOKEN}
     plain = serve(plain_root, **admin)
@@ -425,7 +439,7 @@ def test_writes_on_ray_are_served_exactly_like_one_process(corpus: Corpus, tmp_p
     with plain.client() as a, on_ray.client() as b:
         a.headers.update(AUTH)
         b.headers.update(AUTH)
-        for step in range(6):
+        for step in range(9):
             written = _write(b, step, np.random.default_rng(step), corpus)
             assert written == _write(a, step, np.random.default_rng(step), corpus), step
             for path, body in _reads(corpus):
@@ -438,5 +452,10 @@ def test_writes_on_ray_are_served_exactly_like_one_process(corpus: Corpus, tmp_p
         assert len({r["node"] for part in info["parts"] for r in part["replicas"]}) == 1
         assert a.get("/v1/collections/items").json()["parts"] is None
         assert b.get("/readyz").status_code == 200
-        assert info["changes"]["pending_upserts"] == 6 and info["changes"]["pending_deletes"] == 3
+        changes = info["changes"]
+        assert (changes["pending_upserts"], changes["pending_deletes"], changes["pending_attribute_changes"]) == (
+            6,
+            3,
+            3,
+        )
         assert info["count"] == len(corpus.ids) + 3 - 3
