@@ -2,11 +2,13 @@
 
 `dotcos-serve` stays the HTTP front (same app, paths, bodies and errors); with
 DOTCOS_RAY_ADDRESS set it deploys every shard of a version as a Serve deployment whose
-replicas load that shard (checksums first), and scatters queries to them. A new version
-is deployed next to the old one and swapped in only once all its shards are running; the
-old one is deleted after its in-flight requests finish. A call that reaches a dead or
-restarting replica is retried on another; if none answers in time the request fails with
-503, never with a partial merge. Application names carry a per-process prefix, so several
+replicas load that shard (checksums first), one per node when the cluster has a node for
+each, and scatters queries to them. The front keeps the change overlay and searches the
+changed documents itself; each call tells the replica which stored rows the changes hide. A
+new version is deployed next to the old one and swapped in only once all its shards are
+running; the old one is deleted after its in-flight requests finish. A call that fails or
+does not answer in time is retried on another replica; if none answers the request fails
+with 503, never with a partial merge. Application names carry a per-process prefix, so several
 front ends (or test servers) can share one cluster without touching each other's shards.
 
 Imported only in Ray mode: Ray is an optional extra.
