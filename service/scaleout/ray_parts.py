@@ -72,10 +72,12 @@ class RayParts:
     async def search(self, query: Query) -> Answer:
         """The replicas' answers over the stored rows (each told which rows the changes hid),
         merged with the changed documents', searched here once per request."""
-        if query.overlay is None or query.overlay.delta is None:
+        if query.overlay is None:
             return Answer.merge(await self.each(search_part, query), query.options.k)
-        delta = query.overlay.delta
         stored = self.each(search_part, replace(query, overlay=query.overlay.stored()))
+        delta = query.overlay.delta
+        if delta is None:
+            return Answer.merge(await stored, query.options.k)
         answers = await asyncio.gather(stored, asyncio.to_thread(search_part, delta, query))
         return Answer.merge([*answers[0], answers[1]], query.options.k)
 
