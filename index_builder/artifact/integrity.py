@@ -28,10 +28,13 @@ def part_files(manifest: Manifest, part: ShardEntry) -> set[str]:
     return {part.vectors_file, part.ids_file, *indexes, *manifest.attribute_files(part)} | _shared_files(manifest)
 
 
-def verify_checksums(manifest: Manifest, version_path: Path, part: ShardEntry | None = None) -> None:
+def verify_checksums(
+    manifest: Manifest, version_path: Path, part: ShardEntry | None = None, unread: frozenset[str] = frozenset()
+) -> None:
     """Raise ChecksumMismatch naming the first file whose size or sha256 differs.
 
-    With `part`, only that shard's files and the shared ones are read (a shard server's check).
+    With `part`, only that shard's files and the shared ones are read (a shard server's check);
+    files in `unread` are left to whoever opens them.
     """
     for name in sorted(manifest.files):
         if Path(name).name != name:
@@ -41,7 +44,7 @@ def verify_checksums(manifest: Manifest, version_path: Path, part: ShardEntry | 
     if unlisted:
         raise ArtifactError(f"{version_path}: {unlisted[0]} is used but has no checksum in the manifest")
     wanted = part_files(manifest, part) if part is not None else set(manifest.files)
-    for name in sorted(wanted):
+    for name in sorted(wanted - unread):
         entry, path = manifest.files[name], version_path / name
         if not path.is_file():
             raise ChecksumMismatch(f"{path} is missing")

@@ -125,9 +125,11 @@ class Part:
 
 def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mmap: bool, indexed: bool = True) -> Part:
     """Load one part after checking its files' checksums (FAISS may crash on a corrupt file).
-    Without `indexed`, only its ids, vectors and attributes: what a Ray front keeps to apply
-    changes and read documents back while the replicas hold the indexes."""
-    verify_checksums(manifest, path, entry)
+    Without `indexed`, only its ids, vectors and attributes (and only their checksums read): what
+    a Ray front keeps to apply changes and read documents back while the replicas hold, and check,
+    the indexes."""
+    unread = frozenset() if indexed else frozenset(manifest.part_structure_files(entry))
+    verify_checksums(manifest, path, entry, unread)
     vectors = open_vectors(manifest, path, entry)
     indexes, filters = open_searchable(manifest, path, entry, vectors, mmap) if indexed else ({}, {})
     return Part(
