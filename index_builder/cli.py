@@ -21,9 +21,8 @@ from index_builder.artifact.errors import DotcosError, InputError, NotFoundError
 from index_builder.artifact.faults import arm
 from index_builder.artifact.layout import check_name
 from index_builder.attributes import AttributeSpec
-from index_builder.demo import Sharding
 from index_builder.indexes import FILTER_INDEX_MIN_ROWS, FILTER_INDEX_MODES, HNSW_CODES, KINDS, IndexOptions
-from index_builder.pipeline import MIPS_MODES, BuildRequest
+from index_builder.pipeline import MIPS_MODES, BuildRequest, Sharding
 from index_builder.progress import Progress
 from index_builder.publish import check_writable
 from index_builder.readers import ParquetColumns, input_format, resolve_paths

@@ -17,11 +17,11 @@ from index_builder.artifact.lifecycle import span_of
 from index_builder.artifact.manifest import Manifest, read_manifest
 from index_builder.artifact.querylog import log_path, read_sample
 from index_builder.artifact.serving import read_aliases
-from index_builder.demo import Sharding, ensure_demo
+from index_builder.demo import ensure_demo
 from index_builder.fold import export_current
 from index_builder.parts import build as build_version
 from index_builder.pending import fold_line, restorable_from, said, standing
-from index_builder.pipeline import BuildRequest
+from index_builder.pipeline import BuildRequest, Sharding
 from index_builder.progress import Progress
 from index_builder.publish import activate, gc, new_staging_dir, new_version_name
 from index_builder.restore import reapply as reapply_changes

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from index_builder.artifact.layout import list_collections
 from index_builder.indexes import IndexOptions
 from index_builder.parts import build
-from index_builder.pipeline import BuildRequest
+from index_builder.pipeline import UNSHARDED, BuildRequest, Sharding
 from index_builder.progress import Progress
 from index_builder.publish import new_staging_dir, new_version_name
 from index_builder.readers import ParquetColumns
@@ -25,15 +24,7 @@ log = logging.getLogger(__name__)
 DEMO_NAME = "demo"
 
 
-@dataclass(frozen=True)
-class Sharding:
-    """How the demo build is split: into `shards` parts, built as Ray tasks on the cluster at `ray`."""
-
-    shards: int | None = None
-    ray: str | None = None
-
-
-def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec, sharding: Sharding = Sharding()) -> BuildRequest:
+def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec, sharding: Sharding = UNSHARDED) -> BuildRequest:
     """A build of generated two-tower-like embeddings with item ids, as a user would run it."""
     docs, queries = two_tower(spec)
     np.save(workdir / "docs.npy", docs)
@@ -52,7 +43,7 @@ def demo_request(root: Path, workdir: Path, spec: TwoTowerSpec, sharding: Shardi
     )
 
 
-def ensure_demo(root: Path, spec: TwoTowerSpec, progress: Progress, sharding: Sharding = Sharding()) -> bool:
+def ensure_demo(root: Path, spec: TwoTowerSpec, progress: Progress, sharding: Sharding = UNSHARDED) -> bool:
     """Build the demo collection unless the root already serves a collection; True if built. The
     generated input is written in a staging directory under the root (removed afterwards), where
     Ray tasks on other nodes read it as they read the root."""

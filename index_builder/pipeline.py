@@ -44,6 +44,18 @@ FORCED_MIPS = ("l2", "ranged")
 
 
 @dataclass(frozen=True)
+class Sharding:
+    """How a build is split: into `shards` parts, built as Ray tasks on the cluster at `ray`
+    (None: in this process)."""
+
+    shards: int | None = None
+    ray: str | None = None
+
+
+UNSHARDED = Sharding()
+
+
+@dataclass(frozen=True)
 class BuildRequest:
     """One build, fully resolved from CLI flags and settings."""
 

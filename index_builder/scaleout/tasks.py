@@ -94,7 +94,7 @@ class RayRunner:
                     raise BuildFailed(f"{label} task {i} failed after {self.retries} retries: {first}") from None
                 bar.update(1)
                 log.info("%s: task %d of %d done", label, bar.done, len(jobs))
-        log.info("%s: tasks ran on %s", label, self._nodes([node for node, _ in results]))
+        log.info("%s: tasks ran on %s", label, self._ran_on([node for node, _ in results]))
         return [result for _, result in results]
 
     def _say_waiting(self, label: str, tasks: int) -> None:
@@ -121,7 +121,7 @@ class RayRunner:
             return "SPREAD"
         return NodeAffinitySchedulingStrategy(self.nodes[task % len(self.nodes)], soft=True)
 
-    def _nodes(self, node_ids: list[str]) -> str:
+    def _ran_on(self, node_ids: list[str]) -> str:
         """'name (tasks), ...' of the nodes that ran the tasks, by the names Ray gives them."""
         names = node_names()
         counts = Counter(names.get(node, node[:8]) for node in node_ids)
