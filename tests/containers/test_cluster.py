@@ -271,12 +271,21 @@ def test_a_worker_killed_mid_build_is_retried_and_the_version_is_whole(cluster: 
         wait_serving(http, "big-local", published(here), timeout=300)
         queries = rng.standard_normal((8, 48)).astype(np.float32)
         body = {"vectors": queries.tolist(), "k": 10, "params": {"exact": True}}
-        sharded = http.post("/v1/collections/big/search/batch", json=body)
-        whole = http.post("/v1/collections/big-local/search/batch", json=body)
+        sharded = post_retrying(http, "/v1/collections/big/search/batch", body)
+        whole = post_retrying(http, "/v1/collections/big-local/search/batch", body)
         assert sharded.status_code == whole.status_code == 200, sharded.text + whole.text
         ids = [[[h["id"] for h in hits] for hits in reply.json()["results"]] for reply in (sharded, whole)]
         assert ids[0] == ids[1]
         wait_placed(http, "demo")
+
+
+def post_retrying(http: httpx.Client, path: str, body: dict, timeout: float = 120) -> httpx.Response:
+    """Posts as a client should: a 503 says a part's replicas are (re)starting, so retry shortly.
+    On 2 starved cores, replicas placed on a just-revived node can miss their first calls."""
+    deadline = time.monotonic() + timeout
+    while (reply := http.post(path, json=body)).status_code == 503 and time.monotonic() < deadline:
+        time.sleep(1)
+    return reply
 
 
 def docker_logs(container: str) -> str:
