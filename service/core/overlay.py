@@ -4,7 +4,10 @@ Every worker tails the journal (index_builder.artifact.journal) and keeps, per s
 the net effect of the data changes that apply to it (artifact.lifecycle: those it carries, then
 the journal's after its fold point, less the spans set aside): the stored rows deleted, replaced
 or re-attributed (hidden inside every part's search, so k results still come back) and the
-changed documents, held as one more, in-memory part searched exactly and merged by true score.
+changed documents, held in in-memory chunks searched exactly and merged by true score.
+Each batch of changes appends one chunk, numbered on from the last, and hides the rows it
+supersedes, so a write costs what it holds rather than what is pending; trailing chunks of
+similar size are merged (a log-structured merge), which keeps them few and the cost amortised.
 A request takes one `Snapshot` and keeps it, so it sees the changes all at once or not at all.
 Writes (`Overlay.write`) go through the journal's lock: caught up, checked, appended, fsynced.
 """
@@ -40,6 +43,10 @@ VIEWS_KEPT = 4
 """Earlier views of the changes kept for scrolls pinned to them."""
 ENTRY_OVERHEAD = 200
 """Bytes an overlay entry costs beyond its vector: dict slots, the id, index and row bookkeeping."""
+MERGE_RATIO = 4
+"""The last chunk is merged into the one before while that one holds at most this many times its
+rows: chunk sizes then fall geometrically (a few dozen chunks at most) and each document is
+copied a bounded number of times per size class."""
 
 
 @dataclass(frozen=True)
@@ -48,15 +55,24 @@ class Snapshot:
 
     position: int
     hidden: Hidden
-    delta: Part | None
+    chunks: tuple[Part, ...]
+    """The changed documents, oldest first; rows superseded since are in `hidden`."""
     deleted: frozenset[str]
     memory_bytes: int = 0
     upserted: int = 0
     patched: int = 0
 
+    def holder(self, doc_id: str) -> Part | None:
+        """The chunk holding the document's standing changed version (None: unchanged, or deleted)."""
+        for chunk in reversed(self.chunks):
+            row = chunk.rows_by_id.get(doc_id)
+            if row is not None:
+                return None if self.hidden.hides(chunk.offset + row) else chunk
+        return None
+
     def in_delta(self, doc_id: str) -> bool:
         """Whether the document stands as changed since the build (upserted, or re-attributed)."""
-        return self.delta is not None and doc_id in self.delta.rows_by_id
+        return self.holder(doc_id) is not None
 
     def changed(self, doc_id: str) -> bool:
         """Whether the stored document of this id no longer stands as built."""
@@ -64,25 +80,43 @@ class Snapshot:
 
     def vector(self, doc_id: str) -> np.ndarray | None:
         """The vector of a changed document as (1, d) float32, or None."""
-        if self.delta is None or not self.in_delta(doc_id):
+        chunk = self.holder(doc_id)
+        if chunk is None:
             return None
-        row = self.delta.rows_by_id[doc_id]
-        return np.asarray(self.delta.vectors[row : row + 1])
+        row = chunk.rows_by_id[doc_id]
+        return np.asarray(chunk.vectors[row : row + 1])
 
-    def without_changed(self, ids: list[list[str]], scores: list[list[float | None]]) -> list[list[float | None]]:
-        """A stored part's scores of candidate lists, None where the stored document no longer stands."""
+    def by_chunk(self, ids: list[str]) -> list[tuple[Part, list[str]]]:
+        """The changed documents among `ids`, grouped by the chunk holding each."""
+        held: dict[int, list[str]] = {}
+        for doc_id in ids:
+            chunk = self.holder(doc_id)
+            if chunk is not None:
+                held.setdefault(id(chunk), []).append(doc_id)
+        return [(chunk, held[id(chunk)]) for chunk in self.chunks if id(chunk) in held]
+
+    def held_by(
+        self, chunk: Part | None, ids: list[list[str]], scores: list[list[float | None]]
+    ) -> list[list[float | None]]:
+        """Scores of candidate lists from `chunk` (None: a stored part), None where that is not
+        where the candidate's standing document lives."""
+
+        def standing(doc_id: str) -> bool:
+            return not self.changed(doc_id) if chunk is None else self.holder(doc_id) is chunk
+
         return [
-            [None if self.changed(c) else v for c, v in zip(candidates, values, strict=True)]
+            [v if standing(c) else None for c, v in zip(candidates, values, strict=True)]
             for candidates, values in zip(ids, scores, strict=True)
         ]
 
     def stored(self) -> Snapshot:
         """What the stored parts need of the changes, and a Ray replica is sent: the rows hidden."""
-        return Snapshot(self.position, self.hidden, None, frozenset())
+        return Snapshot(self.position, self.hidden, (), frozenset())
 
     def visible(self, built: int) -> int:
-        """Documents standing now, of the `built` the version was built with."""
-        return built - len(self.hidden.rows) + (0 if self.delta is None else len(self.delta.ids))
+        """Documents standing now, of the `built` the version was built with: the stored and changed
+        rows less those hidden."""
+        return built + sum(len(chunk.ids) for chunk in self.chunks) - len(self.hidden.rows)
 
     def describe(self, built: int) -> dict[str, int]:
         return {
@@ -107,26 +141,32 @@ class Written:
 Document = tuple[np.ndarray, dict[str, Any] | None]
 
 
-def changed_documents(pending: Pending, parts: list[Part]) -> dict[str, Document]:
-    """The documents that stand changed: every upserted one, then every stored one with pending
-    attribute changes (its stored vector, its stored attributes with the changes merged in)."""
-    out = dict(pending.upserts)
+def changed_document(pending: Pending, parts: list[Part], doc_id: str) -> Document | None:
+    """The document of `doc_id` if it stands changed: as upserted, or, with pending attribute
+    changes, its stored vector and its stored attributes with the changes merged in."""
+    if doc_id in pending.upserts:
+        return pending.upserts[doc_id]
+    patch = pending.patches.get(doc_id)
+    if patch is None:
+        return None
     for part in parts:
-        for doc_id in pending.patches:
-            row = part.rows_by_id.get(doc_id)
-            if row is None:
-                continue
+        row = part.rows_by_id.get(doc_id)
+        if row is not None:
             stored = {name: column.value(row) for name, column in part.columns.items()}
-            out[doc_id] = (np.asarray(part.vectors[row], dtype=np.float32), {**stored, **pending.patches[doc_id]})
-    return out
+            return np.asarray(part.vectors[row], dtype=np.float32), {**stored, **patch}
+    return None
+
+
+def changed_documents(pending: Pending, parts: list[Part]) -> dict[str, Document]:
+    """The documents that stand changed: every upserted one, then every re-attributed stored one."""
+    found = ((doc_id, changed_document(pending, parts, doc_id)) for doc_id in [*pending.upserts, *pending.patches])
+    return {doc_id: document for doc_id, document in found if document is not None}
 
 
 def delta_part(
     documents: dict[str, Document], manifest: Manifest, spaces: dict[str, MetricSpace], offset: int
-) -> tuple[Part | None, int]:
-    """The changed documents as an exactly searched part numbered from `offset`, and its bytes."""
-    if not documents:
-        return None, 0
+) -> tuple[Part, int]:
+    """Changed documents (at least one) as an exactly searched part numbered from `offset`, and its bytes."""
     ids = list(documents)
     vectors = np.stack([documents[i][0] for i in ids]).astype(np.float32)
     indexes = {}
@@ -177,7 +217,7 @@ class Overlay:
         self._lock = threading.Lock()
         self._views: OrderedDict[int, Snapshot] = OrderedDict()
         self.position = manifest.journal_position
-        self.snapshot = Snapshot(self.position, Hidden(NO_ROWS), None, frozenset())
+        self.snapshot = Snapshot(self.position, Hidden(NO_ROWS), (), frozenset())
         self._restart([])
         try:
             with self._lock, locked(journal) as caught_up:
@@ -193,12 +233,18 @@ class Overlay:
         self._applied: list[Change] = []
         self._views.clear()
         self._hidden = NO_ROWS
+        self._chunks: list[Part] = []
+        self._standing: dict[str, int] = {}
+        """Per changed document, the version-wide row of its standing version in the chunks."""
+        self._tail: dict[str, Document] = {}
+        """The changed documents of the batch being applied: the next chunk."""
+        self._deleted: frozenset[str] | None = None
         for change in self.carried:
             self._take(change)
         for change in journal:
             self._take(change)
             self._applied.append(change)
-        self._publish(reshaped=True)
+        self._publish()
 
     def refresh(self) -> None:
         """Apply what other workers (or processes) wrote since the last look."""
@@ -206,11 +252,11 @@ class Overlay:
             self._apply(self.journal.read_new())
 
     def view(self, position: int) -> Snapshot:
-        """The changes as they stood at an earlier `position` (what a scroll pinned), made from the
-        changes applied since the build; the current ones when it is now or later."""
+        """The changes as they stood at `position` (what a scroll pinned; now when it is later),
+        made from the changes applied since the build into one chunk, so that a document's row
+        depends on the changes alone, never on how the writes came in."""
         with self._lock:
-            if position >= self.position:
-                return self.snapshot
+            position = min(position, self.position)
             found = self._views.get(position)
             if found is None:
                 changes = [*self.carried, *(c for c in self._applied if c.position <= position)]
@@ -220,28 +266,44 @@ class Overlay:
             return found
 
     def _made(self, position: int, changes: list[Change]) -> Snapshot:
-        """A snapshot made from scratch out of data changes."""
+        """A snapshot made from scratch out of data changes, its changed documents in one chunk."""
         pending = Pending.of(changes)
         ids = list(pending.touched())
         hidden = np.unique(np.concatenate([NO_ROWS, *(p.known_rows(ids) + p.offset for p in self.parts)]))
-        delta, memory = delta_part(
-            changed_documents(pending, self.parts), self.manifest, self.spaces, self.manifest.count
-        )
+        documents = changed_documents(pending, self.parts)
+        chunks: tuple[Part, ...] = ()
+        memory = 0
+        if documents:
+            chunk, memory = delta_part(documents, self.manifest, self.spaces, self.manifest.count)
+            chunks = (chunk,)
         deleted = frozenset(pending.deletes)
-        return Snapshot(position, Hidden(hidden), delta, deleted, memory, len(pending.upserts), len(pending.patches))
+        return Snapshot(position, Hidden(hidden), chunks, deleted, memory, len(pending.upserts), len(pending.patches))
 
-    def _take(self, change: Change) -> bool:
-        """Apply one data change; whether it may change the changed documents (a delete only does
-        when it removes one of them)."""
-        changed = self.pending.upserts.keys() | self.pending.patches.keys()
-        reshaped = change.op != DELETE or bool(changed & set(change.ids))
+    def _take(self, change: Change) -> None:
+        """Apply one data change: hide the stored rows and the changed versions it supersedes, and
+        put the documents it leaves changed in the next chunk."""
+        if change.op == DELETE or (change.op == UPSERT and not self.pending.deletes.isdisjoint(change.ids)):
+            self._deleted = None
         self.pending.apply(change)
-        found = [part.known_rows(list(change.ids)) + part.offset for part in self.parts]
-        self._hidden = np.union1d(self._hidden, np.concatenate(found))
-        return reshaped
+        ids = list(change.ids)
+        superseded = np.array([self._standing.pop(i) for i in ids if i in self._standing], dtype=np.int64)
+        self._hide(np.concatenate([superseded, *(part.known_rows(ids) + part.offset for part in self.parts)]))
+        for doc_id in ids:
+            self._tail.pop(doc_id, None)
+            document = changed_document(self.pending, self.parts, doc_id)
+            if document is not None:
+                self._tail[doc_id] = document
+
+    def _hide(self, rows: np.ndarray) -> None:
+        """Add version-wide rows to the sorted hidden ones, in time linear in those already hidden."""
+        rows = np.unique(rows)
+        at = np.searchsorted(self._hidden, rows)
+        known = np.zeros(len(rows), dtype=bool)
+        if len(self._hidden):
+            known = self._hidden[np.minimum(at, len(self._hidden) - 1)] == rows
+        self._hidden = np.insert(self._hidden, at[~known], rows[~known])
 
     def _apply(self, changes: list[Change]) -> None:
-        reshaped = False
         for change in changes:
             if change.position <= self.position:
                 continue
@@ -252,9 +314,9 @@ class Overlay:
                 if any(in_spans(c.position, [span]) for c in self._applied):
                     self._restart([c for c in self._applied if not in_spans(c.position, [span])])
             elif change.is_data and not in_spans(change.position, sorted(self.spans)) and self._fits(change):
-                reshaped = self._take(change) or reshaped
+                self._take(change)
                 self._applied.append(change)
-        self._publish(reshaped)
+        self._publish()
 
     def _fits(self, change: Change) -> bool:
         """Whether an upsert's vectors have this version's dimension: another dimension belongs to
@@ -271,23 +333,55 @@ class Overlay:
         )
         return False
 
-    def _publish(self, reshaped: bool) -> None:
-        delta, memory = self.snapshot.delta, self.snapshot.memory_bytes
-        if reshaped:
-            documents = changed_documents(self.pending, self.parts)
-            delta, memory = delta_part(documents, self.manifest, self.spaces, self.manifest.count)
-        deleted = frozenset(self.pending.deletes)
-        upserted, patched = len(self.pending.upserts), len(self.pending.patches)
-        hidden = Hidden(self._hidden)
-        self.snapshot = Snapshot(self.position, hidden, delta, deleted, memory, upserted, patched)
+    def _publish(self) -> None:
+        """Make the batch's changed documents the next chunk, merge trailing chunks, and publish."""
+        if self._tail:
+            self._append(self._tail)
+            self._tail = {}
+            self._merge()
+        if self._deleted is None:
+            self._deleted = frozenset(self.pending.deletes)
+        self.snapshot = Snapshot(
+            self.position,
+            Hidden(self._hidden),
+            tuple(self._chunks),
+            self._deleted,
+            sum(entry_bytes(chunk.vectors, len(self.spaces)) for chunk in self._chunks),
+            len(self.pending.upserts),
+            len(self.pending.patches),
+        )
+
+    def _append(self, documents: dict[str, Document]) -> None:
+        """Changed documents as a new chunk, numbered on from the last one."""
+        offset = self._chunks[-1].offset + len(self._chunks[-1].ids) if self._chunks else self.manifest.count
+        chunk, _ = delta_part(documents, self.manifest, self.spaces, offset)
+        self._chunks.append(chunk)
+        self._standing.update((doc_id, offset + row) for row, doc_id in enumerate(documents))
+
+    def _merge(self) -> None:
+        """Merge the last two chunks while the older holds at most MERGE_RATIO times the newer's
+        rows: their standing documents become one chunk in their place, superseded rows dropped."""
+        while len(self._chunks) > 1 and len(self._chunks[-2].ids) <= MERGE_RATIO * len(self._chunks[-1].ids):
+            newer, older = self._chunks.pop(), self._chunks.pop()
+            self._hidden = self._hidden[: np.searchsorted(self._hidden, older.offset)]
+            standing = [
+                doc_id
+                for chunk in (older, newer)
+                for row, doc_id in enumerate(chunk.ids)
+                if self._standing.get(doc_id) == chunk.offset + row
+            ]
+            documents = {i: doc for i in standing if (doc := changed_document(self.pending, self.parts, i)) is not None}
+            if documents:
+                self._append(documents)
 
     def _entries(self) -> int:
         return len(self.pending.deletes) + len(self.pending.upserts) + len(self.pending.patches)
 
     def _check_room(self, ids: list[str], vectors: np.ndarray | None) -> None:
         """Unavailable (503) once the overlay would pass its caps: a rebuild folds it in."""
-        touched = self.pending.touched()
-        entries = self._entries() + sum(1 for i in ids if i not in touched)
+        pending = self.pending
+        new = sum(1 for i in ids if i not in pending.deletes and i not in pending.upserts and i not in pending.patches)
+        entries = self._entries() + new
         added = 0 if vectors is None else entry_bytes(vectors, len(self.spaces))
         memory = self.snapshot.memory_bytes + added
         if entries > self.settings.max_entries or memory > self.settings.max_bytes:

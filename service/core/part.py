@@ -204,6 +204,11 @@ def search_part(part: Part, query: Query) -> Answer:
     return Answer(scores, rows, labels, attrs)
 
 
+def search_parts(parts: list[Part], query: Query) -> Answer:
+    """The top-k per query over several parts, merged by true score."""
+    return Answer.merge([search_part(part, query) for part in parts], query.options.k)
+
+
 def known_ids(part: Part, ids: list[str]) -> list[str]:
     """The ids this part holds, in the order given."""
     return [i for i in ids if i in part.rows_by_id]

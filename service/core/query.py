@@ -111,6 +111,10 @@ class Hidden:
     rows: np.ndarray
     masks: dict[int, Mask | None] = field(default_factory=dict)
 
+    def hides(self, row: int) -> bool:
+        at = int(np.searchsorted(self.rows, row))
+        return at < len(self.rows) and int(self.rows[at]) == row
+
     def visible(self, offset: int, total: int) -> Mask | None:
         """The rows of the part starting at `offset` that still stand (None when all do)."""
         if offset not in self.masks:

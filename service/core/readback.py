@@ -16,13 +16,14 @@ import binascii
 import hashlib
 import json
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from index_builder.artifact.errors import InputError
 from service.core.errors import Gone
 from service.core.filters import Node
 from service.core.overlay import Snapshot
-from service.core.part import Doc, count_of, page_of
+from service.core.part import Doc, Part, count_of, page_of
 from service.core.version import Version
 
 MAX_PAGE = 1000
@@ -59,8 +60,7 @@ async def count(version: Version, where: Node | None) -> int:
     """How many documents pass the filter now."""
     changes = await current(version)
     stored = sum(await version.parts.each(count_of, where, changes.hidden))
-    delta = changes.delta
-    return stored + (0 if delta is None else await asyncio.to_thread(count_of, delta, where, None))
+    return stored + sum([await asyncio.to_thread(count_of, chunk, where, changes.hidden) for chunk in changes.chunks])
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,11 @@ def _check_pin(version: Version, cursor: Cursor, key: str) -> None:
         raise InputError("cursor: made for another filter; send the filter the scroll began with, or start again")
 
 
+async def _changed_page(chunk: Part, *args: Any) -> tuple[list[Doc], int | None]:
+    """A page of a chunk of changed documents (page_of), off the event loop."""
+    return await asyncio.to_thread(page_of, chunk, *args)
+
+
 async def _collect(
     version: Version, where: Node | None, view: Snapshot, start: Cursor, page: tuple[int, tuple[str, ...], bool]
 ) -> tuple[list[Doc], int | None]:
@@ -133,17 +138,12 @@ async def _collect(
     pin = (where, start.position)
     docs: list[Doc] = []
     offset = 0
-    spans = [(i, entry.count) for i, entry in enumerate(version.manifest.parts())]
-    delta = view.delta
-    for index, size in [*spans, *([(-1, len(delta.ids))] if delta is not None else [])]:
+    stored = [(entry.count, partial(version.parts.at, i, page_of)) for i, entry in enumerate(version.manifest.parts())]
+    changed = [(len(chunk.ids), partial(_changed_page, chunk)) for chunk in view.chunks]
+    for size, pages in [*stored, *changed]:
         if start.row < offset + size:
             rest = (limit - len(docs), wanted, with_vectors)
-            local = max(0, start.row - offset)
-            if index < 0:
-                assert delta is not None
-                found, following = await asyncio.to_thread(page_of, delta, where, None, pin, local, rest)
-            else:
-                found, following = await version.parts.at(index, page_of, where, hidden, pin, local, rest)
+            found, following = await pages(where, hidden, pin, max(0, start.row - offset), rest)
             docs += found
             if following is not None:
                 return docs, offset + following

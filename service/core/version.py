@@ -31,7 +31,7 @@ from service.core.batching import Coalescer
 from service.core.config import Limits
 from service.core.filters import Node, compile_filter, with_ids
 from service.core.overlay import Overlay, Snapshot
-from service.core.part import Doc, Part, documents_of, known_ids, score_part, search_part
+from service.core.part import Doc, Part, documents_of, known_ids, score_part, search_parts
 from service.core.query import Answer, GroupBy, Query, SearchOptions, check_finite, check_options, check_zero
 from service.core.tuning import Knobs
 
@@ -116,15 +116,14 @@ class LocalParts:
             if len(self._costs) > MAX_COSTS:
                 self._costs.clear()
             stored = self._costs[knobs] = sum(plain_cost(part.indexes[query.metric], query) for part in self.parts)
-        delta = None if query.overlay is None else query.overlay.delta
-        upserted = 0.0 if delta is None else plain_cost(delta.indexes[query.metric], query)
+        chunks = () if query.overlay is None else query.overlay.chunks
+        upserted = sum(plain_cost(chunk.indexes[query.metric], query) for chunk in chunks)
         return (stored + upserted) * len(query.queries)
 
     def answer(self, query: Query) -> Answer:
         """Every part's answer and the upserted documents', merged (runs in the executor)."""
-        delta = None if query.overlay is None else query.overlay.delta
-        parts = self.parts if delta is None else [*self.parts, delta]
-        return Answer.merge([search_part(part, query) for part in parts], query.options.k)
+        chunks = () if query.overlay is None else query.overlay.chunks
+        return search_parts([*self.parts, *chunks], query)
 
     async def search(self, query: Query) -> Answer:
         if not query.plain:
@@ -264,7 +263,7 @@ class Version:
     def changes(self) -> Snapshot | None:
         """The changes since the build as of now (None when nothing is overlaid)."""
         snapshot = self.overlay.snapshot
-        return snapshot if snapshot.delta is not None or len(snapshot.hidden.rows) else None
+        return snapshot if snapshot.chunks or len(snapshot.hidden.rows) else None
 
     async def search(self, query: Query) -> Answer:
         """The parts' merged answer, grouped when asked, without hits below the score threshold."""
@@ -304,9 +303,8 @@ class Version:
         found: dict[str, Doc] = {}
         for docs in await self.parts.each(documents_of, stored, wanted, with_vectors):
             found.update((doc.id, doc) for doc in docs if doc is not None)
-        if changes is not None and changes.delta is not None:
-            changed = [i for i in ids if changes.in_delta(i)]
-            found.update((doc.id, doc) for doc in documents_of(changes.delta, changed, wanted, with_vectors) if doc)
+        for chunk, changed in [] if changes is None else changes.by_chunk(ids):
+            found.update((doc.id, doc) for doc in documents_of(chunk, changed, wanted, with_vectors) if doc)
         return found
 
     async def vectors_of(self, ids: list[str], field: str, changes: Snapshot | None = None) -> np.ndarray:
@@ -328,9 +326,9 @@ class Version:
         changes = self.changes()
         found_lists = await self.parts.each(score_part, metric, queries, ids, where)
         if changes is not None:
-            found_lists = [changes.without_changed(ids, found) for found in found_lists]
-            if changes.delta is not None:
-                found_lists.append(score_part(changes.delta, metric, queries, ids, where))
+            found_lists = [changes.held_by(None, ids, found) for found in found_lists]
+            for chunk in changes.chunks:
+                found_lists.append(changes.held_by(chunk, ids, score_part(chunk, metric, queries, ids, where)))
         out = []
         for i, candidates in enumerate(ids):
             values = [next((f[i][j] for f in found_lists if f[i][j] is not None), None) for j in range(len(candidates))]

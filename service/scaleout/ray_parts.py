@@ -37,7 +37,7 @@ from index_builder.scaleout.cluster import LOCAL, cpus, dotcos_cause, node_names
 from service.core.config import OverlaySettings, RaySettings
 from service.core.errors import Unavailable
 from service.core.loader import Note, configure_runtime, new_version, open_overlay, read_version
-from service.core.part import OPS, load_parts, search_part
+from service.core.part import OPS, load_parts, search_part, search_parts
 from service.core.query import Answer, Query
 from service.core.version import Replica, Version
 
@@ -75,10 +75,10 @@ class RayParts:
         if query.overlay is None:
             return Answer.merge(await self.each(search_part, query), query.options.k)
         stored = self.each(search_part, replace(query, overlay=query.overlay.stored()))
-        delta = query.overlay.delta
-        if delta is None:
+        chunks = list(query.overlay.chunks)
+        if not chunks:
             return Answer.merge(await stored, query.options.k)
-        answers = await asyncio.gather(stored, asyncio.to_thread(search_part, delta, query))
+        answers = await asyncio.gather(stored, asyncio.to_thread(search_parts, chunks, query))
         return Answer.merge([*answers[0], answers[1]], query.options.k)
 
     async def each(self, op: Callable[..., T], *args: Any) -> list[T]:
