@@ -110,8 +110,11 @@ class Snapshot:
         ]
 
     def stored(self) -> Snapshot:
-        """What the stored parts need of the changes, and a Ray replica is sent: the rows hidden."""
-        return Snapshot(self.position, self.hidden, (), frozenset())
+        """What the stored parts need of the changes, and a Ray replica is sent: the stored rows hidden."""
+        rows = self.hidden.rows
+        if self.chunks:
+            rows = rows[: np.searchsorted(rows, self.chunks[0].offset)]
+        return Snapshot(self.position, Hidden(rows), (), frozenset())
 
     def visible(self, built: int) -> int:
         """Documents standing now, of the `built` the version was built with: the stored and changed
