@@ -18,6 +18,8 @@ from unittest import mock
 
 import httpx
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from starlette.types import ASGIApp
 
@@ -63,6 +65,17 @@ def make_corpus(tmp: Path, n: int = 3000, dim: int = 24, zeros: int = 3, seed: i
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
     return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def build_branded(tmp: Path, prefix: str, vectors: np.ndarray, *extra: str) -> Path:
+    """Build collection `items` from `vectors` with ids `<prefix><row>` and one attribute, `brand`
+    (three values in turn), under `tmp/root`; returns the root."""
+    ids = [f"{prefix}{i}" for i in range(len(vectors))]
+    table = pa.table({"id": ids, "vector": list(vectors), "brand": [f"b{i % 3}" for i in range(len(vectors))]})
+    pq.write_table(table, tmp / "docs.parquet")
+    argv = ["build", "--input", str(tmp / "docs.parquet"), "--name", "items", "--root", str(tmp / "root")]
+    assert build_main([*argv, "--attributes", "brand", "--quiet", *extra]) == 0
+    return tmp / "root"
 
 
 def build(root: Path, corpus: Corpus, name: str = "items", *extra: str) -> int:

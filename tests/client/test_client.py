@@ -17,15 +17,13 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import uvicorn
 from dotcos_client import AsyncClient, BadRequest, Client, Conflict, DotcosError, Gone, NotFound, Unavailable
 from dotcos_client.calls import scroll_page
 
 from index_builder.cli import main as build_main
-from tests.conftest import REPO, Server, free_port
+from tests.conftest import REPO, Server, build_branded, free_port
 
 TOKEN = "client-token"
 N, DIM = 500, 8
@@ -34,15 +32,7 @@ N, DIM = 500, 8
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("client")
-    rng = np.random.default_rng(4)
-    vectors = rng.standard_normal((N, DIM)).astype(np.float32)
-    table = pa.table(
-        {"id": [f"d{i}" for i in range(N)], "vector": list(vectors), "brand": [f"b{i % 3}" for i in range(N)]}
-    )
-    pq.write_table(table, tmp / "docs.parquet")
-    argv = ["build", "--input", str(tmp / "docs.parquet"), "--name", "items", "--root", str(tmp / "root")]
-    assert build_main([*argv, "--attributes", "brand", "--quiet"]) == 0
-    return tmp / "root"
+    return build_branded(tmp, "d", np.random.default_rng(4).standard_normal((N, DIM)).astype(np.float32))
 
 
 @pytest.fixture

@@ -9,14 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from index_builder.artifact.journal import ATTRIBUTES, DELETE, UPSERT, Change, Journal
-from index_builder.cli import main as build_main
 from index_builder.retrieval.scoring import Prepared
 from service.core.config import OverlaySettings
 from service.core.loader import spaces_of
@@ -25,6 +22,7 @@ from service.core.part import Part, load_parts, search_parts
 from service.core.query import Answer, Hidden, Query, SearchOptions
 from service.settings import ServiceSettings
 from tests.builder.helpers import active_manifest
+from tests.conftest import build_branded
 
 DIM = 6
 STORED = 40
@@ -35,15 +33,8 @@ LIMITS = ServiceSettings().limits
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object, list[Part]]:
     tmp = tmp_path_factory.mktemp("chunks")
-    rng = np.random.default_rng(3)
-    docs = rng.standard_normal((STORED, DIM)).astype(np.float32)
-    table = pa.table(
-        {"id": [f"s{i}" for i in range(STORED)], "vector": list(docs), "brand": [f"b{i % 3}" for i in range(STORED)]}
-    )
-    pq.write_table(table, tmp / "docs.parquet")
-    root = tmp / "root"
-    argv = ["build", "--input", str(tmp / "docs.parquet"), "--name", "items", "--root", str(root), "--shards", "2"]
-    assert build_main([*argv, "--attributes", "brand", "--index", "flat", "--quiet"]) == 0
+    docs = np.random.default_rng(3).standard_normal((STORED, DIM)).astype(np.float32)
+    root = build_branded(tmp, "s", docs, "--shards", "2", "--index", "flat")
     path, manifest = active_manifest(root, "items")
     return path, manifest, load_parts(manifest, path, mmap=False)
 
