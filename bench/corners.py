@@ -40,6 +40,8 @@ CLIENTS = 16
 PENDING = 100_000
 BATCH = 2_000
 WRITES = 300
+INDEX_ROWS = 20_000
+"""Changed documents from which a chunk is indexed (DOTCOS_OVERLAY_INDEX_ROWS, its default)."""
 EXCLUDED = 10_000
 TOKEN = "corners"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -116,6 +118,19 @@ class Run:
         print(self.rows[-1], flush=True)
         return rate
 
+    def settle(self, timeout: float = 600) -> None:
+        """Until the changes are applied and no chunk of them is being indexed in the background (a
+        service without chunk indexing says nothing of it: then after the refresh interval)."""
+        time.sleep(2)
+        deadline = time.monotonic() + timeout
+        while True:
+            changes = self.http.get("/v1/collections/items").json()["changes"]
+            if not changes.get("indexing_rows"):
+                break
+            assert time.monotonic() < deadline, changes
+            time.sleep(1)
+        print("settled:", changes, flush=True)
+
     def pend(self, ids: list[str], vectors: np.ndarray, doomed: list[str]) -> None:
         for at in range(0, len(ids), BATCH):
             body = {"ids": ids[at : at + BATCH], "vectors": vectors[at : at + BATCH].tolist()}
@@ -130,7 +145,12 @@ def run_label(corpus: Corpus, work: Path, code: Path, seconds: float, pending: i
     root = work / "root"
     build_s = build(corpus, root, env) if not (root / "items").exists() else None
     shutil.rmtree(root / "items" / JOURNAL_DIR, ignore_errors=True)
-    extra_env = {**env, "DOTCOS_ADMIN_TOKEN": TOKEN, "DOTCOS_OVERLAY_MAX_BYTES": str(4 << 30)}
+    extra_env = {
+        **env,
+        "DOTCOS_ADMIN_TOKEN": TOKEN,
+        "DOTCOS_OVERLAY_MAX_BYTES": str(4 << 30),
+        "DOTCOS_OVERLAY_INDEX_ROWS": str(INDEX_ROWS),
+    }
     server = start_dotcos(root, work / "server.log", extra_env)
     run = Run(corpus, server, seconds)
     c, n = corpus, len(corpus.docs)
@@ -170,7 +190,7 @@ def run_label(corpus: Corpus, work: Path, code: Path, seconds: float, pending: i
         docs[replaced] = fresh[2 * WRITES :]
         standing = np.ones(n, bool)
         standing[doomed] = False
-        time.sleep(2)
+        run.settle()
         for metric in ("dot", "cosine"):
             run.case(f"{pending:,} upserts + {pending:,} deletes pending", metric, {}, standing, docs)
     finally:
@@ -234,11 +254,12 @@ def report(results: dict[str, Any], out: Path, name: str) -> None:
     (out / f"{name}.json").write_text(json.dumps(results, indent=1))
     figure, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, metric in zip(axes, ("dot", "cosine"), strict=True):
+        width = 0.8 / len(labels)
         for shift, label in enumerate(labels):
             rows = [r for r in verdicts(results["labels"][label]["rows"]) if r["metric"] == metric and "ratio" in r]
-            xs = np.arange(len(rows)) + 0.4 * shift
-            ax.bar(xs, [r["ratio"] for r in rows], width=0.4, label=label)
-            ax.set_xticks(np.arange(len(rows)) + 0.2, [r["case"] for r in rows], rotation=70, fontsize=7)
+            xs = np.arange(len(rows)) + width * shift
+            ax.bar(xs, [r["ratio"] for r in rows], width=width, label=label)
+            ax.set_xticks(np.arange(len(rows)) + 0.4 - width / 2, [r["case"] for r in rows], rotation=70, fontsize=7)
         ax.axhline(TARGETS["filter"], color="grey", linestyle="--", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_title(f"{metric}: server CPU per query / unfiltered")

@@ -73,6 +73,12 @@ class ServiceSettings(BaseSettings):
     overlay_max_bytes: int = Field(
         1 << 30, ge=1, description="most memory the upserted documents of a collection may take in a worker"
     )
+    overlay_index_rows: int = Field(
+        20_000,
+        ge=1,
+        description="rows from which a chunk of changed documents is given, in the background, an HNSW index like "
+        "the stored one (where the stored index is HNSW); smaller chunks are searched exactly",
+    )
     max_change_ids: int = Field(10_000, ge=1, description="most ids in one delete or upsert call")
     journal_segment_mb: int = Field(64, ge=1, description="size at which the change journal starts a new segment")
     mmap: bool = Field(True, description="memory-map vectors and indexes where FAISS allows")

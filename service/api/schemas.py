@@ -321,6 +321,12 @@ class ChangesInfo(BaseModel):
     pending_upserts: int
     pending_attribute_changes: int = Field(description="stored documents with attribute changes pending")
     memory_bytes: int = Field(description="memory the changed documents take in this worker")
+    chunks: int = Field(description="chunks the changed documents are held in (merged as they grow)")
+    scanned_rows: int = Field(
+        description="changed documents searched by exact scan: chunks under DOTCOS_OVERLAY_INDEX_ROWS, or not "
+        "yet indexed in the background (rows superseded since are counted until their chunk merges)"
+    )
+    indexing_rows: int = Field(description="changed documents being indexed in the background now")
     at_build: dict[str, ChangeSpan] = Field(
         default_factory=dict,
         description="what the build did with the changes pending before it: folded, kept, discarded, carried "

@@ -66,3 +66,4 @@ class OverlaySettings:
     max_bytes: int
     max_ids: int
     segment_bytes: int
+    index_rows: int

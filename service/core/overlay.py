@@ -7,7 +7,8 @@ or re-attributed (hidden inside every part's search, so k results still come bac
 changed documents, held in in-memory chunks searched exactly and merged by true score.
 Each batch of changes appends one chunk, numbered on from the last, and hides the rows it
 supersedes, so a write costs what it holds rather than what is pending; trailing chunks of
-similar size are merged (a log-structured merge), which keeps them few and the cost amortised.
+similar size are merged (a log-structured merge), which keeps them few and the cost amortised;
+a big chunk is indexed in the background (service.core.chunks).
 A request takes one `Snapshot` and keeps it, so it sees the changes all at once or not at all.
 Writes (`Overlay.write`) go through the journal's lock: caught up, checked, appended, fsynced.
 """
@@ -19,18 +20,14 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-import faiss
 import numpy as np
 
-from index_builder.artifact.attributes import Column, column_of
 from index_builder.artifact.journal import DELETE, SET_ASIDE, UPSERT, Change, Journal, Pending
 from index_builder.artifact.lifecycle import carried_changes, in_spans, locked
 from index_builder.artifact.manifest import Manifest
-from index_builder.retrieval.ann import ServedIndex
-from index_builder.retrieval.scoring import doc_scales, indexed_rows
-from index_builder.retrieval.spaces import Layout, MetricSpace
+from index_builder.retrieval.spaces import MetricSpace
+from service.core.chunks import Document, entry_bytes, index_later, make_chunk, scanned
 from service.core.config import OverlaySettings
 from service.core.errors import Unavailable
 from service.core.part import Part
@@ -41,8 +38,6 @@ log = logging.getLogger(__name__)
 NO_ROWS = np.empty(0, dtype=np.int64)
 VIEWS_KEPT = 4
 """Earlier views of the changes kept for scrolls pinned to them."""
-ENTRY_OVERHEAD = 200
-"""Bytes an overlay entry costs beyond its vector: dict slots, the id, index and row bookkeeping."""
 MERGE_RATIO = 4
 """The last chunk is merged into the one before while that one holds at most this many times its
 rows: chunk sizes then fall geometrically (a few dozen chunks at most) and each document is
@@ -61,6 +56,8 @@ class Snapshot:
     memory_bytes: int = 0
     upserted: int = 0
     patched: int = 0
+    indexing: int = 0
+    """Rows of the chunks being indexed in the background."""
 
     def holder(self, doc_id: str) -> Part | None:
         """The chunk holding the document's standing changed version (None: unchanged, or deleted)."""
@@ -129,6 +126,9 @@ class Snapshot:
             "pending_upserts": self.upserted,
             "pending_attribute_changes": self.patched,
             "memory_bytes": self.memory_bytes,
+            "chunks": len(self.chunks),
+            "scanned_rows": sum(len(c.ids) for c in self.chunks if any(i.exact for i in c.indexes.values())),
+            "indexing_rows": self.indexing,
         }
 
 
@@ -139,9 +139,6 @@ class Written:
     position: int
     count: int
     unknown: list[str] = field(default_factory=list)
-
-
-Document = tuple[np.ndarray, dict[str, Any] | None]
 
 
 def changed_document(pending: Pending, parts: list[Part], doc_id: str) -> Document | None:
@@ -164,39 +161,6 @@ def changed_documents(pending: Pending, parts: list[Part]) -> dict[str, Document
     """The documents that stand changed: every upserted one, then every re-attributed stored one."""
     found = ((doc_id, changed_document(pending, parts, doc_id)) for doc_id in [*pending.upserts, *pending.patches])
     return {doc_id: document for doc_id, document in found if document is not None}
-
-
-def delta_part(
-    documents: dict[str, Document], manifest: Manifest, spaces: dict[str, MetricSpace], offset: int
-) -> tuple[Part, int]:
-    """Changed documents (at least one) as an exactly searched part numbered from `offset`, and its bytes."""
-    ids = list(documents)
-    vectors = np.stack([documents[i][0] for i in ids]).astype(np.float32)
-    indexes = {}
-    for name, space in spaces.items():
-        scales = doc_scales(space, vectors, len(vectors))
-        rows = indexed_rows(space, scales)
-        flat = faiss.IndexIDMap(faiss.IndexFlatIP(manifest.dim))
-        if len(rows):
-            flat.add_with_ids(space.prepare_documents(vectors[rows]), rows)
-        indexes[name] = ServedIndex.of([flat], space, Layout.IP, 1, vectors, scales)
-    values = [documents[i][1] or {} for i in ids]
-    columns: dict[str, Column] = {
-        key: column_of(entry.type, [v.get(key) for v in values]) for key, entry in manifest.attributes.items()
-    }
-    part = Part(
-        ids=np.array(ids, dtype=object),
-        vectors=vectors,
-        indexes=indexes,
-        offset=offset,
-        columns=columns,
-    )
-    return part, entry_bytes(vectors, len(spaces))
-
-
-def entry_bytes(vectors: np.ndarray, metrics: int) -> int:
-    """Memory the upserted documents `vectors` take: raw, one prepared copy per metric, bookkeeping."""
-    return vectors.nbytes * (1 + metrics) + len(vectors) * ENTRY_OVERHEAD
 
 
 class Overlay:
@@ -242,6 +206,8 @@ class Overlay:
         self._tail: dict[str, Document] = {}
         """The changed documents of the batch being applied: the next chunk."""
         self._deleted: frozenset[str] | None = None
+        self._indexing: dict[int, Part] = {}
+        """The chunks being indexed in the background, by id (held, so an id is not reused)."""
         for change in self.carried:
             self._take(change)
         for change in journal:
@@ -277,8 +243,8 @@ class Overlay:
         chunks: tuple[Part, ...] = ()
         memory = 0
         if documents:
-            chunk, memory = delta_part(documents, self.manifest, self.spaces, self.manifest.count)
-            chunks = (chunk,)
+            chunks = (make_chunk(documents, self.manifest, self.spaces, self.manifest.count),)
+            memory = entry_bytes(chunks[0].vectors, len(self.spaces))
         deleted = frozenset(pending.deletes)
         return Snapshot(position, Hidden(hidden), chunks, deleted, memory, len(pending.upserts), len(pending.patches))
 
@@ -342,6 +308,7 @@ class Overlay:
             self._append(self._tail)
             self._tail = {}
             self._merge()
+            self._index_big()
         if self._deleted is None:
             self._deleted = frozenset(self.pending.deletes)
         self.snapshot = Snapshot(
@@ -352,13 +319,13 @@ class Overlay:
             sum(entry_bytes(chunk.vectors, len(self.spaces)) for chunk in self._chunks),
             len(self.pending.upserts),
             len(self.pending.patches),
+            self._indexing_rows(),
         )
 
     def _append(self, documents: dict[str, Document]) -> None:
         """Changed documents as a new chunk, numbered on from the last one."""
         offset = self._chunks[-1].offset + len(self._chunks[-1].ids) if self._chunks else self.manifest.count
-        chunk, _ = delta_part(documents, self.manifest, self.spaces, offset)
-        self._chunks.append(chunk)
+        self._chunks.append(make_chunk(documents, self.manifest, self.spaces, offset))
         self._standing.update((doc_id, offset + row) for row, doc_id in enumerate(documents))
 
     def _merge(self) -> None:
@@ -376,6 +343,25 @@ class Overlay:
             documents = {i: doc for i in standing if (doc := changed_document(self.pending, self.parts, i)) is not None}
             if documents:
                 self._append(documents)
+
+    def _index_big(self) -> None:
+        """Have every chunk of at least DOTCOS_OVERLAY_INDEX_ROWS rows indexed like the stored parts."""
+        for chunk in self._chunks:
+            big = len(chunk.ids) >= self.settings.index_rows
+            if big and id(chunk) not in self._indexing and scanned(chunk, self.manifest):
+                self._indexing[id(chunk)] = chunk
+                index_later(chunk, self.manifest, self._indexed)
+
+    def _indexed(self, chunk: Part, twin: Part) -> None:
+        """Serve the indexed twin of a chunk from the next snapshot on, if the chunk was not merged away."""
+        with self._lock:
+            self._indexing.pop(id(chunk), None)
+            if any(held is chunk for held in self._chunks):
+                self._chunks = [twin if held is chunk else held for held in self._chunks]
+            self.snapshot = replace(self.snapshot, chunks=tuple(self._chunks), indexing=self._indexing_rows())
+
+    def _indexing_rows(self) -> int:
+        return sum(len(chunk.ids) for chunk in self._indexing.values())
 
     def _entries(self) -> int:
         return len(self.pending.deletes) + len(self.pending.upserts) + len(self.pending.patches)

@@ -6,6 +6,7 @@ rows, counts the same, and an exact search over it returns the same ids and scor
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from index_builder.artifact.journal import ATTRIBUTES, DELETE, UPSERT, Change, Journal
+from index_builder.retrieval.faiss_params import EF_SEARCH
 from index_builder.retrieval.scoring import Prepared
+from service.core.chunks import scanned
 from service.core.config import OverlaySettings
 from service.core.loader import spaces_of
 from service.core.overlay import MERGE_RATIO, Overlay, Snapshot
@@ -26,7 +29,7 @@ from tests.conftest import build_branded
 
 DIM = 6
 STORED = 40
-ROOM = OverlaySettings(max_entries=10**6, max_bytes=10**9, max_ids=10**4, segment_bytes=1 << 20)
+ROOM = OverlaySettings(max_entries=10**6, max_bytes=10**9, max_ids=10**4, segment_bytes=1 << 20, index_rows=60)
 LIMITS = ServiceSettings().limits
 
 
@@ -67,9 +70,10 @@ def standing(snapshot: Snapshot) -> dict[str, tuple[list[float], object]]:
     return out
 
 
-def exact(parts: list[Part], snapshot: Snapshot, metric: str, vector: np.ndarray) -> Answer:
+def exact(parts: list[Part], snapshot: Snapshot, metric: str, vector: np.ndarray, exact_search: bool = True) -> Answer:
     queries = Prepared.of(parts[0].indexes[metric].space, vector[None, :])
-    query = Query(metric, queries, SearchOptions(k=10, exact=True), {}, LIMITS, overlay=snapshot)
+    knobs = {EF_SEARCH: 64}
+    query = Query(metric, queries, SearchOptions(k=10, exact=exact_search), knobs, LIMITS, overlay=snapshot)
     return search_parts([*parts, *snapshot.chunks], query)
 
 
@@ -108,6 +112,36 @@ def test_live_chunks_hold_what_the_changes_made_from_scratch_hold(
             got, want = exact(parts, live, metric, query), exact(parts, whole, metric, query)
             assert got.labels.tolist() == want.labels.tolist()
             assert np.allclose(got.scores, want.scores)
+
+
+def test_a_big_chunk_is_indexed_like_the_stored_parts_in_the_background(tmp_path: Path) -> None:
+    """Against an HNSW build, a chunk of at least index_rows changed documents gets an HNSW index
+    of its own (the smaller one stays scanned), its rows and answers unchanged: exact searches
+    equal, approximate ones find the exact top-10."""
+    rng = np.random.default_rng(8)
+    root = build_branded(tmp_path, "s", rng.standard_normal((STORED, DIM)).astype(np.float32), "--index", "hnsw")
+    path, manifest = active_manifest(root, "items")
+    parts = load_parts(manifest, path, mmap=False)
+    overlay = Overlay(Journal(root, "items"), manifest, path, spaces_of(manifest, path), parts, ROOM)
+    for count in (400, 30):
+        fresh = [f"n{len(overlay.pending.upserts) + i}" for i in range(count)]
+        overlay.write(Change(0, UPSERT, tuple(fresh), rng.standard_normal((count, DIM)).astype(np.float32)))
+    deadline = time.monotonic() + 60
+    while scanned(overlay.snapshot.chunks[0], manifest):
+        assert time.monotonic() < deadline, "the big chunk was not indexed"
+        time.sleep(0.05)
+    live, whole = overlay.snapshot, overlay.view(overlay.position)
+    assert [len(c.ids) for c in live.chunks] == [400, 30] and scanned(live.chunks[1], manifest)
+    described = live.describe(manifest.count)
+    assert (described["chunks"], described["scanned_rows"], described["indexing_rows"]) == (2, 30, 0)
+    assert standing(live) == standing(whole)
+    for metric in ("dot", "cosine"):
+        assert not live.chunks[0].indexes[metric].exact
+        for query in rng.standard_normal((10, DIM)).astype(np.float32):
+            got, want = exact(parts, live, metric, query), exact(parts, whole, metric, query)
+            assert got.labels.tolist() == want.labels.tolist()
+            approximate = exact(parts, live, metric, query, exact_search=False)
+            assert approximate.labels.tolist() == want.labels.tolist()
 
 
 def test_hidden_rows_answer_membership() -> None:
