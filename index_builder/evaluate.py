@@ -175,7 +175,7 @@ class _BandSearch:
         def search(queries: Prepared) -> tuple[np.ndarray, np.ndarray]:
             found = []
             for part, allowed in zip(served, self.allowed, strict=True):
-                chain = selector(Mask(allowed))
+                chain = selector(Mask(allowed), len(allowed))
                 found.append(ann_topk(part, queries, RECALL_K, value, chain[-1]))
             return merge_parts(found, self.offsets, RECALL_K)
 

@@ -55,7 +55,7 @@ def run_search(
     way = EXACT if options.exact and not served.exact else choose(served, lists, query, allowed, eligible)
     if way.structure == "exact":
         return _exact(served, query, allowed)
-    chain = selector(allowed)
+    chain = selector(allowed, len(served.vectors))
     searched = lists if way.structure == "filter_index" and lists is not None else served
     scores, rows = ann_topk(searched, queries, k, way.value, chain[-1])
     if ((rows != MISSING).sum(axis=1) < min(k, eligible)).any():

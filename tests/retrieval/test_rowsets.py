@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import faiss
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from index_builder.retrieval.ann import FILTER_BANDS, filter_band, filtered_knob
 from index_builder.retrieval.faiss_params import EF_SEARCH, NPROBE
 from index_builder.retrieval.rowsets import (
+    BITMAP_FRACTION,
     AllBut,
     Mask,
     Rows,
@@ -72,18 +74,24 @@ def test_restrict_keeps_the_indexed_rows(a: tuple[RowSet, set[int]], held: set[i
         assert as_set(restricted) == members & held
 
 
-def test_selectors_admit_exactly_the_set() -> None:
-    data = np.random.default_rng(0).standard_normal((TOTAL, 4)).astype(np.float32)
+@pytest.mark.parametrize("chosen", [2, 1000])
+def test_selectors_admit_exactly_the_set(chosen: int) -> None:
+    """Listed rows go to FAISS as a hash set while few (2 of 5,000), as a bitmap once many."""
+    total = 5000
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((total, 4)).astype(np.float32)
     index = faiss.IndexFlatIP(4)
     index.add(data)
-    mask = np.zeros(TOTAL, bool)
-    mask[::3] = True
-    for s in (Rows(np.flatnonzero(mask)), AllBut(np.flatnonzero(~mask)), Mask(mask)):
-        chain = selector(s)
-        params = faiss.SearchParameters()
-        params.sel = chain[-1]
-        _, found = index.search(data[:2], TOTAL, params=params)
-        assert set(found[0][found[0] >= 0].tolist()) == set(np.flatnonzero(mask).tolist())
+    picked = np.isin(np.arange(total), rng.choice(total, chosen, replace=False))
+    for mask in (picked, ~picked):
+        for s in (Rows(np.flatnonzero(mask)), AllBut(np.flatnonzero(~mask)), Mask(mask)):
+            chain = selector(s, total)
+            bitmap = isinstance(s, Mask) or len(s.rows) > total * BITMAP_FRACTION
+            assert isinstance(chain[-1], faiss.IDSelectorBitmap) == bitmap
+            params = faiss.SearchParameters()
+            params.sel = chain[-1]
+            _, found = index.search(data[:2], total, params=params)
+            assert set(found[0][found[0] >= 0].tolist()) == set(np.flatnonzero(mask).tolist())
 
 
 def test_bands_speak_for_the_more_selective_neighbour() -> None:
