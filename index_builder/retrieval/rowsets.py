@@ -9,6 +9,7 @@ stays the few (`AllBut`, as an exclusion list is), and large sets become one boo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import faiss
@@ -42,6 +43,12 @@ class Mask:
     """The rows whose flag is set (bool, one per row of the part)."""
 
     mask: np.ndarray
+
+    @cached_property
+    def bits(self) -> np.ndarray:
+        """The flags packed as FAISS's bitmap selector reads them, made once per mask (the mask of
+        the rows changes hide serves every search of a snapshot)."""
+        return np.packbits(self.mask, bitorder="little")
 
 
 RowSet = Rows | AllBut | Mask
@@ -163,5 +170,4 @@ def selector(s: RowSet, total: int) -> list[Any]:
     if isinstance(s, AllBut):
         inner = faiss.IDSelectorBatch(s.rows)
         return [inner, faiss.IDSelectorNot(inner)]
-    bits = np.packbits(s.mask, bitorder="little")
-    return [bits, faiss.IDSelectorBitmap(len(s.mask), faiss.swig_ptr(bits))]
+    return [s.bits, faiss.IDSelectorBitmap(len(s.mask), faiss.swig_ptr(s.bits))]
