@@ -34,10 +34,14 @@ Document = tuple[np.ndarray, dict[str, Any] | None]
 
 
 def filled(index: faiss.Index, space: MetricSpace, vectors: np.ndarray, scales: np.ndarray, refine: int) -> ServedIndex:
-    """`index` holding the rows of `vectors` the metric indexes, served in the inner-product layout."""
+    """`index` holding the rows of `vectors` the metric indexes, served in the inner-product layout
+    (trained on those rows first where its codes need it, as HNSW over int8 codes does)."""
     rows = indexed_rows(space, scales)
     if len(rows):
-        index.add_with_ids(space.prepare_documents(vectors[rows]), rows)
+        prepared = space.prepare_documents(vectors[rows])
+        if not index.is_trained:
+            index.train(prepared)
+        index.add_with_ids(prepared, rows)
     return ServedIndex.of([index], space, Layout.IP, refine, vectors, scales)
 
 

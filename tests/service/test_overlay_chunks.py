@@ -114,12 +114,14 @@ def test_live_chunks_hold_what_the_changes_made_from_scratch_hold(
             assert np.allclose(got.scores, want.scores)
 
 
-def test_a_big_chunk_is_indexed_like_the_stored_parts_in_the_background(tmp_path: Path) -> None:
+@pytest.mark.parametrize("codes", ["float32", "sq8"])
+def test_a_big_chunk_is_indexed_like_the_stored_parts_in_the_background(tmp_path: Path, codes: str) -> None:
     """Against an HNSW build, a chunk of at least index_rows changed documents gets an HNSW index
     of its own (the smaller one stays scanned), its rows and answers unchanged: exact searches
     equal, approximate ones find the exact top-10."""
     rng = np.random.default_rng(8)
-    root = build_branded(tmp_path, "s", rng.standard_normal((STORED, DIM)).astype(np.float32), "--index", "hnsw")
+    docs = rng.standard_normal((STORED, DIM)).astype(np.float32)
+    root = build_branded(tmp_path, "s", docs, "--index", "hnsw", "--hnsw-codes", codes)
     path, manifest = active_manifest(root, "items")
     parts = load_parts(manifest, path, mmap=False)
     overlay = Overlay(Journal(root, "items"), manifest, path, spaces_of(manifest, path), parts, ROOM)
