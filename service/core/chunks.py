@@ -17,7 +17,6 @@ import numpy as np
 
 from index_builder.artifact.attributes import Column, column_of
 from index_builder.artifact.manifest import Manifest
-from index_builder.indexes import IndexPlan, new_index
 from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.scoring import doc_scales, indexed_rows
 from index_builder.retrieval.spaces import Layout, MetricSpace
@@ -80,11 +79,15 @@ def scanned(chunk: Part, manifest: Manifest) -> bool:
 def indexed(chunk: Part, manifest: Manifest) -> Part:
     """The same chunk with an index like the stored one for every metric that has one to copy."""
     indexes = dict(chunk.indexes)
+    ef_construction = manifest.build_params.get("ef_construction")
     for name in indexable(manifest):
         entry, served = manifest.metrics[name].index, chunk.indexes[name]
-        refine = entry.refine_factor
-        plan = IndexPlan(entry.kind, entry.factory, manifest.dim, refine, manifest.build_params.get("ef_construction"))
-        indexes[name] = filled(new_index(plan, Layout.IP), served.space, chunk.vectors, served.scales, refine)
+        built = faiss.index_factory(manifest.dim, entry.factory, faiss.METRIC_INNER_PRODUCT)
+        inner = faiss.downcast_index(built)
+        if isinstance(inner, faiss.IndexHNSW) and ef_construction is not None:
+            inner.hnsw.efConstruction = int(ef_construction)
+        index = faiss.IndexIDMap(built)
+        indexes[name] = filled(index, served.space, chunk.vectors, served.scales, entry.refine_factor)
     return replace(chunk, indexes=indexes)
 
 
