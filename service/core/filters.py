@@ -206,6 +206,13 @@ def compile_filter(
     return _Checker(collection, version, attributes, limits).tree(raw, "filter", 1)
 
 
+def names_ids(node: Node) -> bool:
+    """Whether the tree holds a has_id condition (an include or exclude list among them)."""
+    if isinstance(node, Tree):
+        return any(names_ids(child) for child in (*node.must, *node.should, *node.must_not))
+    return isinstance(node, HasId)
+
+
 def evaluate(
     node: Node, columns: dict[str, Column], known_rows: Callable[[list[str]], np.ndarray], total: int
 ) -> RowSet:
