@@ -8,7 +8,7 @@ stays the few (`AllBut`, as an exclusion list is), and large sets become one boo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -43,12 +43,21 @@ class Mask:
     """The rows whose flag is set (bool, one per row of the part)."""
 
     mask: np.ndarray
+    held: dict[int, tuple[np.ndarray, Mask]] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def bits(self) -> np.ndarray:
         """The flags packed as FAISS's bitmap selector reads them, made once per mask (the mask of
-        the rows changes hide serves every search of a snapshot)."""
+        the rows changes hide serves every search of a snapshot; a cached filter serves many)."""
         return np.packbits(self.mask, bitorder="little")
+
+    def within(self, indexed: np.ndarray) -> Mask:
+        """The rows also set in `indexed`, made once per mask and index (with its bits), so a kept
+        mask costs a cosine search no new mask; the index's mask is held, keeping its id unique."""
+        found = self.held.get(id(indexed))
+        if found is None:
+            found = self.held[id(indexed)] = (indexed, Mask(self.mask & indexed))
+        return found[1]
 
 
 RowSet = Rows | AllBut | Mask
@@ -141,8 +150,22 @@ def restrict(s: RowSet, indexed: np.ndarray | None) -> RowSet:
     if indexed is None:
         return s
     if isinstance(s, Mask):
-        return Mask(s.mask & indexed)
+        return s.within(indexed)
     return type(s)(s.rows[indexed[s.rows]])
+
+
+def nbytes(s: RowSet) -> int:
+    """Memory the set holds, its packed bits included (what a cache of sets weighs)."""
+    if isinstance(s, Mask):
+        return s.mask.nbytes * 9 // 8
+    return int(s.rows.nbytes)
+
+
+def read_only(s: RowSet) -> RowSet:
+    """The set with its array frozen, as a cache shares it among requests (no operation here
+    writes into a set it is given; this makes any that did fail instead of corrupting others)."""
+    (s.mask if isinstance(s, Mask) else s.rows).flags.writeable = False
+    return s
 
 
 def listed(s: RowSet, total: int) -> np.ndarray:

@@ -74,6 +74,18 @@ def test_restrict_keeps_the_indexed_rows(a: tuple[RowSet, set[int]], held: set[i
         assert as_set(restricted) == members & held
 
 
+def test_a_mask_is_restricted_once_per_index() -> None:
+    """A kept mask (a cached filter, the rows a snapshot hides) serves every cosine search with one
+    restricted mask and its packed bits, per index it is restricted to."""
+    mask = Mask(np.arange(TOTAL) % 3 == 0)
+    indexed, other = np.arange(TOTAL) % 2 == 0, np.arange(TOTAL) % 5 != 0
+    first = restrict(mask, indexed)
+    assert restrict(mask, indexed) is first
+    assert as_set(first) == {row for row in range(TOTAL) if row % 6 == 0}
+    assert as_set(restrict(mask, other)) == {row for row in range(TOTAL) if row % 3 == 0 and row % 5}
+    assert restrict(mask, indexed) is first
+
+
 @pytest.mark.parametrize("chosen", [2, 1000])
 def test_selectors_admit_exactly_the_set(chosen: int) -> None:
     """Listed rows go to FAISS as a hash set while few (2 of 5,000), as a bitmap once many."""
