@@ -230,10 +230,14 @@ def report(results: dict[str, Any], out: Path, name: str) -> None:
         "same run (writes: to single upserts into an empty delta). Targets: filters <= 3x at recall >= 0.95, "
         "pending <= 1.25x, exclusion <= +1 ms, writes >= 0.5x.",
         "",
-        "Command: `python -m bench.corners --label before --code <checkout>` then `--label after`.",
+        "Command: `python -m bench.corners --label L [--code <checkout>]`, one label per state of the code; "
+        "a label's root may link an earlier label's build to reuse it.",
         "",
         "Each label is its own server run. The live recall tuner (on by default) moves each metric's knob with "
-        "the traffic of the cases before, so the recall of later rows can differ between runs of the same code.",
+        "the traffic of the cases before, so the recall of later rows can differ between runs of the same code. "
+        "On this shared 2-core machine the unfiltered baseline itself moves between runs (dot: 477 to 898 us "
+        "per query over the labels below), and every ratio of a run with it: compare a row's CPU across labels "
+        "as well as its ratio.",
         "",
     ]
     for label in labels:
@@ -290,7 +294,9 @@ def main() -> None:
     )
     data = run_label(corpus, args.workdir / args.label, args.code, args.seconds, args.pending)
     dirty = subprocess.run(
-        ["git", "-C", str(args.code), "status", "--porcelain", "-uno"], capture_output=True, text=True
+        ["git", "-C", str(args.code), "status", "--porcelain", "-uno", "--", ".", f":!{args.out}"],
+        capture_output=True,
+        text=True,
     )
     data["commit"] = commit.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
     path = args.out / f"{args.name}.json"
