@@ -171,7 +171,8 @@ def _add_build(sub: argparse._SubParsersAction[_Parser]) -> None:
         choices=FILTER_INDEX_MODES,
         help=f"auto (default): each part of a graph index (hnsw) of at least {FILTER_INDEX_MIN_ROWS:,} rows gets, "
         "per metric, IVF lists over int8 codes that filtered searches take where the build measured them cheaper "
-        "at the recall target; always: every part of a graph index; none: no part",
+        "at the recall target, and an index of the documents of each keyword value carried by 5-50 %% of them, "
+        "which filters requiring the value search; always: every part of a graph index; none: no part",
     )
     p.add_argument(
         "--train-size",

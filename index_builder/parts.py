@@ -43,7 +43,9 @@ from index_builder.artifact.manifest import (
     Manifest,
     MetricEntry,
     ShardEntry,
+    ValueIndexEntry,
     filter_file,
+    value_file,
 )
 from index_builder.attributes import Attributes, part_columns, read_attributes
 from index_builder.evaluate import RECALL_K, Checked, filter_plan, norm_bias, served_check
@@ -68,6 +70,7 @@ from index_builder.pipeline import (
     recorded_queries,
     whitening_for,
     write_index,
+    write_one,
 )
 from index_builder.progress import Progress
 from index_builder.publish import new_staging_dir, new_version_name, publish
@@ -88,6 +91,7 @@ from index_builder.staging import (
     explicit_ids,
     open_inputs,
 )
+from index_builder.value_indexes import ValueChoice, frequent_values, value_rows
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +165,7 @@ class ShardJob:
     block_bytes: int
     progress: Progress
     attributes: dict[str, tuple[stored.AttributeType, dict[str, np.ndarray]]]
+    values: list[ValueChoice]
     crash_at: str | None = None
 
 
@@ -172,6 +177,7 @@ class ShardResult:
     scales: dict[str, np.ndarray]
     truth: dict[str, tuple[np.ndarray, np.ndarray]]
     filters: dict[str, IndexEntry]
+    values: dict[str, list[ValueIndexEntry]]
 
 
 def _crash_if_armed(job: ShardJob) -> None:
@@ -214,6 +220,7 @@ def build_shard(job: ShardJob) -> ShardResult:
     scales: dict[str, np.ndarray] = {}
     truth: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     filters: dict[str, IndexEntry] = {}
+    values: dict[str, list[ValueIndexEntry]] = {}
     for space in job.spaces:
         scales[space.name] = doc_scales(space, corpus.vectors, block_rows)
         rows = indexed_rows(space, scales[space.name])
@@ -232,7 +239,23 @@ def build_shard(job: ShardJob) -> ShardResult:
             path = job.staging / filter_file(index_file(space.metric, job.shard, job.sharded))
             options = job.index.for_filters(len(rows))
             filters[space.name] = write_index(inputs, filter_layout(space), corpus, options, path, job.progress)
-    return ShardResult(job.shard, corpus.count, trials, scales, truth, filters)
+        values[space.name] = _write_values(job, inputs, corpus)
+    return ShardResult(job.shard, corpus.count, trials, scales, truth, filters, values)
+
+
+def _write_values(job: ShardJob, inputs: MetricInputs, corpus: StagedCorpus) -> list[ValueIndexEntry]:
+    """The part's index of each chosen keyword value's documents, built as its index is."""
+    entries = []
+    main = index_file(inputs.metric, job.shard, job.sharded)
+    for at, choice in enumerate(job.values):
+        kind, column = job.attributes[choice.attribute]
+        rows = np.intersect1d(inputs.rows, value_rows(kind, column, choice.code), assume_unique=True)
+        path = job.staging / value_file(main, at)
+        plan = write_one(inputs, Layout.IP, rows, None, corpus, job.index, path, job.progress)
+        entries.append(
+            ValueIndexEntry(attribute=choice.attribute, value=choice.value, factory=plan.factory, layout=Layout.IP)
+        )
+    return entries
 
 
 def index_file(metric: Metric, shard: int, sharded: bool) -> str:
@@ -294,6 +317,7 @@ def _shard_jobs(
     layouts = {sp.name: layouts_for(sp.metric, request) for sp in spaces}
     bounds = range_bounds(scanned.norms, [lay for tried in layouts.values() for lay in tried], request)
     max_norm = float(scanned.norms.max())
+    values = _chosen_values(request, attributes, int(np.bincount(assignment, minlength=shards).min()))
     jobs, order = [], []
     for s in range(shards):
         mine = np.flatnonzero(assignment == s)
@@ -321,10 +345,19 @@ def _shard_jobs(
                 block_bytes=request.block_bytes,
                 progress=progress if request.ray is None else Progress(quiet=True),
                 attributes=_part_attributes(attributes, mine),
+                values=values,
                 crash_at=armed(),
             )
         )
     return jobs, np.concatenate(order)
+
+
+def _chosen_values(request: BuildRequest, attributes: Attributes | None, smallest: int) -> list[ValueChoice]:
+    """The keyword values every part indexes on their own, where every part (the `smallest` rows)
+    gets a filter index."""
+    if attributes is None or not request.index.wants_filter_index(smallest):
+        return []
+    return frequent_values(attributes)
 
 
 def _part_attributes(
@@ -436,6 +469,7 @@ def _finish_metric(
             nlist=nlist,
             max_norm=built.max_norm,
         )
+    update["value_indexes"] = results[0].values.get(space.name, [])
     chosen = chosen.model_copy(update=update)
     served.clear()
     for result in results:

@@ -143,7 +143,7 @@ class MetricInputs:
     range_bounds: list[float] = field(default_factory=list)
 
 
-def _write_one(
+def write_one(
     inputs: MetricInputs,
     layout: Layout,
     rows: np.ndarray,
@@ -192,7 +192,7 @@ def write_index(
     else:
         groups = [(rows, max_norm, path)]
     plans = [
-        _write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
+        write_one(inputs, layout, group, bound, corpus, options, group_path, progress)
         for group, bound, group_path in groups
     ]
     plan = plans[max(range(len(groups)), key=lambda i: len(groups[i][0]))]

@@ -128,6 +128,25 @@ def open_filter_index(
     return index
 
 
+def open_value_indexes(
+    manifest: Manifest, version_path: Path, part: ShardEntry, metric: str, mmap: bool
+) -> list[faiss.Index]:
+    """One part's value indexes of a metric, in the manifest's order, each checked to hold at most
+    the rows its index holds in the dimension of its layout."""
+    out = []
+    entries = manifest.metrics[metric].index.value_indexes
+    for file, entry in zip(manifest.part_value_files(part, metric), entries, strict=True):
+        index = read_index(version_path / file, mmap=mmap)
+        expected_dim = manifest.dim + entry.layout.augmented
+        if index.ntotal > part.index_counts[metric] or index.d != expected_dim:
+            raise ArtifactError(
+                f"{file}: at most {part.index_counts[metric]} vectors of dimension {expected_dim} expected for "
+                f"{metric}, got {index.ntotal} of {index.d}"
+            )
+        out.append(index)
+    return out
+
+
 def verify_version(manifest: Manifest, version_path: Path) -> None:
     """Full check: checksums, then every file loads with the shape the manifest promises."""
     verify_checksums(manifest, version_path)
@@ -145,5 +164,6 @@ def verify_shapes(manifest: Manifest, version_path: Path) -> None:
         for name in manifest.metrics:
             open_indexes(manifest, version_path, part, name, mmap=True)
             open_filter_index(manifest, version_path, part, name, mmap=True)
+            open_value_indexes(manifest, version_path, part, name, mmap=True)
     for name in manifest.metrics:
         manifest.metric_space(name, version_path)

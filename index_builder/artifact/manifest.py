@@ -57,6 +57,16 @@ class FilterIndexEntry(_Model):
     max_norm: float | None = None
 
 
+class ValueIndexEntry(_Model):
+    """An index of only the documents carrying one keyword value, one file per part next to the
+    index (value_file, numbered in the list's order): a filter requiring the value searches it."""
+
+    attribute: str
+    value: str
+    factory: str
+    layout: Layout
+
+
 class FilterRoute(_Model):
     """A way a search among one selectivity band's share of the documents keeps the recall target,
     as the build measured it: through the `index` (its knob raised by `boost`,
@@ -86,6 +96,8 @@ class IndexEntry(_Model):
     filter_index: FilterIndexEntry | None = None
     """The second structure filtered searches may take: an IVF index over int8 codes of the same
     rows, one file per part next to the index (filter_file)."""
+    value_indexes: list[ValueIndexEntry] = Field(default_factory=list)
+    """Indexes of the documents carrying a frequent keyword value (index_builder.value_indexes)."""
     filter_plan: dict[str, list[FilterRoute]] = Field(default_factory=dict)
     """Per selectivity band, the ways the build measured that keep the recall target (none: only
     an exact scan does); the planner takes the cheapest, an exact scan included."""
@@ -115,6 +127,12 @@ def filter_file(name: str) -> str:
     """A part's filter index next to its index `name`: dot.faiss -> dot.filter.faiss."""
     stem, dot, suffix = name.rpartition(".")
     return f"{stem}.filter.{suffix}" if dot else f"{name}.filter"
+
+
+def value_file(name: str, at: int) -> str:
+    """A value index next to the index `name`: dot.faiss -> dot.v00.faiss for the first."""
+    stem, dot, suffix = name.rpartition(".")
+    return f"{stem}.v{at:02d}.{suffix}" if dot else f"{name}.v{at:02d}"
 
 
 def range_file(name: str, r: int) -> str:
@@ -244,9 +262,15 @@ class Manifest(_Model):
         """The filter index of one metric in one part (None when the metric has none)."""
         return filter_file(part.index_files[metric]) if self.metrics[metric].index.filter_index else None
 
+    def part_value_files(self, part: ShardEntry, metric: str) -> list[str]:
+        """The value indexes of one metric in one part, in the order the manifest lists them."""
+        entries = self.metrics[metric].index.value_indexes
+        return [value_file(part.index_files[metric], at) for at in range(len(entries))]
+
     def part_structure_files(self, part: ShardEntry) -> list[str]:
-        """Every FAISS file of one part: each metric's index files and filter index."""
+        """Every FAISS file of one part: each metric's index files, filter index and value indexes."""
         files = [f for metric in part.index_files for f in self.part_index_files(part, metric)]
+        files += [f for metric in part.index_files for f in self.part_value_files(part, metric)]
         return files + [f for metric in part.index_files if (f := self.part_filter_file(part, metric))]
 
     def attribute_types(self) -> dict[str, AttributeType]:
