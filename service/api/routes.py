@@ -106,6 +106,7 @@ def describe(served: Served, state: AppState) -> dict[str, object]:
             if monitor is None or index.exact
             else monitor.figure(version.collection, version.version, name).describe(),
             filter_index=None if index.filter_index is None else index.filter_index.factory,
+            value_indexes=[f"{value.attribute}={value.value}" for value in index.value_indexes],
             filter_plan={
                 band: BandPlan(**band_choice(ways, index.exact_micros.get(band)), ways=ways)
                 for band, ways in index.filter_plan.items()

@@ -305,6 +305,11 @@ class MetricInfo(BaseModel):
     filter_index: str | None = Field(
         None, description="the second structure filtered searches may take (a FAISS factory string), if built"
     )
+    value_indexes: list[str] = Field(
+        default_factory=list,
+        description="keyword values (attribute=value) whose documents have an index of their own, which a filter "
+        "requiring the value searches",
+    )
     filter_plan: dict[str, BandPlan] = Field(
         default_factory=dict,
         description="per selectivity band (share of documents passing; a filter uses the band at or below it), "

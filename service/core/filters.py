@@ -213,6 +213,14 @@ def names_ids(node: Node) -> bool:
     return isinstance(node, HasId)
 
 
+def required_values(node: Node) -> list[tuple[str, Any]]:
+    """The (attribute, value) pairs every passing document carries: single-value matches reached
+    through `must` alone."""
+    if isinstance(node, Tree):
+        return [pair for child in node.must for pair in required_values(child)]
+    return [(node.key, node.values[0])] if isinstance(node, Match) and len(node.values) == 1 else []
+
+
 def evaluate(
     node: Node, columns: dict[str, Column], known_rows: Callable[[list[str]], np.ndarray], total: int
 ) -> RowSet:

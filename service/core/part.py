@@ -22,6 +22,7 @@ from index_builder.artifact.integrity import (
     open_attributes,
     open_filter_index,
     open_indexes,
+    open_value_indexes,
     open_vectors,
     read_ids,
     verify_checksums,
@@ -30,7 +31,7 @@ from index_builder.artifact.manifest import Manifest, ShardEntry
 from index_builder.retrieval.ann import ServedIndex
 from index_builder.retrieval.rowsets import RowSet, contains, count, intersect, listed, nbytes, read_only, sorted_unique
 from index_builder.retrieval.scoring import MISSING, Prepared, doc_scales, score_rows
-from service.core.filters import Node, evaluate, names_ids
+from service.core.filters import Node, evaluate, names_ids, required_values
 from service.core.idtable import MISSING_ROW, LazyIdTable
 from service.core.lru import Lru
 from service.core.planner import run_search
@@ -82,6 +83,8 @@ class Part:
     columns: dict[str, Column]
     filters: dict[str, ServedIndex] = field(default_factory=dict)
     """Per metric, the filter index a filtered search may take instead (service.core.planner)."""
+    values: dict[str, dict[tuple[str, str], ServedIndex]] = field(default_factory=dict)
+    """Per metric, the index of each frequent keyword value's documents (attribute, value)."""
     cache: Lru[np.ndarray] = field(default_factory=row_cache, compare=False)
     filtered: Lru[RowSet] = field(default_factory=filter_cache, compare=False)
     rows_by_id: dict[str, int] = field(init=False, compare=False)
@@ -110,6 +113,15 @@ class Part:
             self.filtered.put(where, found)
         return found
 
+    def narrowed(self, metric: str, where: Node | None) -> ServedIndex | None:
+        """The smallest value index holding every document the filter can pass: one of a keyword
+        value the tree requires (None when it requires none that has an index)."""
+        held = self.values.get(metric)
+        if not held or where is None:
+            return None
+        found = [held[value] for value in required_values(where) if value in held]
+        return min(found, key=lambda served: served.ntotal, default=None)
+
     def labels(self, rows: np.ndarray) -> np.ndarray:
         """Ids of local rows (None for MISSING)."""
         if not (rows == MISSING).any():
@@ -136,7 +148,7 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
     unread = frozenset() if indexed else frozenset(manifest.part_structure_files(entry))
     verify_checksums(manifest, path, entry, unread)
     vectors = open_vectors(manifest, path, entry)
-    indexes, filters = open_searchable(manifest, path, entry, vectors, mmap) if indexed else ({}, {})
+    indexes, filters, values = open_searchable(manifest, path, entry, vectors, mmap) if indexed else ({}, {}, {})
     return Part(
         ids=np.array(read_ids(path, entry), dtype=object),
         vectors=vectors,
@@ -144,29 +156,34 @@ def load_part(manifest: Manifest, path: Path, entry: ShardEntry, offset: int, mm
         offset=offset,
         columns=open_attributes(manifest, path, entry),
         filters=filters,
+        values=values,
     )
 
 
 def open_searchable(
     manifest: Manifest, path: Path, entry: ShardEntry, vectors: np.ndarray, mmap: bool
-) -> tuple[dict[str, ServedIndex], dict[str, ServedIndex]]:
-    """A part's index per metric, and the filter index of those built with one."""
-    indexes, filters = {}, {}
+) -> tuple[dict[str, ServedIndex], dict[str, ServedIndex], dict[str, dict[tuple[str, str], ServedIndex]]]:
+    """A part's index per metric, the filter index of those built with one, and their value indexes."""
+    indexes, filters, values = {}, {}, {}
     for name, metric in manifest.metrics.items():
         space = manifest.metric_space(name, path)
         scales = doc_scales(space, vectors, SCALE_BLOCK_ROWS)
+        built = metric.index
         indexes[name] = ServedIndex.of(
-            open_indexes(manifest, path, entry, name, mmap),
-            space,
-            metric.index.layout,
-            metric.index.refine_factor,
-            vectors,
-            scales,
+            open_indexes(manifest, path, entry, name, mmap), space, built.layout, built.refine_factor, vectors, scales
         )
-        lists, built = open_filter_index(manifest, path, entry, name, mmap), metric.index.filter_index
-        if lists is not None and built is not None:
-            filters[name] = ServedIndex.of([lists], space, built.layout, built.refine_factor, vectors, scales)
-    return indexes, filters
+        lists = open_filter_index(manifest, path, entry, name, mmap)
+        if lists is not None and built.filter_index is not None:
+            filters[name] = ServedIndex.of(
+                [lists], space, built.filter_index.layout, built.filter_index.refine_factor, vectors, scales
+            )
+        values[name] = {
+            (value.attribute, value.value): ServedIndex.of([index], space, value.layout, 1, vectors, scales)
+            for value, index in zip(
+                built.value_indexes, open_value_indexes(manifest, path, entry, name, mmap), strict=True
+            )
+        }
+    return indexes, filters, values
 
 
 def load_parts(manifest: Manifest, path: Path, mmap: bool, only: int | None = None, indexed: bool = True) -> list[Part]:
@@ -201,7 +218,11 @@ def search_part(part: Part, query: Query) -> Answer:
     and the attributes asked for."""
     hidden = None if query.overlay is None else query.overlay.hidden
     allowed = _passing(part, query.where, hidden)
-    scores, rows = run_search(part.indexes[query.metric], part.filters.get(query.metric), query, allowed)
+    narrowed = part.narrowed(query.metric, query.where)
+    if narrowed is None:
+        scores, rows = run_search(part.indexes[query.metric], part.filters.get(query.metric), query, allowed)
+    else:
+        scores, rows = run_search(narrowed, None, query, allowed)
     labels = part.labels(rows)
     attrs = part.attributes(rows, query.fields) if query.fields else None
     if part.offset:
