@@ -253,7 +253,13 @@ def _write_values(job: ShardJob, inputs: MetricInputs, corpus: StagedCorpus) -> 
         path = job.staging / value_file(main, at)
         plan = write_one(inputs, Layout.IP, rows, None, corpus, job.index, path, job.progress)
         entries.append(
-            ValueIndexEntry(attribute=choice.attribute, value=choice.value, factory=plan.factory, layout=Layout.IP)
+            ValueIndexEntry(
+                attribute=choice.attribute,
+                value=choice.value,
+                factory=plan.factory,
+                layout=Layout.IP,
+                refine_factor=plan.refine_factor,
+            )
         )
     return entries
 

@@ -65,6 +65,7 @@ class ValueIndexEntry(_Model):
     value: str
     factory: str
     layout: Layout
+    refine_factor: int = 1
 
 
 class FilterRoute(_Model):

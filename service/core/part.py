@@ -178,7 +178,9 @@ def open_searchable(
                 [lists], space, built.filter_index.layout, built.filter_index.refine_factor, vectors, scales
             )
         values[name] = {
-            (value.attribute, value.value): ServedIndex.of([index], space, value.layout, 1, vectors, scales)
+            (value.attribute, value.value): ServedIndex.of(
+                [index], space, value.layout, value.refine_factor, vectors, scales
+            )
             for value, index in zip(
                 built.value_indexes, open_value_indexes(manifest, path, entry, name, mmap), strict=True
             )
