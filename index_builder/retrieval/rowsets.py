@@ -155,9 +155,10 @@ def restrict(s: RowSet, indexed: np.ndarray | None) -> RowSet:
 
 
 def nbytes(s: RowSet) -> int:
-    """Memory the set holds, its packed bits included (what a cache of sets weighs)."""
+    """Memory the set holds (what a cache of sets weighs): a mask with its packed bits and the
+    restriction a cosine index's searches keep beside it (Mask.within), with its bits too."""
     if isinstance(s, Mask):
-        return s.mask.nbytes * 9 // 8
+        return s.mask.nbytes * 9 // 4
     return int(s.rows.nbytes)
 
 
